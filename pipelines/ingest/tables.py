@@ -1,0 +1,85 @@
+"""DDL for the tables ingestion writes: raw tables, quarantine and the ingest log.
+
+Raw tables hold the contract's columns, typed, plus lineage columns (prefixed ``_``)
+that tie every row to the file and line it came from. That tie is what lets later
+retention and erasure steps reach every copy of a person's data, and lets an auditor
+reconcile rows read with rows loaded and quarantined.
+"""
+
+from __future__ import annotations
+
+from pipelines.contracts import SourceContract
+
+INGEST_SCHEMA = "ingest"
+QUARANTINE_TABLE = f"{INGEST_SCHEMA}.quarantine"
+INGEST_LOG_TABLE = f"{INGEST_SCHEMA}.ingest_log"
+
+# name, DuckDB type, meaning
+LINEAGE_COLUMNS = (
+    ("_record_id", "VARCHAR", "file hash prefix + line: unique id of this raw row"),
+    ("_source_file", "VARCHAR", "path of the landing file, relative to the landing dir"),
+    ("_file_hash", "VARCHAR", "SHA-256 of the landing file's bytes"),
+    ("_line_number", "BIGINT", "physical line where the record starts (CSV header = 1)"),
+    ("_ingested_at", "TIMESTAMP", "when the row was loaded (UTC)"),
+    ("_run_id", "VARCHAR", "Dagster run that loaded it"),
+)
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def raw_table_ddl(contract: SourceContract) -> str:
+    cols = [f"{quote_ident(c.name)} {c.duckdb_type}" for c in contract.columns]
+    cols += [f"{name} {dtype}" for name, dtype, _ in LINEAGE_COLUMNS]
+    return (
+        f"CREATE SCHEMA IF NOT EXISTS {contract.raw_schema};\n"
+        f"CREATE TABLE IF NOT EXISTS {contract.qualified_table} (\n    "
+        + ",\n    ".join(cols)
+        + "\n);"
+    )
+
+
+# The quarantine holds the offending record as it arrived: personal data, so it carries
+# the normalised email and cookie id (when readable) for erasure to find it, and a
+# timestamp for retention to expire it.
+QUARANTINE_DDL = f"""
+CREATE SCHEMA IF NOT EXISTS {INGEST_SCHEMA};
+CREATE TABLE IF NOT EXISTS {QUARANTINE_TABLE} (
+    quarantine_id VARCHAR PRIMARY KEY,   -- file hash prefix + line, like _record_id
+    source_table VARCHAR NOT NULL,       -- raw table the row was meant for
+    source_file VARCHAR NOT NULL,
+    file_hash VARCHAR NOT NULL,
+    line_number BIGINT,
+    column_name VARCHAR,                 -- first failing column (NULL for structural faults)
+    reason VARCHAR NOT NULL,             -- reason code, see pipelines.ingest.validate
+    violations VARCHAR,                  -- every failing column:reason, ';'-joined
+    raw_record VARCHAR,                  -- the record as read (JSON object or raw line)
+    email VARCHAR,                       -- normalised email if one could be read
+    cookie_id VARCHAR,
+    quarantined_at TIMESTAMP NOT NULL,
+    run_id VARCHAR
+);
+"""
+
+# One row per landing file seen. Keyed by content hash so a re-delivered identical file
+# is skipped (idempotent ingestion) and so erasure can find which files held a subject.
+INGEST_LOG_DDL = f"""
+CREATE SCHEMA IF NOT EXISTS {INGEST_SCHEMA};
+CREATE TABLE IF NOT EXISTS {INGEST_LOG_TABLE} (
+    file_hash VARCHAR NOT NULL,
+    source_file VARCHAR NOT NULL,
+    source_table VARCHAR NOT NULL,
+    contract_id VARCHAR NOT NULL,
+    contract_version VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,             -- loaded | rejected
+    rejection_reason VARCHAR,            -- not_utf8 | bad_header | ...
+    rows_read BIGINT NOT NULL,
+    rows_loaded BIGINT NOT NULL,
+    rows_quarantined BIGINT NOT NULL,
+    file_bytes BIGINT NOT NULL,
+    ingested_at TIMESTAMP NOT NULL,
+    run_id VARCHAR,
+    PRIMARY KEY (file_hash, source_table)
+);
+"""
