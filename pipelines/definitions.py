@@ -1,0 +1,28 @@
+"""The Dagster code location: assembles ingestion, dbt models, jobs and schedules."""
+
+from dagster import Definitions, in_process_executor
+
+from pipelines.ingest.assets import ingestion_definitions
+from pipelines.io import NoStorageIOManager
+from pipelines.jobs import run_pipeline_job, run_pipeline_schedule
+from pipelines.progress import lethe_progress_logger
+from pipelines.resources import LandingZoneResource, RunClockResource, WarehouseResource
+from pipelines.transform.dbt import build_dbt_assets, dbt_resource
+
+landing_specs, ingestion_assets = ingestion_definitions()
+
+defs = Definitions(
+    assets=[*landing_specs, *ingestion_assets, build_dbt_assets()],
+    jobs=[run_pipeline_job],
+    schedules=[run_pipeline_schedule],
+    resources={
+        "warehouse": WarehouseResource(),
+        "landing": LandingZoneResource(),
+        "clock": RunClockResource(),
+        "dbt": dbt_resource(),
+        "io_manager": NoStorageIOManager(),
+    },
+    loggers={"lethe_progress": lethe_progress_logger},
+    # One DuckDB file takes one writer: steps run one after another in one process.
+    executor=in_process_executor,
+)

@@ -1,0 +1,119 @@
+"""Dagster assets for ingestion: one landing extract and one raw table per contract.
+
+The assets are thin: they read the contract, call ``ingest_source`` and report counts.
+Metadata carries counts, reason codes and file names only — never a value from a row.
+"""
+
+
+from datetime import datetime, timezone
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    MaterializeResult,
+    MetadataValue,
+    multi_asset,
+)
+
+from pipelines.contracts import SourceContract, load_contracts
+from pipelines.ingest.load import ingest_source
+from pipelines.ingest.reconcile import unreconciled_files
+from pipelines.resources import LandingZoneResource, WarehouseResource
+
+INGEST_GROUP = "ingest"
+
+
+def landing_key(contract: SourceContract) -> AssetKey:
+    return AssetKey(["landing", contract.system, contract.entity])
+
+
+def contract_metadata(contract: SourceContract) -> dict:
+    pii = [c.name for c in contract.columns if c.is_pii]
+    return {
+        "contract_file": f"data_contracts/{contract.path.name}",
+        "contract_id": contract.contract_id,
+        "contract_version": contract.version,
+        "purposes": ", ".join(contract.purposes),
+        "retention": str(contract.retention.get("value")) + (
+            f" {contract.retention['unit']}" if contract.retention.get("unit") else ""
+        ),
+        "pii_columns": ", ".join(pii) or "none",
+        "landing_path": f"landing/{contract.landing_path}/",
+        "file_format": contract.file_format,
+    }
+
+
+def landing_spec(contract: SourceContract) -> AssetSpec:
+    """The extract files themselves: produced outside Lethe, observed here for lineage."""
+    return AssetSpec(
+        key=landing_key(contract),
+        description=f"Extract files dropped under landing/{contract.landing_path}/. {contract.description}",
+        group_name=INGEST_GROUP,
+        kinds={contract.file_format},
+        metadata=contract_metadata(contract),
+    )
+
+
+RECONCILED_CHECK = "rows_reconcile_per_file"
+
+
+def build_ingestion_asset(contract: SourceContract):
+    key = AssetKey(contract.asset_key_path)
+
+    @multi_asset(
+        name=f"ingest_{contract.system}_{contract.entity}",
+        specs=[AssetSpec(
+            key=key,
+            deps=[landing_key(contract)],
+            description=(
+                f"Raw {contract.entity} from {contract.system}, validated against "
+                f"{contract.path.name}; bad rows go to ingest.quarantine with a reason. "
+                f"{contract.description}"
+            ),
+            group_name=INGEST_GROUP,
+            kinds={"duckdb", "polars"},
+            metadata=contract_metadata(contract) | {"table": contract.qualified_table},
+        )],
+        check_specs=[AssetCheckSpec(
+            RECONCILED_CHECK,
+            asset=key,
+            blocking=True,
+            description="Per landing file: rows read = rows in the raw table + rows in quarantine.",
+        )],
+    )
+    def _ingest(context: AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource):
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        with warehouse.connect() as con:
+            outcome = ingest_source(con, contract, landing.resolved_path(), context.run_id, now)
+            bad_files = unreconciled_files(con, contract)
+        meta = outcome.metadata()
+        context.log.info(
+            f"{contract.qualified_table}: {meta['files_new']} new file(s), "
+            f"{meta['rows_loaded']} rows loaded, {meta['rows_quarantined']} quarantined, "
+            f"{meta['files_rejected']} file(s) rejected"
+        )
+        yield MaterializeResult(
+            asset_key=key,
+            metadata={
+                k: (MetadataValue.json(v) if isinstance(v, dict) else v) for k, v in meta.items()
+            },
+        )
+        yield AssetCheckResult(
+            asset_key=key,
+            check_name=RECONCILED_CHECK,
+            passed=not bad_files,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"files_not_reconciled": len(bad_files),
+                      "first_files": MetadataValue.json(bad_files[:10])},
+        )
+
+    return _ingest
+
+
+def ingestion_definitions() -> tuple[list[AssetSpec], list]:
+    contracts = load_contracts()
+    return [landing_spec(c) for c in contracts], [build_ingestion_asset(c) for c in contracts]

@@ -1,0 +1,34 @@
+"""Reconciliation: every row the ingest log says was read is in the raw table or quarantine."""
+
+from __future__ import annotations
+
+import duckdb
+
+from pipelines.contracts import SourceContract
+from pipelines.ingest.tables import INGEST_LOG_TABLE, QUARANTINE_TABLE
+
+
+def unreconciled_files(con: duckdb.DuckDBPyConnection, contract: SourceContract) -> list[str]:
+    """Landing files (relative paths) whose counts do not add up; empty when all is well."""
+    table = contract.qualified_table
+    rows = con.execute(
+        f"""
+        WITH loaded AS (
+            SELECT _file_hash AS file_hash, count(*) AS n FROM {table} GROUP BY ALL
+        ), quarantined AS (
+            SELECT file_hash, count(*) AS n FROM {QUARANTINE_TABLE}
+            WHERE source_table = ? GROUP BY ALL
+        )
+        SELECT log.source_file
+        FROM {INGEST_LOG_TABLE} AS log
+        LEFT JOIN loaded USING (file_hash)
+        LEFT JOIN quarantined USING (file_hash)
+        WHERE log.source_table = ? AND log.status = 'loaded'
+          AND (log.rows_loaded <> coalesce(loaded.n, 0)
+               OR log.rows_quarantined <> coalesce(quarantined.n, 0)
+               OR log.rows_read <> log.rows_loaded + log.rows_quarantined)
+        ORDER BY 1
+        """,
+        [table, table],
+    ).fetchall()
+    return [r[0] for r in rows]

@@ -1,0 +1,74 @@
+"""Dagster resources: the warehouse, the landing zone and the run's clock.
+
+Paths default to empty and are resolved when a run uses them, so loading the code
+location never depends on the environment it was imported in.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import duckdb
+from dagster import ConfigurableResource
+
+from pipelines.settings import LethePaths
+
+
+class WarehouseResource(ConfigurableResource):
+    """The DuckDB file everything is loaded into (``LETHE_WAREHOUSE`` by default)."""
+
+    path: str = ""
+
+    def resolved_path(self) -> Path:
+        return LethePaths.resolve(warehouse=self.path or None).warehouse
+
+    @contextmanager
+    def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        path = self.resolved_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(path))
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+class LandingZoneResource(ConfigurableResource):
+    """Where extracts are dropped (``LETHE_LANDING`` by default)."""
+
+    path: str = ""
+
+    def resolved_path(self) -> Path:
+        return LethePaths.resolve(landing=self.path or None).landing
+
+
+def parse_as_of(value: str) -> datetime:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (or any ISO-8601 with offset; naive = UTC) → aware UTC."""
+    text = value.strip().replace("Z", "+00:00").replace("z", "+00:00")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"--as-of must look like 2026-11-30T00:00:00Z, got {value!r}") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
+
+
+class RunClockResource(ConfigurableResource):
+    """The run's "now": every time-dependent decision in a run reads this one instant.
+
+    Empty means the current UTC time at the moment it is first asked.
+    """
+
+    as_of: str = ""
+
+    def now(self) -> datetime:
+        if self.as_of:
+            return parse_as_of(self.as_of)
+        return datetime.now(timezone.utc).replace(microsecond=0)
+
+    def as_of_text(self) -> str:
+        return self.now().strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,0 +1,99 @@
+"""The end-of-run summary: counts per table, read back from the warehouse.
+
+Counts come from the ingest log and the tables themselves (not from the run's memory),
+so the summary shows what the warehouse really holds. Decision counts (kept /
+pseudonymised / purged) come from ``retention_decisions`` once that model exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+
+from pipelines.contracts import SourceContract
+from pipelines.ingest.tables import INGEST_LOG_TABLE, QUARANTINE_TABLE
+
+
+@dataclass
+class TableSummary:
+    table: str
+    files: int
+    rows_read: int
+    ingested: int
+    quarantined: int
+    rows_now: int
+    kept: int | None = None
+    pseudonymised: int | None = None
+    purged: int | None = None
+
+
+def _relation_exists(con, schema: str, name: str) -> bool:
+    rows = con.execute(
+        "SELECT 1 FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, name],
+    ).fetchall()
+    return bool(rows)
+
+
+def table_summaries(con: duckdb.DuckDBPyConnection, contracts: list[SourceContract]) -> list[TableSummary]:
+    out = []
+    decisions = _relation_exists(con, "main", "retention_decisions")
+    for c in contracts:
+        files, read, loaded, quarantined = con.execute(
+            f"""SELECT count(*), coalesce(sum(rows_read), 0), coalesce(sum(rows_loaded), 0),
+                       coalesce(sum(rows_quarantined), 0)
+                FROM {INGEST_LOG_TABLE} WHERE source_table = ?""",
+            [c.qualified_table],
+        ).fetchall()[0]
+        now = con.execute(f"SELECT count(*) FROM {c.qualified_table}").fetchall()[0][0] \
+            if _relation_exists(con, c.raw_schema, c.raw_table) else 0
+        summary = TableSummary(c.qualified_table, files, read, loaded, quarantined, now)
+        if decisions:
+            counts = dict(con.execute(
+                "SELECT action, count(*) FROM main.retention_decisions WHERE source_table = ? GROUP BY ALL",
+                [c.qualified_table],
+            ).fetchall())
+            summary.kept = counts.get("keep", 0)
+            summary.pseudonymised = counts.get("pseudonymise", 0)
+            summary.purged = counts.get("purge", 0)
+        out.append(summary)
+    return out
+
+
+def quarantine_reasons(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
+    if not _relation_exists(con, "ingest", "quarantine"):
+        return []
+    return con.execute(
+        f"SELECT source_table, reason, count(*) FROM {QUARANTINE_TABLE} GROUP BY ALL ORDER BY 1, 2"
+    ).fetchall()
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def format_summary(
+    tables: list[TableSummary], reasons: list[tuple[str, str, int]],
+    checks_passed: int, checks_failed: list[str],
+) -> str:
+    header = ("table", "files", "read", "ingested", "quarantined", "kept", "pseudonymised", "purged")
+    rows = [header] + [
+        (t.table, _cell(t.files), _cell(t.rows_read), _cell(t.ingested), _cell(t.quarantined),
+         _cell(t.kept), _cell(t.pseudonymised), _cell(t.purged))
+        for t in tables
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["", "Lethe run summary", ""]
+    for i, r in enumerate(rows):
+        lines.append("  ".join(
+            (v.ljust(widths[j]) if j == 0 else v.rjust(widths[j])) for j, v in enumerate(r)
+        ))
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    if reasons:
+        lines += ["", "Quarantined rows by reason:"]
+        lines += [f"  {table:<32} {reason:<20} {n:>8,}" for table, reason, n in reasons]
+    lines += ["", f"Checks: {checks_passed} passed, {len(checks_failed)} failed"]
+    lines += [f"  FAILED: {name}" for name in checks_failed]
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""The dbt project as Dagster assets, with dbt tests as asset checks.
+
+dbt sources are named after the raw schemas (``source('raw_crm', 'contacts')``) so
+dagster-dbt's default source keys equal the ingestion assets' keys and the asset graph
+reads extract → raw → staging without any custom mapping. The translator only sets
+the group from the model's folder, so the graph follows the data's journey.
+"""
+
+
+import os
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any, Mapping
+
+from dagster import AssetExecutionContext
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+
+from pipelines.resources import RunClockResource, WarehouseResource
+from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV
+
+# Folder under models/ → Dagster group. Sources keep their ingestion assets' group.
+FOLDER_GROUPS = {
+    "staging": "staging",
+    "intermediate": "consent",
+    "consent": "consent",
+    "retention": "retention",
+    "marts": "marts",
+    "audit": "audit",
+}
+
+
+class LetheDbtTranslator(DagsterDbtTranslator):
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        if dbt_resource_props.get("resource_type") == "source":
+            return super().get_group_name(dbt_resource_props)
+        folders = dbt_resource_props.get("fqn", [])[1:-1]
+        for folder in folders:
+            if folder in FOLDER_GROUPS:
+                return FOLDER_GROUPS[folder]
+        return "transform"
+
+
+def manifest_is_stale(project: DbtProject) -> bool:
+    """True when manifest.json is missing or older than any file of the dbt project."""
+    manifest = project.manifest_path
+    if not manifest.exists():
+        return True
+    built = manifest.stat().st_mtime
+    root = Path(project.project_dir)
+    for folder in ("models", "macros", "tests", "seeds", "snapshots"):
+        for path in (root / folder).rglob("*"):
+            if path.is_file() and path.stat().st_mtime > built:
+                return True
+    return any((root / f).stat().st_mtime > built for f in ("dbt_project.yml", "profiles.yml"))
+
+
+@cache
+def lethe_dbt_project() -> DbtProject:
+    """The dbt project, with a manifest parsed if it is missing or out of date.
+
+    Parsing at load keeps a fresh clone, CI and ``dagster dev`` on the same footing
+    (``dbt parse`` reads no data and takes a few seconds).
+    """
+    project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
+    if manifest_is_stale(project):
+        # Not project.preparer.prepare(): it looks for `dbt` on PATH only.
+        DbtCliResource(project_dir=project, dbt_executable=dbt_executable()).cli(
+            ["parse", "--quiet"], target_path=project.target_path
+        ).wait()
+    return project
+
+
+def dbt_build_args(as_of: str) -> list[str]:
+    """dbt CLI arguments for one run. ``as_of`` is a timestamp, never personal data:
+    dbt writes ``--vars`` into run_results.json and dbt.log."""
+    return ["build", "--vars", f"{{as_of: '{as_of}'}}"]
+
+
+def build_dbt_assets():
+    project = lethe_dbt_project()
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        dagster_dbt_translator=LetheDbtTranslator(
+            settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
+        ),
+    )
+    def lethe_dbt_models(
+        context: AssetExecutionContext,
+        dbt: DbtCliResource,
+        warehouse: WarehouseResource,
+        clock: RunClockResource,
+    ):
+        # profiles.yml reads the same variable as the warehouse resource.
+        os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
+        yield from dbt.cli(dbt_build_args(clock.as_of_text()), context=context).stream()
+
+    return lethe_dbt_models
+
+
+def dbt_executable() -> str:
+    """The dbt installed beside this Python, so an un-activated venv still finds it."""
+    candidate = Path(sys.executable).parent / "dbt"
+    return str(candidate) if candidate.exists() else "dbt"
+
+
+def dbt_resource() -> DbtCliResource:
+    return DbtCliResource(project_dir=lethe_dbt_project(), dbt_executable=dbt_executable())
