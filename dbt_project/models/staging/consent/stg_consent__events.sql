@@ -1,0 +1,43 @@
+-- One row per consent log entry; an entry delivered again in a later file keeps its first delivery.
+
+with source as (
+
+    select * from {{ source('raw_consent', 'events') }}
+
+),
+
+deduplicated as (
+
+    select *
+    from source
+    qualify row_number() over (
+        partition by consent_event_id
+        order by _ingested_at, _source_file, _line_number
+    ) = 1
+
+),
+
+renamed as (
+
+    select
+        consent_event_id,
+        {{ normalize_email('email') }} as email,
+        cookie_id,
+        {{ normalize_code('purpose') }} as purpose,
+        {{ normalize_code('action') }} as action,
+        occurred_at,
+        source_system,
+        entry_point,
+        notice_version,
+        {{ normalize_code('evidence') }} as evidence,
+        captured_ip,
+
+        _record_id as record_id,
+        _source_file as source_file,
+        _ingested_at as ingested_at
+
+    from deduplicated
+
+)
+
+select * from renamed

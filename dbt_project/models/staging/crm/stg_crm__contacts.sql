@@ -1,0 +1,46 @@
+-- One row per CRM contact: the latest version of the record across all deliveries.
+
+with source as (
+
+    select * from {{ source('raw_crm', 'contacts') }}
+
+),
+
+deduplicated as (
+
+    select *
+    from source
+    qualify row_number() over (
+        partition by contact_id
+        order by
+            coalesce(last_activity_at, created_at) desc nulls last,
+            _ingested_at desc,
+            _source_file desc,
+            _line_number desc
+    ) = 1
+
+),
+
+renamed as (
+
+    select
+        contact_id,
+        {{ normalize_email('email') }} as email,
+        first_name,
+        last_name,
+        phone,
+        country,
+        created_at,
+        last_activity_at,
+        lifecycle_stage,
+        {{ normalize_code('legal_basis') }} as legal_basis,
+
+        _record_id as record_id,
+        _source_file as source_file,
+        _ingested_at as ingested_at
+
+    from deduplicated
+
+)
+
+select * from renamed

@@ -1,0 +1,41 @@
+-- One row per email event; an event delivered again in a later file keeps its first delivery.
+
+with source as (
+
+    select * from {{ source('raw_marketing', 'email_events') }}
+
+),
+
+deduplicated as (
+
+    select *
+    from source
+    qualify row_number() over (
+        partition by event_id
+        order by _ingested_at, _source_file, _line_number
+    ) = 1
+
+),
+
+renamed as (
+
+    select
+        event_id,
+        subscriber_id,
+        {{ normalize_email('email') }} as email,
+        campaign_id,
+        {{ normalize_code('event_type') }} as event_type,
+        occurred_at,
+        ip_address,
+        user_agent,
+        url,
+
+        _record_id as record_id,
+        _source_file as source_file,
+        _ingested_at as ingested_at
+
+    from deduplicated
+
+)
+
+select * from renamed

@@ -1,0 +1,45 @@
+-- One row per marketing subscriber: the latest version of the member record.
+
+with source as (
+
+    select * from {{ source('raw_marketing', 'subscribers') }}
+
+),
+
+deduplicated as (
+
+    select *
+    from source
+    qualify row_number() over (
+        partition by subscriber_id
+        order by
+            last_changed_at desc nulls last,
+            _ingested_at desc,
+            _source_file desc,
+            _line_number desc
+    ) = 1
+
+),
+
+renamed as (
+
+    select
+        subscriber_id,
+        {{ normalize_email('email') }} as email,
+        {{ normalize_code('status') }} as status,
+        optin_at,
+        optin_ip,
+        confirmed_at,
+        confirm_ip,
+        unsubscribed_at,
+        last_changed_at,
+
+        _record_id as record_id,
+        _source_file as source_file,
+        _ingested_at as ingested_at
+
+    from deduplicated
+
+)
+
+select * from renamed

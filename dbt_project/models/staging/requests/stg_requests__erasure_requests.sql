@@ -1,0 +1,42 @@
+-- One row per erasure request. A verified delivery beats an unverified one, so a later
+-- re-export that lost verified_at cannot un-verify a request; otherwise the latest wins.
+
+with source as (
+
+    select * from {{ source('raw_requests', 'erasure_requests') }}
+
+),
+
+deduplicated as (
+
+    select *
+    from source
+    qualify row_number() over (
+        partition by request_id
+        order by
+            (verified_at is not null) desc,
+            _ingested_at desc,
+            _source_file desc,
+            _line_number desc
+    ) = 1
+
+),
+
+renamed as (
+
+    select
+        request_id,
+        {{ normalize_email('email') }} as email,
+        received_at,
+        verified_at,
+        channel,
+
+        _record_id as record_id,
+        _source_file as source_file,
+        _ingested_at as ingested_at
+
+    from deduplicated
+
+)
+
+select * from renamed

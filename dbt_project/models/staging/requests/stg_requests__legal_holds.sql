@@ -1,0 +1,38 @@
+-- One row per legal hold: the latest delivery wins (a hold can be extended or lifted
+-- by re-delivering it with a new expires_at).
+
+with source as (
+
+    select * from {{ source('raw_requests', 'legal_holds') }}
+
+),
+
+deduplicated as (
+
+    select *
+    from source
+    qualify row_number() over (
+        partition by hold_id
+        order by _ingested_at desc, _source_file desc, _line_number desc
+    ) = 1
+
+),
+
+renamed as (
+
+    select
+        hold_id,
+        {{ normalize_email('email') }} as email,
+        reason,
+        placed_at,
+        expires_at,
+
+        _record_id as record_id,
+        _source_file as source_file,
+        _ingested_at as ingested_at
+
+    from deduplicated
+
+)
+
+select * from renamed

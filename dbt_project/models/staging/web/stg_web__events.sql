@@ -1,0 +1,43 @@
+-- One row per web tracker event; an event delivered again in a later file keeps its first delivery.
+
+with source as (
+
+    select * from {{ source('raw_web', 'events') }}
+
+),
+
+deduplicated as (
+
+    select *
+    from source
+    qualify row_number() over (
+        partition by event_id
+        order by _ingested_at, _source_file, _line_number
+    ) = 1
+
+),
+
+renamed as (
+
+    select
+        event_id,
+        cookie_id,
+        {{ normalize_email('email') }} as email,
+        ip_address,
+        occurred_at,
+        page_url,
+        referrer,
+        utm_source,
+        utm_medium,
+        utm_campaign,
+        user_agent,
+
+        _record_id as record_id,
+        _source_file as source_file,
+        _ingested_at as ingested_at
+
+    from deduplicated
+
+)
+
+select * from renamed
