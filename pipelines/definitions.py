@@ -6,13 +6,14 @@ from pipelines.ingest.assets import ingestion_definitions
 from pipelines.io import NoStorageIOManager
 from pipelines.jobs import run_pipeline_job, run_pipeline_schedule
 from pipelines.progress import lethe_progress_logger
+from pipelines.retention.assets import retention_policy
 from pipelines.resources import LandingZoneResource, RunClockResource, WarehouseResource
 from pipelines.transform.dbt import build_dbt_assets, dbt_resource
 
 landing_specs, ingestion_assets = ingestion_definitions()
 
 defs = Definitions(
-    assets=[*landing_specs, *ingestion_assets, build_dbt_assets()],
+    assets=[*landing_specs, *ingestion_assets, retention_policy, build_dbt_assets()],
     jobs=[run_pipeline_job],
     schedules=[run_pipeline_schedule],
     resources={

@@ -38,7 +38,7 @@ def _relation_exists(con, schema: str, name: str) -> bool:
 
 def table_summaries(con: duckdb.DuckDBPyConnection, contracts: list[SourceContract]) -> list[TableSummary]:
     out = []
-    decisions = _relation_exists(con, "main", "retention_decisions")
+    decisions = _relation_exists(con, "retention", "retention_decisions")
     for c in contracts:
         files, read, loaded, quarantined = con.execute(
             f"""SELECT count(*), coalesce(sum(rows_read), 0), coalesce(sum(rows_loaded), 0),
@@ -51,7 +51,7 @@ def table_summaries(con: duckdb.DuckDBPyConnection, contracts: list[SourceContra
         summary = TableSummary(c.qualified_table, files, read, loaded, quarantined, now)
         if decisions:
             counts = dict(con.execute(
-                "SELECT action, count(*) FROM main.retention_decisions WHERE source_table = ? GROUP BY ALL",
+                "SELECT action, count(*) FROM retention.retention_decisions WHERE source_table = ? GROUP BY ALL",
                 [c.qualified_table],
             ).fetchall())
             summary.kept = counts.get("keep", 0)

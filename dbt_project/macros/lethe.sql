@@ -1,0 +1,91 @@
+{#
+    Lethe's shared SQL pieces. Engine-specific functions (lethe_hmac,
+    lethe_generalise_ip) are installed on every connection by the dbt-duckdb plugin
+    (pipelines/sql_functions.py); these macros are the only place models name them.
+#}
+
+{# The run's "now": the `as_of` var (UTC), or the current UTC time when it is not set. #}
+{% macro as_of() -%}
+    {%- set value = var('as_of', none) -%}
+    {%- if value -%}
+        cast('{{ value | replace("T", " ") | replace("Z", "") }}' as timestamp)
+    {%- else -%}
+        cast(now() at time zone 'UTC' as timestamp)
+    {%- endif -%}
+{%- endmacro %}
+
+{# Keyed pseudonym of an already-normalised value (HMAC-SHA256, hex). #}
+{% macro hmac_sha256(expr) -%}
+    lethe_hmac({{ expr }})
+{%- endmacro %}
+
+{# IPv4 → /24, IPv6 → /48. #}
+{% macro generalise_ip(expr) -%}
+    lethe_generalise_ip({{ expr }})
+{%- endmacro %}
+
+{# A policy period such as '24 months' as an INTERVAL. #}
+{% macro policy_interval(expr) -%}
+    cast({{ expr }} as interval)
+{%- endmacro %}
+
+{# Path of a URL without query string or fragment (where identifiers like to hide). #}
+{% macro url_without_query(expr) -%}
+    nullif(regexp_replace({{ expr }}, '[?#].*$', ''), '')
+{%- endmacro %}
+
+{#
+    The policy row of one table, as a one-row relation to cross join:
+    `from records cross join ({{ policy_for('raw_web.events') }}) as policy`
+#}
+{% macro policy_for(table_name) -%}
+    select
+        policy_version,
+        gdpr_effective_from,
+        consent_purpose,
+        clock_start,
+        {{ policy_interval('retention') }} as retention,
+        on_expiry,
+        {{ policy_interval('minimisation_window') }} as minimisation_window,
+        on_minimisation
+    from {{ source('policy', 'retention_policy') }}
+    where table_name = '{{ table_name }}'
+{%- endmacro %}
+
+{# Consent interval `alias` (from consent_state) covers instant `t`: [valid_from, valid_to). #}
+{% macro valid_at(alias, t) -%}
+    ({{ alias }}.valid_from <= {{ t }} and ({{ alias }}.valid_to is null or {{ t }} < {{ alias }}.valid_to))
+{%- endmacro %}
+
+{#
+    Rules 1 and 2 for every record of `records` (a CTE with `record_id` and the columns
+    named): is any of its subjects under an active legal hold, and until when; does
+    a verified erasure request cover any of them. A record's subjects are its own email
+    and, through `cookie_column`, the emails its cookie belongs to.
+#}
+{% macro record_subject_flags(records, email_column, cookie_column=none) -%}
+    select
+        record_subjects.record_id,
+        bool_or(status.under_legal_hold) as under_legal_hold,
+        -- the record stays held until the last active hold over its subjects ends
+        case
+            when bool_or(status.under_legal_hold and status.legal_hold_until is null) then null
+            else max(case when status.under_legal_hold then status.legal_hold_until end)
+        end as legal_hold_until,
+        bool_or(status.erasure_verified) as erasure_requested
+    from (
+        select record_id, {{ email_column }} as email
+        from {{ records }}
+        where {{ email_column }} is not null
+        {%- if cookie_column %}
+        union
+        select {{ records }}.record_id, subject_cookies.email
+        from {{ records }}
+        inner join {{ ref('subject_cookies') }} as subject_cookies
+            on subject_cookies.cookie_id = {{ records }}.{{ cookie_column }}
+        {%- endif %}
+    ) as record_subjects
+    inner join {{ ref('int_subject_status') }} as status
+        on status.email = record_subjects.email
+    group by record_subjects.record_id
+{%- endmacro %}

@@ -1,0 +1,82 @@
+-- When consent was valid, per key (email or cookie id) and purpose, as intervals
+-- [valid_from, valid_to): "was consent valid for purpose P at time t?" is one join.
+--
+-- Rule: consent is valid at t iff the latest event for the key and purpose with
+-- occurred_at <= t is a documented grant. Events at the same instant are ordered
+-- undocumented grant < documented grant < withdrawal, so a withdrawal beats a grant
+-- at the same timestamp. Consecutive valid events merge into one interval, opened by
+-- the event that made consent valid and closed by the one that ended it (valid_to is
+-- NULL while it is still valid).
+
+with ledger as (
+
+    select
+        key_type,
+        key_value,
+        purpose,
+        consent_event_id,
+        occurred_at,
+        action = 'granted' and is_documented as grants_consent,
+        case
+            when action = 'withdrawn' then 2
+            when is_documented then 1
+            else 0
+        end as precedence
+    from {{ ref('consent_ledger') }}
+
+),
+
+latest_per_instant as (
+
+    select *
+    from ledger
+    qualify row_number() over (
+        partition by key_type, key_value, purpose, occurred_at
+        order by precedence desc, consent_event_id
+    ) = 1
+
+),
+
+with_previous as (
+
+    select
+        *,
+        lag(grants_consent, 1, false) over per_key as was_valid
+    from latest_per_instant
+    window per_key as (partition by key_type, key_value, purpose order by occurred_at)
+
+),
+
+changes as (
+
+    select * from with_previous where grants_consent <> was_valid
+
+),
+
+intervals as (
+
+    select
+        key_type,
+        key_value,
+        purpose,
+        grants_consent,
+        occurred_at as valid_from,
+        consent_event_id as opened_by_event_id,
+        lead(occurred_at) over per_key as valid_to,
+        lead(consent_event_id) over per_key as closed_by_event_id
+    from changes
+    window per_key as (partition by key_type, key_value, purpose order by occurred_at)
+
+)
+
+select
+    key_type,
+    key_value,
+    case when key_type = 'email' then {{ hmac_sha256('key_value') }} end as subject_key,
+    purpose,
+    valid_from,
+    valid_to,
+    opened_by_event_id,
+    closed_by_event_id
+from intervals
+where grants_consent

@@ -1,0 +1,1442 @@
+"""Synthetic, deliberately messy landing data for Lethe, with a ground truth.
+
+``generate(out)`` writes one delivery of all seven sources into the landing directory
+``out`` (``out/<system>/<entity>/*.csv|*.jsonl``, the layout of ``data_contracts``) and a
+ground-truth file at ``out.parent / "ground_truth.json"`` - outside the landing
+directory, so ingestion never mistakes it for data. Output is a pure function of
+``(contacts, seed, as_of)``: the same arguments give byte-identical files. Bulk rows are
+generated column-wise with numpy and polars; only the few scenario subjects and the
+deliberately invalid rows are built row by row. Files already in the seven entity
+directories (``*.csv``, ``*.jsonl``) are removed first, so a re-run never mixes two
+deliveries.
+
+Files (``A`` = ``as_of``, ``E1`` = ``A - 30 days``)::
+
+    crm/contacts/contacts_<E1>.csv          full CRM extract (starts with a UTF-8 BOM)
+    crm/contacts/contacts_<A>.csv           later extract: new contacts + contacts active
+                                            since E1, repeating their contact_id with a
+                                            newer last_activity_at (valid; staging dedups)
+    crm/contacts/contacts_broken_header.csv rejected whole: bad_header
+    marketing/subscribers/subscribers_<A>.csv
+    marketing/subscribers/subscribers_legacy_latin1.csv   rejected whole: not_utf8
+    marketing/email_events/email_events_<year>.csv
+    web/events/events_<year>.jsonl          (the first one holds two blank lines)
+    consent/events/consent_events_<year>.csv
+    requests/erasure/erasure_requests_<A>.csv
+    requests/legal_holds/legal_holds_<A>.csv
+
+Valid messiness: e-mails in mixed case with surrounding spaces, timestamps with ``Z``,
+``+01:00`` / ``-05:00`` / ``+05:30`` offsets or naive (= UTC), date-only ``expires_at``,
+enum values in upper / title case, ``""`` as well as ``null`` for missing JSON values,
+JSON integers for ``utm_campaign``, zero-padded numeric contact ids, names with quotes,
+commas, embedded newlines, formula / SQL-injection text, emoji and RTL text.
+
+Invalid rows (the ground truth's ``quarantine``) are extra rows copied from a valid row of
+a subject that carries no scenario label, with exactly one defect; a copy gets a fresh
+record id unless the defect *is* the repeated id (``duplicate_key``, always placed after
+the original in the same file). Every reason that applies to a source appears at least
+twice there; in all about 0.75 % of the rows. Line numbers follow the ingestion rules:
+CSV header = line 1, a record starts on the physical line where it begins; JSONL lines are
+1-based and blank lines count.
+
+Ground truth (JSON)::
+
+    {"seed": 42, "contacts": 2000, "as_of": "2026-11-30",
+     "files": {"<system>/<entity>/<file>": {"records": n, "rejected": null | reason}},
+     "quarantine": [{"file": ..., "line": n, "column": name | null, "reason": ...}],
+     "scenarios": {"<normalised email>": ["label", ...]}}
+
+``records`` counts the data records of a file (CSV without header, JSONL non-blank lines),
+quarantined ones included; 0 for a rejected file. ``quarantine`` is sorted by file, line.
+
+Scenario labels (subjects are keyed by lower-cased, trimmed e-mail; each has one CRM
+contact in ``contacts_<E1>.csv`` only, unless said otherwise; "documented" consent = a
+``granted`` event with entry_point, notice_version, evidence and captured_ip; every
+timestamp below is before ``A`` 00:00Z):
+
+pre_gdpr_no_consent
+    created before 2018-05-25, legal_basis ``consent``, recent last_activity_at; a
+    ``subscribed`` subscriber row without optin/confirm data; no consent event at all.
+pre_gdpr_documented_consent
+    created and consented (documented, double opt-in) before 2018-05-25; subscribed.
+undocumented_consent
+    a single ``granted`` email_marketing event with empty entry_point, notice_version,
+    evidence and captured_ip; subscribed.
+withdrawn
+    documented grant, later ``withdrawn`` 200-400 days before A; subscriber
+    ``unsubscribed`` at the withdrawal (and an ``unsubscribe`` email event).
+regranted
+    grant, withdrawal, then a new documented grant (latest state: granted); subscribed.
+same_timestamp_withdraw_grant
+    after an earlier grant, a ``withdrawn`` and a ``granted`` email_marketing event with
+    the very same occurred_at (withdrawn first in the file); subscriber still subscribed.
+identified_later
+    a cookie with anonymous web events (no email), then events of the same cookie that
+    carry the email; a cookie-only web_analytics grant (cmp) and, at identification, an
+    email_marketing grant carrying both email and cookie_id.
+event_before_consent
+    ``sent`` / ``open`` email events 1-300 days before the first (documented) grant, all
+    within the last 24 months.
+unsubscribed_29d / unsubscribed_31d
+    subscriber ``unsubscribed``, unsubscribed_at = A - 29 d (resp. 31 d) + 12 h, with a
+    ``withdrawn`` consent event and an ``unsubscribe`` email event at that time.
+erasure_verified / erasure_unverified
+    recent data in every source (CRM, subscriber, consent, email and web events) and an
+    erasure request received 10-25 days before A, verified (resp. verified_at empty).
+legal_hold_active
+    legal_basis ``contract``, last_activity_at and email events older than 24 months, web
+    events older than 13 months, unsubscribed > 30 days ago; a hold placed before A with
+    expires_at empty or in the future.
+legal_hold_expired
+    the same old data; the hold's expires_at is 30-90 days before A.
+legal_hold_with_erasure
+    recent data, a verified erasure request *and* an active hold; these subjects are also
+    labelled ``erasure_verified`` and ``legal_hold_active`` - the hold must win.
+duplicate_across_files
+    legal_basis ``contract``; last_activity_at older than 24 months in
+    ``contacts_<E1>.csv`` but 1-20 days old in ``contacts_<A>.csv`` (same contact_id).
+hostile_strings
+    names with quotes and commas, embedded newlines, ``=HYPERLINK("http://x")``,
+    ``'); DROP TABLE raw_crm.contacts;--``, emoji, RTL text (with U+202E), a name of
+    exactly 200 characters (400 bytes); hostile text also in a consent entry_point, a
+    clicked url and a web utm_campaign; some have odd but valid e-mails (``'``, ``+``,
+    non-ASCII).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipelines.contracts import Column, SourceContract, load_contracts
+
+__all__ = ["GenerationResult", "generate", "SCENARIO_LABELS", "GROUND_TRUTH_NAME"]
+
+GROUND_TRUTH_NAME = "ground_truth.json"
+SCENARIO_LABELS = (
+    "pre_gdpr_no_consent", "pre_gdpr_documented_consent", "undocumented_consent", "withdrawn",
+    "regranted", "same_timestamp_withdraw_grant", "identified_later", "event_before_consent",
+    "unsubscribed_29d", "unsubscribed_31d", "erasure_verified", "erasure_unverified",
+    "legal_hold_active", "legal_hold_with_erasure", "legal_hold_expired",
+    "duplicate_across_files", "hostile_strings",
+)
+MIN_CONTACTS = 100
+MIN_AS_OF = dt.date(2019, 6, 1)
+BAD_ROW_SHARE = 0.0075
+
+DAY = 86_400
+HOUR = 3_600
+MONTH = 30 * DAY + 10 * HOUR  # 30.4 days
+
+
+def _epoch(d: dt.date) -> int:
+    return int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp())
+
+
+GDPR = _epoch(dt.date(2018, 5, 25))
+START = _epoch(dt.date(2015, 1, 1))
+
+# ---------------------------------------------------------------------------- pools
+FIRST_NAMES = [
+    ("Anna", "anna"), ("José", "jose"), ("Zoë", "zoe"), ("Łukasz", "lukasz"),
+    ("Søren", "soren"), ("Aoife", "aoife"), ("Mohammed", "mohammed"), ("Siobhán", "siobhan"),
+    ("François", "francois"), ("Ananya", "ananya"), ("Wei", "wei"), ("Yuki", "yuki"),
+    ("Olumide", "olumide"), ("Fatima", "fatima"), ("Hannah", "hannah"), ("Lars", "lars"),
+    ("Emma", "emma"), ("Noah", "noah"), ("Liam", "liam"), ("Mia", "mia"), ("Sofia", "sofia"),
+    ("Ali", "ali"), ("Chloé", "chloe"), ("Mateo", "mateo"), ("Ingrid", "ingrid"),
+    ("Kwame", "kwame"), ("Priya", "priya"), ("Tomás", "tomas"), ("Elif", "elif"),
+    ("Niamh", "niamh"),
+]
+LAST_NAMES = [
+    ("Müller", "muller"), ("O'Brien", "obrien"), ("García", "garcia"), ("Nowak", "nowak"),
+    ("Smith", "smith"), ("Jones", "jones"), ("van der Berg", "vanderberg"), ("Rossi", "rossi"),
+    ("Kowalski", "kowalski"), ("Dubois", "dubois"), ("Nguyen", "nguyen"),
+    ("Andersson", "andersson"), ("Murphy", "murphy"), ("Silva", "silva"),
+    ("Schmidt", "schmidt"), ("Papadopoulos", "papadopoulos"), ("Yılmaz", "yilmaz"),
+    ("Ivanova", "ivanova"), ("Okafor", "okafor"), ("Tanaka", "tanaka"), ("Hansen", "hansen"),
+    ("Fernández", "fernandez"), ("Lefèvre", "lefevre"), ("Kelly", "kelly"), ("Novák", "novak"),
+    ("Jensen", "jensen"),
+]
+DOMAINS = ["example.com", "example.org", "example.net", "mail.example.com", "example.co.uk",
+           "post.example.de"]
+EMAIL_SEPARATORS = [".", "_", ""]
+PHONE_PREFIXES = ["+44 20 7946 ", "+49 30 901820", "+33 1 70 18 ", "+1 (555) 010-",
+                  "06-1234", "+31 20 794 ", "0044 161 496 0"]
+COUNTRIES = ["GB", "DE", "FR", "NL", "ES", "IT", "US", "IE", "PL", "SE", "BE", "PT", "DK", "AT"]
+STAGES = ["lead", "subscriber", "marketingqualifiedlead", "salesqualifiedlead", "opportunity",
+          "customer", "evangelist", "other"]
+LEGAL_BASES = ["consent", "contract", "legitimate_interest", None]
+STATUSES = ["subscribed", "unsubscribed", "cleaned", "pending"]
+FORM_URLS = [
+    "https://www.example.com/newsletter",
+    "https://www.example.com/checkout",
+    "https://shop.example.com/account/register",
+    "https://www.example.com/whitepaper/gdpr-guide?utm_source=linkedin&utm_medium=social",
+    "utm_campaign=spring_sale",
+    "https://events.example.com/webinar/signup",
+]
+WITHDRAW_POINTS = ["https://www.example.com/preferences", "email_footer_unsubscribe_link",
+                   "https://www.example.com/account/privacy"]
+NOTICES = [("2015-01", "2015-01-01"), ("2018-05", "2018-05-25"), ("2021-03", "2021-03-01"),
+           ("2024-01", "2024-01-15"), ("2026-02", "2026-02-01")]
+COOKIE_NOTICES = [("cookie-2019-06", "2015-01-01"), ("cookie-2022-10", "2022-10-01"),
+                  ("cookie-2025-04", "2025-04-01")]
+PAGES = [
+    "https://www.example.com/",
+    "https://www.example.com/pricing",
+    "https://www.example.com/blog/gdpr-retention-explained",
+    "https://www.example.com/products/widget?id=42&colour=blue",
+    "https://shop.example.com/cart",
+    "https://www.example.com/contact",
+    "https://www.example.com/careers",
+    "https://www.example.com/search?q=data%20retention",
+]
+REFERRERS = [None, None, None, "https://www.google.com/", "https://www.linkedin.com/",
+             "https://news.example.org/article/123", "android-app://com.google.android.gm/"]
+UTMS = [("newsletter", "email", "monthly_digest"), ("linkedin", "social", "gdpr_guide"),
+        ("google", "cpc", "brand_search"), ("partner", "referral", "webinar-2025")]
+USER_AGENTS = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) "
+    "Version/17.5 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_5 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Mobile/15E148",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:127.0) Gecko/20100101 Firefox/127.0",
+    "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/126.0 Mobile Safari/537.36",
+    "Microsoft Office/16.0 (Windows NT 10.0; Microsoft Outlook 16.0.17726; Pro)",
+    "YahooMailProxy; https://help.yahoo.com/kb/yahoo-mail-proxy-SLN28749.html",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:109.0) Gecko/20100101 Thunderbird/115.0",
+]
+CLICK_URLS = [
+    "https://www.example.com/offers?utm_source=newsletter&utm_medium=email",
+    "https://shop.example.com/p/123?ref=mail",
+    "https://www.example.com/blog/post-1",
+    "https://www.example.com/search?q=red,blue&sort=price",
+    "https://www.example.com/events/summit-2026",
+]
+CHANNELS = ["email", "web_form", "support", None]
+HOLD_REASONS = [
+    "litigation: Example Ltd v. Doe (case 2025-117)",
+    "tax audit, fiscal years 2022-2024",
+    "regulator inquiry (ICO ref. 00123)",
+    "employment dispute\nsee ticket LEG-42",
+    'fraud investigation "Operation Quill"',
+]
+# (first_name, last_name, email local part or None)
+HOSTILE = [
+    ('Danny "The Dane"', "O'Brien, Jr.", "danny.o'brien+news"),
+    ("Mary\nAnn", "Smith-\nJones", None),
+    ('=HYPERLINK("http://x")', "+SUM(1,2)", None),
+    ("Robert'); DROP TABLE raw_crm.contacts;--", "Tables", None),
+    ("Zoë 🚀", "😀 Ñandú", "zoë.ñandú"),
+    ("مريم", "\u202eכהן", None),
+    ("Ö" * 200, "Ünïcödé", None),
+    ("Tab\tName", "Back\\slash; \"semi\"", None),
+]
+HOSTILE_ENTRY_POINT = 'https://www.example.com/signup?ref="quoted",comma&x=<script>alert(1)</script>'
+HOSTILE_UTM = 'spring "sale", 2026 🚀 \\ ; DROP TABLE raw_web.events;--'
+HOSTILE_URL = 'https://www.example.com/r?u=a,b&q="x"&t=שלום'
+
+TS_STYLES = [("Z", 0), ("+01:00", HOUR), ("-05:00", -5 * HOUR), ("+05:30", 5 * HOUR + 1800),
+             ("", 0)]
+TS_STYLE_P = [0.86, 0.05, 0.03, 0.02, 0.04]
+
+BAD_TIMESTAMPS = ["31/12/2020", "2021-02-30", "not a date", "2021-13-01T10:00:00Z",
+                  "12/31/2020 10:00", "2020-06-31T08:00:00+02:00", "yesterday"]
+BAD_IPS = ["999.10.10.10", "10.0.0", "not-an-ip", "2001:db8::zz1", "1.2.3.4.5",
+           "256.256.256.256", "::ffff:999.1.1.1"]
+BAD_IDENTIFIERS = ["email marketing", "e-mail_marketing", "1st_party_analytics", "web.analytics",
+                   "personalisation!"]
+BAD_ENUMS = ["unknown", "n/a", "yes", "TBD"]
+WRONG_TYPES: list[Any] = [{"value": "x"}, ["a", "b"], True, 3.14, False, 0.5]
+MISSING = [None, "", "   "]
+MALFORMED_JSON = ["this is not json", "null", '"just a string"', "42"]
+
+
+# ------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class GenerationResult:
+    """What ``generate`` wrote.
+
+    ``files``: every landing file, absolute paths, sorted. ``counts``: data records per
+    entity (landing path, e.g. ``crm/contacts``), quarantined rows included, rejected files
+    excluded. ``quarantined``: deliberately invalid rows per entity. ``scenarios``: number of
+    labelled subjects.
+    """
+
+    out: Path
+    ground_truth: Path
+    files: list[Path]
+    counts: dict[str, int]
+    quarantined: dict[str, int] = field(default_factory=dict)
+    scenarios: int = 0
+
+
+# ------------------------------------------------------------------ small helpers
+def _pyts(secs: int, style: str = "Z") -> str:
+    offset = dict(TS_STYLES)[style]
+    t = dt.datetime.fromtimestamp(int(secs) + offset, dt.UTC)
+    return t.strftime("%Y-%m-%dT%H:%M:%S") + style
+
+
+def _year(secs: int) -> int:
+    return dt.datetime.fromtimestamp(int(secs), dt.UTC).year
+
+
+def _years(secs: np.ndarray) -> np.ndarray:
+    return secs.astype("datetime64[s]").astype("datetime64[Y]").astype(np.int64) + 1970
+
+
+def _version_index(versions: list[tuple[str, str]], secs: np.ndarray) -> np.ndarray:
+    starts = np.array([_epoch(dt.date.fromisoformat(d)) for _, d in versions])
+    return np.clip(np.searchsorted(starts, secs, side="right") - 1, 0, len(versions) - 1)
+
+
+def _pick(pool: list, idx: np.ndarray) -> pl.Series:
+    return pl.Series(values=pool, dtype=pl.Utf8).gather(idx)
+
+
+def _ts(rng: np.random.Generator, secs: np.ndarray, valid: np.ndarray | None = None,
+        plain: bool = False) -> pl.Series:
+    """Timestamps as ISO-8601 text in a mix of styles (Z, offsets, naive); ``~valid`` = null."""
+    n = len(secs)
+    style = np.zeros(n, dtype=np.int64) if plain else rng.choice(len(TS_STYLES), n, p=TS_STYLE_P)
+    offsets = np.array([o for _, o in TS_STYLES])[style]
+    shifted = pl.Series(np.asarray(secs, dtype=np.int64) + offsets)
+    text = (pl.from_epoch(shifted, time_unit="s").dt.strftime("%Y-%m-%dT%H:%M:%S")
+            + _pick([s for s, _ in TS_STYLES], style))
+    if valid is not None:
+        text = text.scatter(np.flatnonzero(~valid), None)
+    return text
+
+
+_HEX4: pl.Series | None = None
+
+
+def _hex(idx: np.ndarray) -> pl.Series:
+    global _HEX4
+    if _HEX4 is None:
+        _HEX4 = pl.Series([f"{i:x}" for i in range(65536)], dtype=pl.Utf8)
+    return _HEX4.gather(idx)
+
+
+def _ips(rng: np.random.Generator, n: int, v6_share: float = 0.2) -> pl.Series:
+    """Random IPv4 and IPv6 literals (compressed and full forms)."""
+    octets = [pl.Series(rng.integers(lo, 256 if i else 224, n)).cast(pl.Utf8)
+              for i, lo in enumerate((1, 0, 0, 1))]
+    groups = [_hex(rng.integers(0, 65536, n)) for _ in range(6)]
+    kind = rng.choice(3, n, p=[1 - v6_share, v6_share * 0.7, v6_share * 0.3])
+    frame = pl.DataFrame({f"o{i}": s for i, s in enumerate(octets)}
+                         | {f"g{i}": s for i, s in enumerate(groups)} | {"k": kind})
+    v4 = pl.concat_str([pl.col(f"o{i}") for i in range(4)], separator=".")
+    v6_short = pl.concat_str([pl.lit("2a02"), pl.col("g0"), pl.col("g1"), pl.col("g2")],
+                             separator=":") + pl.lit("::") + pl.col("g3")
+    v6_full = pl.concat_str([pl.lit("2001:db8")] + [pl.col(f"g{i}") for i in range(6)],
+                            separator=":")
+    return frame.select(
+        pl.when(pl.col("k") == 0).then(v4).when(pl.col("k") == 1).then(v6_short)
+        .otherwise(v6_full).alias("ip")
+    ).to_series()
+
+
+def _messy_emails(rng: np.random.Generator, emails: pl.Series, share: float = 0.04) -> pl.Series:
+    """Valid after trim + lower: upper case with spaces, title case, trailing spaces."""
+    n = len(emails)
+    frame = pl.DataFrame({"e": emails, "m": rng.random(n) < share, "k": rng.integers(0, 3, n)})
+    e, m, k = pl.col("e"), pl.col("m"), pl.col("k")
+    return frame.select(
+        pl.when(m & (k == 0)).then(pl.lit("  ") + e.str.to_uppercase() + pl.lit(" "))
+        .when(m & (k == 1)).then(pl.lit(" ") + e.str.to_titlecase())
+        .when(m).then(e.str.to_uppercase() + pl.lit("  "))
+        .otherwise(e).alias("email")
+    ).to_series()
+
+
+def _messy_enum(rng: np.random.Generator, values: pl.Series, share: float = 0.01) -> pl.Series:
+    """Valid after trim + lower: a few enum values in upper / title case."""
+    n = len(values)
+    frame = pl.DataFrame({"v": values, "m": rng.random(n) < share, "k": rng.integers(0, 2, n)})
+    v, m, k = pl.col("v"), pl.col("m"), pl.col("k")
+    return frame.select(
+        pl.when(m & (k == 0)).then(v.str.to_uppercase())
+        .when(m).then(v.str.to_titlecase()).otherwise(v).alias("v")
+    ).to_series()
+
+
+def _null_where(series: pl.Series, mask: np.ndarray) -> pl.Series:
+    return series.scatter(np.flatnonzero(mask), None) if mask.any() else series
+
+
+def _frame(columns: dict[str, Any], file: pl.Series | str, key: np.ndarray,
+           protected: np.ndarray | bool = False) -> pl.DataFrame:
+    n = len(key)
+    data = {}
+    for name, values in columns.items():
+        if isinstance(values, pl.Series):
+            data[name] = values.cast(pl.Utf8).alias(name)
+        elif values is None:
+            data[name] = pl.Series(name, [None] * n, dtype=pl.Utf8)
+        else:
+            data[name] = pl.Series(name, values, dtype=pl.Utf8)
+    data["_file"] = file if isinstance(file, pl.Series) else pl.Series([file] * n, dtype=pl.Utf8)
+    data["_key"] = pl.Series(np.asarray(key, dtype=np.int64))
+    prot = np.broadcast_to(np.asarray(protected, dtype=bool), (n,))
+    data["_prot"] = pl.Series(prot)
+    return pl.DataFrame(data)
+
+
+# --------------------------------------------------------------------- the world
+@dataclass
+class _World:
+    contracts: dict[str, SourceContract]
+    n: int
+    s: int                      # scenario subjects are contacts 0 .. s-1
+    as_of: dt.date
+    a: int                      # as_of 00:00Z, epoch seconds
+    e1: int                     # first CRM extract date
+    event_start: int            # ~30 months before as_of
+    emails: pl.Series           # canonical (lower-case) e-mail per contact
+    sub_ids: pl.Series          # subscriber id per contact (used only for subscribers)
+    created: np.ndarray
+    frames: dict[str, list[pl.DataFrame]] = field(default_factory=dict)
+    rows: dict[str, list[dict]] = field(default_factory=dict)
+    labels: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, source: str, frame: pl.DataFrame) -> None:
+        self.frames.setdefault(source, []).append(frame)
+
+    def row(self, source: str, key: int, file: str, **values: Any) -> None:
+        self.rows.setdefault(source, []).append(
+            {**values, "_file": file, "_key": int(key), "_prot": True})
+
+    def date(self, secs: int | None = None) -> str:
+        return (self.as_of if secs is None else
+                dt.datetime.fromtimestamp(secs, dt.UTC).date()).isoformat()
+
+    def crm_files(self) -> tuple[str, str]:
+        return f"contacts_{self.date(self.e1)}.csv", f"contacts_{self.as_of.isoformat()}.csv"
+
+
+def generate(out: Path, contacts: int = 2000, seed: int = 42,
+             as_of: dt.date | None = None) -> GenerationResult:
+    """Write a messy landing delivery under ``out`` and its ground truth beside it.
+
+    The ground truth goes to ``out.parent / "ground_truth.json"`` (see the module docstring
+    for the layout, the formats and the scenario labels). Same ``(contacts, seed, as_of)``
+    → byte-identical files; ``as_of`` defaults to today (UTC). Needs ``contacts >= 100``
+    and ``as_of >= 2019-06-01``.
+    """
+    out = Path(out)
+    as_of = as_of or dt.datetime.now(dt.UTC).date()
+    if contacts < MIN_CONTACTS:
+        raise ValueError(f"contacts must be at least {MIN_CONTACTS}, got {contacts}")
+    if as_of < MIN_AS_OF:
+        raise ValueError(f"as_of must be on or after {MIN_AS_OF}, got {as_of}")
+
+    contracts = {c.landing_path: c for c in load_contracts()}
+    per_label = 3 if contacts >= 1000 else 1
+    n_scenario = per_label * 15 + min(2, per_label) + len(HOSTILE)
+
+    rng = np.random.default_rng([seed, 0])
+    a = _epoch(as_of)
+    n = contacts
+    num = rng.permutation(n) + 1
+    first_i = rng.integers(0, len(FIRST_NAMES), n)
+    last_i = rng.integers(0, len(LAST_NAMES), n)
+    sep_i = rng.integers(0, len(EMAIL_SEPARATORS), n)
+    dom_i = rng.integers(0, len(DOMAINS), n)
+    emails = pl.DataFrame({
+        "f": _pick([s for _, s in FIRST_NAMES], first_i),
+        "sep": _pick(EMAIL_SEPARATORS, sep_i),
+        "l": _pick([s for _, s in LAST_NAMES], last_i),
+        "n": pl.Series(num).cast(pl.Utf8),
+        "d": _pick(DOMAINS, dom_i),
+    }).select(pl.concat_str(["f", "sep", "l", "n", pl.lit("@"), "d"]).alias("email")).to_series()
+    for h, (_, _, local) in enumerate(HOSTILE):
+        if local:
+            i = n_scenario - len(HOSTILE) + h
+            emails = emails.scatter([i], f"{local}{num[i]}@{DOMAINS[dom_i[i]]}")
+    sub_ids = "mc" + pl.Series(rng.permutation(n) + 10_000_001).cast(pl.Utf8)
+    created = START + (rng.random(n) * (a - DAY - START)).astype(np.int64)
+
+    world = _World(
+        contracts=contracts, n=n, s=n_scenario, as_of=as_of, a=a, e1=a - 30 * DAY,
+        event_start=a - 30 * MONTH, emails=emails, sub_ids=sub_ids, created=created,
+    )
+    crm_overrides = _scenarios(world, np.random.default_rng([seed, 1]), per_label,
+                               first_i, last_i)
+    _crm(world, rng, crm_overrides, first_i, last_i)
+    subs = _subscribers(world, np.random.default_rng([seed, 2]))
+    _email_events(world, np.random.default_rng([seed, 3]), subs)
+    _consent_from_subscribers(world, np.random.default_rng([seed, 4]), subs)
+    _web(world, np.random.default_rng([seed, 5]))
+    _requests(world, np.random.default_rng([seed, 6]))
+
+    return _write(world, out, seed, np.random.default_rng([seed, 7]))
+
+
+# ------------------------------------------------------------------------- CRM
+def _crm(w: _World, rng: np.random.Generator, overrides: dict[int, dict],
+         first_i: np.ndarray, last_i: np.ndarray) -> None:
+    n, a, e1 = w.n, w.a, w.e1
+    created = w.created
+    la = created + ((a - created) * rng.random(n) ** 0.7).astype(np.int64)
+    recent = rng.random(n) < 0.05
+    lo = np.maximum(created, e1)
+    la = np.where(recent, lo + (rng.random(n) * (a - lo)).astype(np.int64), la)
+    la = np.minimum(la, a - 60)
+    la_null = rng.random(n) < 0.08
+    la_old = created + (rng.random(n) * np.maximum(e1 - created, 0)).astype(np.int64)
+    la_old_null = la_null | (rng.random(n) < 0.2)
+    basis = rng.choice(len(LEGAL_BASES), n, p=[0.45, 0.25, 0.15, 0.15])
+    stage = rng.integers(0, len(STAGES), n)
+    stage_null = rng.random(n) < 0.1
+    first = _pick([d for d, _ in FIRST_NAMES], first_i).to_list()
+    last = _pick([d for d, _ in LAST_NAMES], last_i).to_list()
+    first_null = rng.random(n) < 0.03
+    last_null = rng.random(n) < 0.03
+    hostile = (rng.random(n) < 0.001) & (np.arange(n) >= w.s)
+    hostile_i = rng.integers(0, len(HOSTILE), n)
+    phone = (_pick(PHONE_PREFIXES, rng.integers(0, len(PHONE_PREFIXES), n))
+             + pl.Series(rng.integers(0, 10_000, n)).cast(pl.Utf8).str.zfill(4))
+    phone = _null_where(phone, rng.random(n) < 0.3)
+    country = _null_where(_pick(COUNTRIES, rng.integers(0, len(COUNTRIES), n)),
+                          rng.random(n) < 0.1)
+
+    la_new = la.copy()
+    in2 = (created >= e1) | (~la_null & (la >= e1))
+    in1 = created < e1
+    for i in np.flatnonzero(hostile):
+        first[i], last[i] = HOSTILE[hostile_i[i]][:2]
+    for i, o in overrides.items():
+        created[i] = o["created"]
+        la_old[i] = la[i] = o["la"]
+        la_null[i] = la_old_null[i] = False
+        la_new[i] = o.get("la2", o["la"])
+        in1[i], in2[i] = True, "la2" in o
+        basis[i] = LEGAL_BASES.index(o["basis"])
+        stage[i], stage_null[i] = STAGES.index(o["stage"]), False
+        first[i], last[i] = o.get("first", first[i]), o.get("last", last[i])
+        first_null[i] = last_null[i] = False
+    first_s = _null_where(pl.Series(first, dtype=pl.Utf8), first_null)
+    last_s = _null_where(pl.Series(last, dtype=pl.Utf8), last_null)
+
+    order = np.lexsort((np.arange(n), created))
+    rank = np.empty(n, dtype=np.int64)
+    rank[order] = np.arange(n)
+    width = max(7, len(str(n)))
+    contact_id = pl.Series(rank + 1).cast(pl.Utf8).str.zfill(width)
+    basis_s = _pick(LEGAL_BASES, basis)
+    stage_s = _null_where(_pick(STAGES, stage), stage_null)
+    prot = np.arange(n) < w.s
+    file1, file2 = w.crm_files()
+
+    both = in1 & in2
+    la1 = np.where(both, la_old, la)
+    la1_null = np.where(both, la_old_null, la_null)
+    for name, mask, la_values, la_nulls, stage_values in (
+        (file1, in1, la1, la1_null, stage_s),
+        (file2, in2, la_new, la_null & ~both, stage_s),
+    ):
+        idx = np.flatnonzero(mask)
+        sub_stage = stage_values.gather(idx)
+        if name == file2:  # some contacts moved on in their lifecycle since the first extract
+            moved = both[idx] & (rng.random(len(idx)) < 0.3)
+            sub_stage = sub_stage.scatter(np.flatnonzero(moved), "customer")
+            for j, i in enumerate(idx):
+                if i in overrides and "stage2" in overrides[i]:
+                    sub_stage = sub_stage.scatter([j], overrides[i]["stage2"])
+        w.add("crm/contacts", _frame({
+            "contact_id": contact_id.gather(idx),
+            "email": _messy_emails(rng, w.emails.gather(idx)),
+            "first_name": first_s.gather(idx),
+            "last_name": last_s.gather(idx),
+            "phone": phone.gather(idx),
+            "country": country.gather(idx),
+            "created_at": _ts(rng, created[idx]),
+            "last_activity_at": _ts(rng, la_values[idx], ~la_nulls[idx]),
+            "lifecycle_stage": sub_stage,
+            "legal_basis": _messy_enum(rng, basis_s.gather(idx)),
+        }, name, created[idx], prot[idx]))
+
+
+# ------------------------------------------------------------------ subscribers
+@dataclass
+class _Subs:
+    idx: np.ndarray
+    status: np.ndarray
+    optin: np.ndarray
+    optin_ok: np.ndarray
+    confirmed: np.ndarray
+    confirmed_ok: np.ndarray
+    optin_ip: pl.Series
+    confirm_ip: pl.Series
+    unsub: np.ndarray
+    ended: np.ndarray         # unsubscribed / cleaned time, else as_of
+
+
+def _subscribers(w: _World, rng: np.random.Generator) -> _Subs:
+    a = w.a
+    idx = np.flatnonzero((rng.random(w.n) < 0.6) & (np.arange(w.n) >= w.s))
+    m = len(idx)
+    created = w.created[idx]
+    status = rng.choice(4, m, p=[0.72, 0.14, 0.07, 0.07])
+    optin = created + (rng.random(m) * np.minimum(30 * DAY, a - HOUR - created)).astype(np.int64)
+    pending = status == 3
+    recent = a - (rng.random(m) * 20 * DAY).astype(np.int64) - HOUR
+    optin = np.where(pending, np.maximum(optin, recent), optin)
+    optin_ok = ~((optin < GDPR) & (rng.random(m) < 0.4))
+    confirmed = np.minimum(optin + rng.integers(60, 2 * DAY, m), a - 60)
+    confirmed_ok = optin_ok & ~pending & (rng.random(m) < 0.75)
+    base = np.where(optin_ok, optin, created)
+    ended_at = base + (rng.random(m) * (a - HOUR - base)).astype(np.int64)
+    ended_at = np.maximum(ended_at, np.where(confirmed_ok, confirmed + 60, base))
+    ended_at = np.minimum(ended_at, a - 60)
+    unsub_ok = status == 1
+    ended = np.where((status == 1) | (status == 2), ended_at, a)
+    last_changed = np.maximum.reduce([
+        created, np.where(optin_ok, optin, 0), np.where(confirmed_ok, confirmed, 0),
+        np.where(status != 0, np.where(pending, 0, ended_at), 0)])
+    optin_ip = _null_where(_ips(rng, m), ~optin_ok | (rng.random(m) < 0.1))
+    same_ip = rng.random(m) < 0.5
+    confirm_ip = pl.DataFrame({"o": optin_ip, "n": _ips(rng, m), "s": same_ip}).select(
+        pl.when(pl.col("s") & pl.col("o").is_not_null()).then("o").otherwise("n")).to_series()
+    confirm_ip = _null_where(confirm_ip, ~confirmed_ok | (rng.random(m) < 0.1))
+    w.add("marketing/subscribers", _frame({
+        "subscriber_id": w.sub_ids.gather(idx),
+        "email": _messy_emails(rng, w.emails.gather(idx)),
+        "status": _messy_enum(rng, _pick(STATUSES, status)),
+        "optin_at": _ts(rng, optin, optin_ok),
+        "optin_ip": optin_ip,
+        "confirmed_at": _ts(rng, confirmed, confirmed_ok),
+        "confirm_ip": confirm_ip,
+        "unsubscribed_at": _ts(rng, ended_at, unsub_ok),
+        "last_changed_at": _ts(rng, last_changed),
+    }, f"subscribers_{w.as_of.isoformat()}.csv", last_changed))
+    return _Subs(idx, status, optin, optin_ok, confirmed, confirmed_ok, optin_ip, confirm_ip,
+                 np.where(unsub_ok, ended_at, -1), ended)
+
+
+# ----------------------------------------------------------------- email events
+def _email_event_frame(w: _World, rng: np.random.Generator, owner: np.ndarray,
+                       t: np.ndarray, etype: np.ndarray) -> pl.DataFrame:
+    """owner = contact index, etype indexes the contract's event types."""
+    k = len(t)
+    types = ["sent", "open", "click", "bounce", "unsubscribe"]
+    engaged = (etype == 1) | (etype == 2)
+    campaign = (pl.from_epoch(pl.Series(t), time_unit="s").dt.strftime("cmp_%Y%m_")
+                + _pick(list("abcd"), rng.integers(0, 4, k)))
+    return _frame({
+        "event_id": None,
+        "subscriber_id": w.sub_ids.gather(owner),
+        "email": _messy_emails(rng, w.emails.gather(owner)),
+        "campaign_id": campaign,
+        "event_type": _messy_enum(rng, _pick(types, etype)),
+        "occurred_at": _ts(rng, t),
+        "ip_address": _null_where(_ips(rng, k), ~engaged | (rng.random(k) < 0.15)),
+        "user_agent": _null_where(_pick(USER_AGENTS, rng.integers(0, len(USER_AGENTS), k)),
+                                  ~engaged | (rng.random(k) < 0.1)),
+        "url": _null_where(_pick(CLICK_URLS, rng.integers(0, len(CLICK_URLS), k)), etype != 2),
+    }, pl.Series(np.char.add(np.char.add("email_events_", _years(t).astype(str)), ".csv")),
+        t)
+
+
+def _email_events(w: _World, rng: np.random.Generator, s: _Subs) -> None:
+    a = w.a
+    lo = np.maximum(w.event_start, np.where(s.optin_ok, s.optin, w.created[s.idx]))
+    hi = np.minimum(s.ended, a - 60)
+    ok = (hi > lo) & (s.status != 3)
+    count = np.where(ok, rng.poisson(11.0, len(s.idx)), 0)
+    which = np.repeat(np.arange(len(s.idx)), count)
+    k = len(which)
+    t = lo[which] + (rng.random(k) * (hi[which] - lo[which])).astype(np.int64)
+    etype = rng.choice(4, k, p=[0.6, 0.26, 0.1, 0.04])
+    # the final unsubscribe / bounce of unsubscribed and cleaned members
+    end = np.flatnonzero(((s.status == 1) | (s.status == 2)) & (s.ended >= w.event_start))
+    owner = np.concatenate([s.idx[which], s.idx[end]])
+    t = np.concatenate([t, s.ended[end]])
+    etype = np.concatenate([etype, np.where(s.status[end] == 1, 4, 3)])
+    w.add("marketing/email_events", _email_event_frame(w, rng, owner, t, etype))
+
+
+# --------------------------------------------------------------------- consent
+def _consent_frame(w: _World, rng: np.random.Generator, *, email: pl.Series | None,
+                   cookie: pl.Series | None, purpose: list[str] | pl.Series, action: str,
+                   t: np.ndarray, source: pl.Series | str, entry: pl.Series | None,
+                   notice: pl.Series | None, evidence: pl.Series | str | None,
+                   ip: pl.Series | None) -> pl.DataFrame:
+    k = len(t)
+
+    def const(v: Any) -> Any:
+        return pl.Series([v] * k, dtype=pl.Utf8) if isinstance(v, str) else v
+
+    return _frame({
+        "consent_event_id": None,
+        "email": email,
+        "cookie_id": cookie,
+        "purpose": purpose if isinstance(purpose, pl.Series) else const(purpose[0]),
+        "action": _messy_enum(rng, const(action)),
+        "occurred_at": _ts(rng, t),
+        "source_system": const(source),
+        "entry_point": entry,
+        "notice_version": notice,
+        "evidence": const(evidence),
+        "captured_ip": ip,
+    }, pl.Series(np.char.add(np.char.add("consent_events_", _years(t).astype(str)), ".csv")), t)
+
+
+def _consent_from_subscribers(w: _World, rng: np.random.Generator, s: _Subs) -> None:
+    a = w.a
+    g = np.flatnonzero(s.optin_ok)
+    m = len(g)
+    t = np.where(s.confirmed_ok[g], s.confirmed[g], s.optin[g])
+    imported = (s.optin[g] < GDPR) & (rng.random(m) < 0.5)
+    undocumented = rng.random(m) < 0.04
+    owner = s.idx[g]
+    ip = pl.DataFrame({"c": s.confirm_ip.gather(g), "o": s.optin_ip.gather(g),
+                       "d": s.confirmed_ok[g]}).select(
+        pl.when("d").then("c").otherwise("o")).to_series()
+    entry = pl.DataFrame({
+        "u": _pick(FORM_URLS, rng.integers(0, len(FORM_URLS), m)), "i": imported,
+        "y": pl.Series(_years(s.optin[g])).cast(pl.Utf8)}).select(
+        pl.when("i").then(pl.lit("legacy_crm_import_") + pl.col("y")).otherwise("u")).to_series()
+    evidence = pl.Series(np.where(imported, "import",
+                                  np.where(s.confirmed_ok[g], "double_opt_in", "checkbox")))
+    source = pl.Series(np.where(imported, "import", "forms"))
+    notice = _pick([v for v, _ in NOTICES], _version_index(NOTICES, t))
+    emails = w.emails.gather(owner)
+    for purpose, share in (("email_marketing", 1.0), ("personalisation", 0.25)):
+        sel = rng.random(m) < share
+        j = np.flatnonzero(sel)
+        und = undocumented[j]
+        w.add("consent/events", _consent_frame(
+            w, rng, email=_messy_emails(rng, emails.gather(j)), cookie=None,
+            purpose=[purpose], action="granted", t=t[j], source=source.gather(j),
+            entry=_null_where(entry.gather(j), und), notice=_null_where(notice.gather(j), und),
+            evidence=_null_where(evidence.gather(j), und), ip=_null_where(ip.gather(j), und)))
+    # withdrawals of members who unsubscribed
+    u = np.flatnonzero(s.unsub >= 0)
+    k = len(u)
+    w.add("consent/events", _consent_frame(
+        w, rng, email=_messy_emails(rng, w.emails.gather(s.idx[u])), cookie=None,
+        purpose=["email_marketing"], action="withdrawn", t=s.unsub[u],
+        source="preference_centre",
+        entry=_pick(WITHDRAW_POINTS, rng.integers(0, len(WITHDRAW_POINTS), k)), notice=None,
+        evidence=None, ip=_null_where(_ips(rng, k), rng.random(k) < 0.5)))
+    # a few withdraw-then-regrant histories among subscribed members
+    r = g[(s.status[g] == 0) & (rng.random(m) < 0.05)]
+    k = len(r)
+    t0 = np.where(s.confirmed_ok[r], s.confirmed[r], s.optin[r])
+    tw = t0 + ((a - t0) * rng.random(k) * 0.5).astype(np.int64) + 60
+    tr = tw + ((a - HOUR - tw) * rng.random(k)).astype(np.int64) + 60
+    for action, tt, src in (("withdrawn", tw, "preference_centre"), ("granted", tr, "forms")):
+        w.add("consent/events", _consent_frame(
+            w, rng, email=_messy_emails(rng, w.emails.gather(s.idx[r])), cookie=None,
+            purpose=["email_marketing"], action=action, t=tt, source=src,
+            entry=_pick(WITHDRAW_POINTS if action == "withdrawn" else FORM_URLS,
+                        rng.integers(0, 3, k)),
+            notice=None if action == "withdrawn" else _pick(
+                [v for v, _ in NOTICES], _version_index(NOTICES, tt)),
+            evidence=None if action == "withdrawn" else "checkbox", ip=_ips(rng, k)))
+
+
+# ------------------------------------------------------------------------- web
+def _web(w: _World, rng: np.random.Generator) -> None:
+    a, n, s = w.a, w.n, w.s
+    per = rng.choice(4, n, p=[0.4, 0.45, 0.12, 0.03])
+    per[:s] = 0
+    owner = np.repeat(np.arange(n), per)
+    n_anon = int(0.6 * (n - s))
+    c = len(owner) + n_anon
+    cookie_owner = np.concatenate([owner, np.full(n_anon, -1)])
+    first_seen = w.event_start + (rng.random(c) * (a - DAY - w.event_start)).astype(np.int64)
+    cookie_ids = ("GA1.2." + pl.Series(rng.integers(100_000_000, 1_000_000_000, c)).cast(pl.Utf8)
+                  + "." + pl.Series(first_seen).cast(pl.Utf8))
+    identified = cookie_owner >= 0
+    t_id = first_seen + ((a - first_seen) * rng.random(c)).astype(np.int64)
+    t_id = np.where(identified, np.maximum(t_id, w.created[np.maximum(cookie_owner, 0)]), a)
+    cookie_ip = _ips(rng, c)
+
+    count = 1 + rng.poisson(2.7, c)
+    ev = np.repeat(np.arange(c), count)
+    k = len(ev)
+    t = first_seen[ev] + ((a - 60 - first_seen[ev]) * rng.random(k) ** 2).astype(np.int64)
+    # each cookie's first event is at first_seen (where the banner was answered)
+    first_of = np.concatenate([[0], np.cumsum(count)[:-1]])
+    t[first_of] = first_seen
+    known = identified[ev] & (t >= t_id[ev])
+    owner_ev = np.maximum(cookie_owner[ev], 0)
+    email = _null_where(_messy_emails(rng, w.emails.gather(owner_ev)), ~known)
+    utm = rng.integers(0, len(UTMS), k)
+    has_utm = rng.random(k) < 0.2
+    blank = rng.random(k) < 0.02  # "" instead of null
+    referrer = _pick(REFERRERS, rng.integers(0, len(REFERRERS), k))
+    referrer = pl.DataFrame({"r": referrer, "b": blank}).select(
+        pl.when(pl.col("r").is_null() & pl.col("b")).then(pl.lit("")).otherwise("r")).to_series()
+    int_campaign = has_utm & (rng.random(k) < 0.03)
+    campaign = _null_where(_pick([u[2] for u in UTMS], utm), ~has_utm)
+    campaign = campaign.scatter(np.flatnonzero(int_campaign), [
+        str(y) for y in _years(t[int_campaign])]) if int_campaign.any() else campaign
+    frame = _frame({
+        "event_id": None,
+        "cookie_id": cookie_ids.gather(ev),
+        "email": email,
+        "ip_address": _null_where(cookie_ip.gather(ev), rng.random(k) < 0.1),
+        "occurred_at": _ts(rng, t),
+        "page_url": _pick(PAGES, rng.integers(0, len(PAGES), k)),
+        "referrer": referrer,
+        "utm_source": _null_where(_pick([u[0] for u in UTMS], utm), ~has_utm),
+        "utm_medium": _null_where(_pick([u[1] for u in UTMS], utm), ~has_utm),
+        "utm_campaign": campaign,
+        "user_agent": _null_where(_pick(USER_AGENTS[:5], rng.integers(0, 5, k)),
+                                  rng.random(k) < 0.05),
+    }, pl.Series(np.char.add(np.char.add("events_", _years(t).astype(str)), ".jsonl")), t)
+    frame = frame.with_columns(
+        pl.when(pl.Series(int_campaign)).then(pl.lit("utm_campaign")).alias("_json_int"))
+    w.add("web/events", frame)
+
+    # CMP banner answers: web_analytics per cookie, sometimes withdrawn later
+    granted = rng.random(c) < 0.75
+    g = np.flatnonzero(granted)
+    m = len(g)
+    tg = first_seen[g]
+    with_email = identified[g] & (t_id[g] <= tg)
+    cmp = {"source": "cmp", "entry": pl.Series(["cookie_banner"] * m, dtype=pl.Utf8),
+           "evidence": "cmp_banner"}
+    w.add("consent/events", _consent_frame(
+        w, rng, email=_null_where(w.emails.gather(np.maximum(cookie_owner[g], 0)), ~with_email),
+        cookie=cookie_ids.gather(g), purpose=["web_analytics"], action="granted", t=tg,
+        source=cmp["source"], entry=cmp["entry"],
+        notice=_pick([v for v, _ in COOKIE_NOTICES], _version_index(COOKIE_NOTICES, tg)),
+        evidence=cmp["evidence"], ip=cookie_ip.gather(g)))
+    wd = g[rng.random(m) < 0.06]
+    k = len(wd)
+    tw = first_seen[wd] + ((a - HOUR - first_seen[wd]) * rng.random(k)).astype(np.int64) + 1
+    w.add("consent/events", _consent_frame(
+        w, rng, email=None, cookie=cookie_ids.gather(wd), purpose=["web_analytics"],
+        action="withdrawn", t=tw, source="cmp",
+        entry=pl.Series(["cookie_banner"] * k, dtype=pl.Utf8), notice=_pick(
+            [v for v, _ in COOKIE_NOTICES], _version_index(COOKIE_NOTICES, tw)),
+        evidence="cmp_banner", ip=cookie_ip.gather(wd)))
+    # identification through the preference centre: consent events with email AND cookie
+    ident = np.flatnonzero(identified & (t_id < a) & (rng.random(c) < 0.3))
+    k = len(ident)
+    w.add("consent/events", _consent_frame(
+        w, rng, email=_messy_emails(rng, w.emails.gather(cookie_owner[ident])),
+        cookie=cookie_ids.gather(ident), purpose=["personalisation"], action="granted",
+        t=t_id[ident], source="preference_centre",
+        entry=pl.Series(["https://www.example.com/account/privacy"] * k, dtype=pl.Utf8),
+        notice=_pick([v for v, _ in NOTICES], _version_index(NOTICES, t_id[ident])),
+        evidence="checkbox", ip=cookie_ip.gather(ident)))
+
+
+# -------------------------------------------------------------------- requests
+def _requests(w: _World, rng: np.random.Generator) -> None:
+    a = w.a
+    bulk = np.arange(w.s, w.n)
+    k = max(3, round(0.001 * len(bulk)))
+    who = np.sort(rng.choice(bulk, k, replace=False))
+    received = a - (rng.random(k) * 60 * DAY).astype(np.int64) - HOUR
+    verified = np.minimum(received + rng.integers(HOUR, 3 * DAY, k), a - 60)
+    verified_ok = rng.random(k) < 0.7
+    emails = _messy_emails(rng, w.emails.gather(who), 0.1)
+    # one request from someone we hold nothing about
+    emails = pl.concat([emails, pl.Series(["nobody.known@example.net"])])
+    received = np.append(received, a - 5 * DAY)
+    verified = np.append(verified, a - 4 * DAY)
+    verified_ok = np.append(verified_ok, True)
+    w.add("requests/erasure", _frame({
+        "request_id": None,
+        "email": emails,
+        "received_at": _ts(rng, received),
+        "verified_at": _ts(rng, verified, verified_ok),
+        "channel": _pick(CHANNELS, rng.integers(0, len(CHANNELS), k + 1)),
+    }, f"erasure_requests_{w.as_of.isoformat()}.csv", received))
+
+    k = max(3, round(0.0002 * len(bulk)))
+    who = np.sort(rng.choice(bulk, k, replace=False))
+    placed = a - (30 * DAY + rng.random(k) * 970 * DAY).astype(np.int64)
+    kind = rng.choice(3, k, p=[0.5, 0.25, 0.25])  # open-ended, expired, future
+    expires = np.where(kind == 1, placed + ((a - DAY - placed) * rng.random(k)).astype(np.int64),
+                       a + (rng.random(k) * 365 * DAY).astype(np.int64))
+    expires -= expires % DAY
+    date_only = rng.random(k) < 0.5
+    exp_text = _ts(rng, expires, kind != 0, plain=True)
+    exp_text = pl.DataFrame({"e": exp_text, "d": date_only}).select(
+        pl.when("d").then(pl.col("e").str.slice(0, 10)).otherwise("e")).to_series()
+    w.add("requests/legal_holds", _frame({
+        "hold_id": None,
+        "email": w.emails.gather(who),
+        "reason": _pick(HOLD_REASONS, rng.integers(0, len(HOLD_REASONS), k)),
+        "placed_at": _ts(rng, placed),
+        "expires_at": exp_text,
+    }, f"legal_holds_{w.as_of.isoformat()}.csv", placed))
+
+
+# ------------------------------------------------------------------- scenarios
+def _scenarios(w: _World, rng: np.random.Generator, per_label: int,
+               first_i: np.ndarray, last_i: np.ndarray) -> dict[int, dict]:
+    """Hand-built subjects 0 .. s-1; returns their CRM values. Rows go to ``w.rows``."""
+    a, e1 = w.a, w.e1
+    emails = w.emails.head(w.s).to_list()
+    sub_ids = w.sub_ids.head(w.s).to_list()
+    crm: dict[int, dict] = {}
+    cookie_seq = iter(range(10_000, 99_999))
+
+    def u(lo: float, hi: float) -> int:
+        return int(lo + rng.random() * (hi - lo))
+
+    def ip(v6: bool = False) -> str:
+        if v6:
+            return "2001:db8:" + ":".join(f"{int(x):x}" for x in rng.integers(0, 65536, 6))
+        return ".".join(str(int(x)) for x in rng.integers(1, 224, 4))
+
+    def contact(i: int, created: int, la: int, basis: str = "consent",
+                stage: str = "subscriber", **extra: Any) -> None:
+        crm[i] = {"created": created, "la": la, "basis": basis, "stage": stage, **extra}
+
+    def subscriber(i: int, status: str, optin: int | None, confirmed: int | None = None,
+                   unsub: int | None = None, changed: int | None = None) -> None:
+        changed = changed or max(x for x in (optin, confirmed, unsub, crm[i]["created"]) if x)
+        w.row("marketing/subscribers", changed, f"subscribers_{w.as_of.isoformat()}.csv",
+              subscriber_id=sub_ids[i], email=emails[i], status=status,
+              optin_at=_pyts(optin) if optin else None,
+              optin_ip=ip() if optin else None,
+              confirmed_at=_pyts(confirmed) if confirmed else None,
+              confirm_ip=ip(True) if confirmed else None,
+              unsubscribed_at=_pyts(unsub) if unsub else None,
+              last_changed_at=_pyts(changed))
+
+    def consent(t: int, action: str, *, email: str | None, cookie: str | None = None,
+                purpose: str = "email_marketing", source: str = "forms",
+                entry: str | None = None, notice: str | None = None,
+                evidence: str | None = None, captured_ip: str | None = None,
+                style: str = "Z") -> None:
+        w.row("consent/events", t, f"consent_events_{_year(t)}.csv", consent_event_id=None,
+              email=email, cookie_id=cookie, purpose=purpose, action=action,
+              occurred_at=_pyts(t, style), source_system=source, entry_point=entry,
+              notice_version=notice, evidence=evidence, captured_ip=captured_ip)
+
+    def notice_at(t: int, versions: list = NOTICES) -> str:
+        return versions[int(_version_index(versions, np.array([t]))[0])][0]
+
+    def grant(i: int, t: int, **kw: Any) -> None:
+        kw.setdefault("entry", FORM_URLS[int(rng.integers(0, 3))])
+        kw.setdefault("evidence", "double_opt_in")
+        kw.setdefault("captured_ip", ip())
+        consent(t, "granted", email=kw.pop("email", emails[i]), notice=notice_at(t), **kw)
+
+    def withdraw(i: int, t: int, **kw: Any) -> None:
+        consent(t, "withdrawn", email=emails[i], source="preference_centre",
+                entry=WITHDRAW_POINTS[0], captured_ip=ip(), **kw)
+
+    def mail(i: int, t: int, etype: str, url: str | None = None) -> None:
+        engaged = etype in ("open", "click")
+        w.row("marketing/email_events", t, f"email_events_{_year(t)}.csv", event_id=None,
+              subscriber_id=sub_ids[i], email=emails[i],
+              campaign_id=_pyts(t)[:7].replace("-", "").join(("cmp_", "_a")),
+              event_type=etype, occurred_at=_pyts(t),
+              ip_address=ip(etype == "click") if engaged else None,
+              user_agent=USER_AGENTS[5] if engaged else None,
+              url=(url or CLICK_URLS[0]) if etype == "click" else None)
+
+    def mails(i: int, lo: int, hi: int, k: int, types: tuple = ("sent", "open")) -> None:
+        for j, t in enumerate(sorted(u(lo, hi) for _ in range(k))):
+            mail(i, t, types[j % len(types)])
+
+    def visit(cookie: str, t: int, email: str | None, page: str = PAGES[0],
+              campaign: str | None = None) -> None:
+        w.row("web/events", t, f"events_{_year(t)}.jsonl", event_id=None, cookie_id=cookie,
+              email=email, ip_address=ip(), occurred_at=_pyts(t), page_url=page,
+              referrer=None, utm_source="newsletter" if campaign else None,
+              utm_medium="email" if campaign else None, utm_campaign=campaign,
+              user_agent=USER_AGENTS[0])
+
+    def new_cookie(t: int) -> str:
+        return f"GA1.1.{next(cookie_seq)}{int(rng.integers(1000, 9999))}.{t}"
+
+    def standard(i: int, created: int, *, web: bool = True) -> None:
+        """Recent, documented, subscribed subject with activity in every source."""
+        t1 = created + u(DAY, 5 * DAY)
+        contact(i, created, a - u(40 * DAY, 100 * DAY))
+        grant(i, t1)
+        subscriber(i, "subscribed", t1 - 300, t1)
+        mails(i, max(t1, a - 365 * DAY), a - 2 * DAY, 3)
+        if web:
+            ck = new_cookie(a - 200 * DAY)
+            consent(a - 200 * DAY, "granted", email=None, cookie=ck, purpose="web_analytics",
+                    source="cmp", entry="cookie_banner",
+                    notice=notice_at(a - 200 * DAY, COOKIE_NOTICES), evidence="cmp_banner",
+                    captured_ip=ip())
+            visit(ck, a - 200 * DAY, None)
+            for t in sorted(u(a - 150 * DAY, a - DAY) for _ in range(3)):
+                visit(ck, t, emails[i], PAGES[1])
+
+    def label(i: int, *names: str) -> None:
+        w.labels.setdefault(emails[i].strip().lower(), []).extend(names)
+
+    post_gdpr_lo = _epoch(dt.date(2019, 1, 1))
+    subjects = iter(range(w.s))
+    for rep in range(per_label):
+        # pre-GDPR, never documented
+        i = next(subjects)
+        created = u(_epoch(dt.date(2015, 2, 1)), _epoch(dt.date(2017, 12, 31)))
+        contact(i, created, a - u(40 * DAY, 200 * DAY))
+        subscriber(i, "subscribed", None, changed=created + DAY)
+        label(i, "pre_gdpr_no_consent")
+
+        # pre-GDPR, documented double opt-in
+        i = next(subjects)
+        created = u(_epoch(dt.date(2015, 6, 1)), _epoch(dt.date(2017, 12, 31)))
+        t1 = created + u(0, 5 * DAY)
+        contact(i, created, a - u(40 * DAY, 200 * DAY))
+        grant(i, t1, entry="https://www.example.com/newsletter/signup")
+        subscriber(i, "subscribed", t1 - 300, t1)
+        mails(i, a - 365 * DAY, a - 2 * DAY, 4)
+        label(i, "pre_gdpr_documented_consent")
+
+        # consent without evidence
+        i = next(subjects)
+        created = u(post_gdpr_lo, a - 730 * DAY)
+        t1 = created + DAY
+        contact(i, created, a - u(40 * DAY, 200 * DAY))
+        consent(t1, "granted", email=emails[i])
+        subscriber(i, "subscribed", t1)
+        mails(i, a - 365 * DAY, a - 2 * DAY, 3)
+        label(i, "undocumented_consent")
+
+        # withdrawn
+        i = next(subjects)
+        created = u(post_gdpr_lo, a - 3 * 365 * DAY)
+        t1, t2 = created + DAY, a - u(200 * DAY, 400 * DAY)
+        contact(i, created, t2)
+        grant(i, t1)
+        withdraw(i, t2)
+        subscriber(i, "unsubscribed", t1 - 300, t1, t2, t2)
+        mails(i, max(t1, t2 - 300 * DAY), t2 - DAY, 3)
+        mail(i, t2, "unsubscribe")
+        label(i, "withdrawn")
+
+        # regranted
+        i = next(subjects)
+        created = u(post_gdpr_lo, a - 3 * 365 * DAY)
+        t1, t2 = created + DAY, a - u(300 * DAY, 500 * DAY)
+        t3 = t2 + u(30 * DAY, 120 * DAY)
+        contact(i, created, a - u(35 * DAY, 100 * DAY))
+        grant(i, t1)
+        withdraw(i, t2)
+        grant(i, t3, entry=FORM_URLS[5], evidence="checkbox")
+        subscriber(i, "subscribed", t3 - 300, t3, changed=t3)
+        mails(i, t3 + DAY, a - 2 * DAY, 3)
+        label(i, "regranted")
+
+        # withdrawal and grant at the very same second
+        i = next(subjects)
+        created = u(post_gdpr_lo, a - 2 * 365 * DAY)
+        t1, t2 = created + DAY, a - u(100 * DAY, 300 * DAY)
+        contact(i, created, t2)
+        grant(i, t1)
+        withdraw(i, t2)
+        grant(i, t2, entry=FORM_URLS[0], evidence="checkbox")
+        subscriber(i, "subscribed", t1 - 300, t1, changed=t2)
+        mails(i, max(t1, t2 - 200 * DAY), t2 - DAY, 2)
+        mails(i, t2 + DAY, a - 2 * DAY, 2)
+        label(i, "same_timestamp_withdraw_grant")
+
+        # anonymous visitor, identified later
+        i = next(subjects)
+        f = a - u(300 * DAY, 380 * DAY)
+        t_id = a - u(150 * DAY, 250 * DAY)
+        ck = new_cookie(f)
+        contact(i, t_id, t_id + u(DAY, 50 * DAY), stage="lead")
+        consent(f, "granted", email=None, cookie=ck, purpose="web_analytics", source="cmp",
+                entry="cookie_banner", notice=notice_at(f, COOKIE_NOTICES),
+                evidence="cmp_banner", captured_ip=ip(True))
+        visit(ck, f, None, PAGES[2])
+        for t in sorted(u(f + HOUR, t_id - HOUR) for _ in range(3)):
+            visit(ck, t, None, PAGES[3])
+        messy = "  " + emails[i].upper() + " "
+        grant(i, t_id, email=messy, cookie=ck, entry=FORM_URLS[0], evidence="checkbox",
+              style="+01:00")
+        visit(ck, t_id + 60, emails[i], PAGES[5])
+        for t in sorted(u(t_id + HOUR, a - DAY) for _ in range(2)):
+            visit(ck, t, messy, PAGES[1])
+        subscriber(i, "subscribed", t_id)
+        mails(i, t_id + DAY, a - 2 * DAY, 2)
+        label(i, "identified_later")
+
+        # emails sent before consent was given
+        i = next(subjects)
+        created = a - u(600 * DAY, 700 * DAY)
+        tc = a - u(200 * DAY, 300 * DAY)
+        contact(i, created, a - u(40 * DAY, 100 * DAY))
+        mails(i, max(created + DAY, tc - 300 * DAY), tc - DAY, 3)
+        grant(i, tc)
+        subscriber(i, "subscribed", tc - 300, tc)
+        mails(i, tc + DAY, a - 2 * DAY, 2)
+        label(i, "event_before_consent")
+
+        for days in (29, 31):
+            i = next(subjects)
+            created = u(post_gdpr_lo, a - 2 * 365 * DAY)
+            t1, tu = created + DAY, a - days * DAY + 12 * HOUR
+            contact(i, created, a - u(60 * DAY, 120 * DAY))
+            grant(i, t1)
+            withdraw(i, tu)
+            subscriber(i, "unsubscribed", t1 - 300, t1, tu, tu)
+            mails(i, max(t1, a - 365 * DAY), tu - DAY, 3)
+            mail(i, tu, "unsubscribe")
+            label(i, f"unsubscribed_{days}d")
+
+        for verified in (True, False):
+            i = next(subjects)
+            standard(i, u(post_gdpr_lo, a - 2 * 365 * DAY))
+            received = a - u(10 * DAY, 25 * DAY)
+            w.row("requests/erasure", received, f"erasure_requests_{w.as_of.isoformat()}.csv",
+                  request_id=None, email=emails[i], received_at=_pyts(received),
+                  verified_at=_pyts(received + u(HOUR, 2 * DAY)) if verified else None,
+                  channel="email" if verified else "web_form")
+            label(i, "erasure_verified" if verified else "erasure_unverified")
+
+        for expired in (False, True):
+            i = next(subjects)
+            created = u(_epoch(dt.date(2016, 1, 1)), _epoch(dt.date(2019, 6, 1)))
+            t1 = created + DAY
+            old = a - u(26 * MONTH, 29 * MONTH)
+            contact(i, created, old, basis="contract", stage="customer")
+            grant(i, t1)
+            withdraw(i, old)
+            subscriber(i, "unsubscribed", t1 - 300, t1, old, old)
+            mails(i, old - 60 * DAY, old - DAY, 3)
+            ck = new_cookie(a - 20 * MONTH)
+            for t in sorted(u(a - 20 * MONTH, a - 14 * MONTH) for _ in range(3)):
+                visit(ck, t, emails[i], PAGES[4])
+            placed = a - (u(700 * DAY, 800 * DAY) if expired else u(100 * DAY, 300 * DAY))
+            if expired:
+                expires = _pyts(a - u(30 * DAY, 90 * DAY))
+            else:  # open-ended, or a date-only expiry in the future
+                expires = None if rep % 2 == 0 else (w.as_of + dt.timedelta(days=180)).isoformat()
+            w.row("requests/legal_holds", placed, f"legal_holds_{w.as_of.isoformat()}.csv",
+                  hold_id=None, email=emails[i], reason=HOLD_REASONS[rep % len(HOLD_REASONS)],
+                  placed_at=_pyts(placed), expires_at=expires)
+            label(i, "legal_hold_expired" if expired else "legal_hold_active")
+
+        # the same contact in both CRM extracts; only the later one is recent
+        i = next(subjects)
+        created = u(_epoch(dt.date(2017, 1, 1)), _epoch(dt.date(2020, 12, 31)))
+        contact(i, created, a - u(25 * MONTH, 28 * MONTH), basis="contract", stage="lead",
+                la2=a - u(DAY, 20 * DAY), stage2="customer")
+        label(i, "duplicate_across_files")
+
+    for _ in range(min(2, per_label)):
+        i = next(subjects)
+        standard(i, u(post_gdpr_lo, a - 2 * 365 * DAY))
+        received = a - u(10 * DAY, 20 * DAY)
+        w.row("requests/erasure", received, f"erasure_requests_{w.as_of.isoformat()}.csv",
+              request_id=None, email=emails[i], received_at=_pyts(received),
+              verified_at=_pyts(received + DAY), channel="support")
+        placed = a - u(60 * DAY, 120 * DAY)
+        w.row("requests/legal_holds", placed, f"legal_holds_{w.as_of.isoformat()}.csv",
+              hold_id=None, email=emails[i], reason=HOLD_REASONS[0], placed_at=_pyts(placed),
+              expires_at=None)
+        label(i, "legal_hold_with_erasure", "erasure_verified", "legal_hold_active")
+
+    for first, last, _local in HOSTILE:
+        i = next(subjects)
+        created = u(post_gdpr_lo, a - 365 * DAY)
+        t1 = created + DAY
+        contact(i, created, a - u(40 * DAY, 200 * DAY), basis="contract", stage="customer",
+                first=first, last=last)
+        grant(i, t1, entry=HOSTILE_ENTRY_POINT)
+        subscriber(i, "subscribed", t1 - 300, t1)
+        mail(i, a - u(2 * DAY, 60 * DAY), "click", HOSTILE_URL)
+        ck = new_cookie(a - 100 * DAY)
+        visit(ck, a - u(2 * DAY, 90 * DAY), emails[i], PAGES[3], HOSTILE_UTM)
+        label(i, "hostile_strings")
+
+    assert next(subjects, None) is None, "scenario subject count is out of step"
+    for i in crm:
+        assert crm[i]["created"] < e1 and crm[i]["la"] < e1 and crm[i]["created"] <= crm[i]["la"]
+    return crm
+
+
+# ------------------------------------------------- defects, rendering, writing
+_CSV_NEEDS_QUOTES = re.compile(r'[",\r\n]|^\s|\s$')
+
+
+def _csv_field(value: Any) -> str:
+    if value is None:
+        return ""
+    text = str(value)
+    if _CSV_NEEDS_QUOTES.search(text):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _csv_expr(columns: list[str]) -> pl.Expr:
+    parts = []
+    for name in columns:
+        v = pl.col(name)
+        quoted = pl.lit('"') + v.str.replace_all('"', '""', literal=True) + pl.lit('"')
+        parts.append(pl.when(v.str.contains(_CSV_NEEDS_QUOTES.pattern)).then(quoted)
+                     .otherwise(v).fill_null(""))
+    return pl.concat_str(parts, separator=",")
+
+
+def _json_line(row: dict, columns: list[str]) -> str:
+    obj = {c: row[c] for c in columns}
+    if row.get("_json_int"):
+        col = row["_json_int"]
+        if isinstance(obj[col], str) and obj[col].isdigit():
+            obj[col] = int(obj[col])
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _reasons(contract: SourceContract) -> list[tuple[str, list[str | None]]]:
+    """Every reason that applies to a source, with the columns it can hit."""
+    cols = contract.columns
+    out: list[tuple[str, list[str | None]]] = [
+        ("missing_required", [c.name for c in cols if c.required])]
+    if contract.file_format == "jsonl":
+        out.append(("wrong_type", [c.name for c in cols]))
+    for reason, test in (
+        ("invalid_timestamp", lambda c: c.logical_type == "timestamp"),
+        ("invalid_email", lambda c: c.string_format == "email"),
+        ("invalid_ip", lambda c: c.string_format == "ip"),
+        ("invalid_identifier", lambda c: c.string_format == "identifier"),
+        ("invalid_value", lambda c: bool(c.allowed_values)),
+        ("too_long", lambda c: bool(c.max_length) and c.string_format != "ip"),
+    ):
+        names = [c.name for c in cols if test(c)]
+        if names:
+            out.append((reason, names))
+    if contract.require_one_of:
+        out.append(("missing_subject", [None]))
+    out.append(("duplicate_key", [contract.primary_key]))
+    out.append(("malformed_json" if contract.file_format == "jsonl" else "malformed_row", [None]))
+    return out
+
+
+def _too_long(col: Column, base: Any, extra: int) -> str:
+    size = col.max_length + extra
+    if col.string_format == "email":
+        return "x" * (size - len("@example.com")) + "@example.com"
+    if col.string_format == "identifier":
+        return "a" * size
+    seed = f"{base or 'x'} ä " * (size // max(1, len(str(base or 'x')) + 3) + 1)
+    return seed[:size]
+
+
+def _defective(contract: SourceContract, row: dict, reason: str, column: str | None, k: int,
+               rng: np.random.Generator) -> dict:
+    """A copy of a valid ``row`` with exactly one defect."""
+    columns = contract.column_names
+    pk = contract.primary_key
+    bad = dict(row)
+    if reason != "duplicate_key":
+        bad[pk] = f"{row[pk]}x{k}"
+    bad["_key"] = row["_key"] + int(rng.integers(1, 3 * DAY))
+    bad["_reason"], bad["_column"], bad["_prot"] = reason, column, False
+    if reason == "missing_required":
+        bad[column] = MISSING[k % len(MISSING)]
+    elif reason == "invalid_timestamp":
+        bad[column] = BAD_TIMESTAMPS[k % len(BAD_TIMESTAMPS)]
+    elif reason == "invalid_email":
+        local, _, domain = str(row[column] or "someone@example.com").strip().lower().partition("@")
+        bad[column] = [f"{local}@", f"{local}.{domain}", f"{local}@@{domain}",
+                       f"{local} {local}@{domain}", f"{local}@localhost"][k % 5]
+    elif reason == "invalid_ip":
+        bad[column] = BAD_IPS[k % len(BAD_IPS)]
+    elif reason == "invalid_identifier":
+        bad[column] = BAD_IDENTIFIERS[k % len(BAD_IDENTIFIERS)]
+    elif reason == "invalid_value":
+        allowed = contract.column(column).allowed_values or ()
+        value = BAD_ENUMS[k % len(BAD_ENUMS)]
+        assert value.lower() not in allowed
+        bad[column] = value
+    elif reason == "too_long":
+        bad[column] = _too_long(contract.column(column), row[column], [1, 2, 37, 500][k % 4])
+        if column == pk:
+            bad[column] = (f"{row[pk]}x{k}-" + "L" * 600)[:len(bad[column])]
+    elif reason == "missing_subject":
+        for name in contract.require_one_of:
+            bad[name] = MISSING[k % len(MISSING)]
+    elif reason == "wrong_type":
+        obj = {c: bad[c] for c in columns}
+        obj[column] = WRONG_TYPES[k % len(WRONG_TYPES)]
+        bad["_line"] = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    elif reason == "malformed_json":
+        full = _json_line(bad, columns)
+        variants = [full[: len(full) // 2], json.dumps([bad[c] for c in columns]),
+                    str({c: bad[c] for c in columns})] + MALFORMED_JSON
+        bad["_line"] = variants[k % len(variants)]
+    elif reason == "malformed_row":
+        fields = [_csv_field(bad[c]) for c in columns]
+        fields = [fields + ["extra"], fields[:-1], fields + [""], fields[:-2]][k % 4]
+        bad["_line"] = ",".join(fields)
+    return bad
+
+
+_ID_FORMATS = {
+    "marketing/email_events": ("em_", 9),
+    "web/events": ("wv_", 10),
+    "consent/events": ("ce_", 8),
+    "requests/erasure": ("ER-", 6),
+    "requests/legal_holds": ("LH-", 5),
+}
+
+
+def _assemble(w: _World, source: str) -> pl.DataFrame:
+    contract = w.contracts[source]
+    columns = contract.column_names
+    frames = w.frames.get(source, [])
+    rows = w.rows.get(source, [])
+    schema = {c: pl.Utf8 for c in columns} | {"_file": pl.Utf8, "_key": pl.Int64,
+                                              "_prot": pl.Boolean, "_json_int": pl.Utf8}
+    parts = [f.with_columns(pl.lit(None, dtype=pl.Utf8).alias("_json_int"))
+             if "_json_int" not in f.columns else f for f in frames]
+    if rows:
+        parts.append(pl.DataFrame([{**r, "_json_int": None} for r in rows], schema=schema))
+    frame = pl.concat([p.select(list(schema)) for p in parts], how="vertical")
+    frame = frame.sort(["_file", "_key"], maintain_order=True)
+    if source in _ID_FORMATS:
+        prefix, width = _ID_FORMATS[source]
+        frame = frame.with_columns(
+            (pl.lit(prefix) + (pl.int_range(pl.len()) + 1).cast(pl.Utf8).str.zfill(width))
+            .alias(contract.primary_key))
+    return frame
+
+
+def _inject(contract: SourceContract, frame: pl.DataFrame,
+            rng: np.random.Generator) -> pl.DataFrame:
+    reasons = _reasons(contract)
+    per_reason = max(2, round(BAD_ROW_SHARE * frame.height / len(reasons)))
+    candidates = np.flatnonzero((~frame["_prot"] & frame["_json_int"].is_null()).to_numpy())
+    total = per_reason * len(reasons)
+    if len(candidates) >= total:
+        base_idx = rng.choice(candidates, total, replace=False)
+    else:  # a small source: use every candidate about equally often
+        base_idx = np.resize(rng.permutation(candidates), total)
+    bases = frame[base_idx].to_dicts()
+    bad_rows = []
+    k = 0
+    for reason, cols in reasons:
+        offset = int(rng.integers(0, len(cols)))
+        for j in range(per_reason):
+            bad_rows.append(_defective(contract, bases[k], reason,
+                                       cols[(j + offset) % len(cols)], k, rng))
+            k += 1
+    schema = dict(frame.schema) | {"_reason": pl.Utf8, "_column": pl.Utf8, "_line": pl.Utf8}
+    bad = pl.DataFrame([{c: r.get(c) for c in schema} for r in bad_rows], schema=schema)
+    frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias(c)
+                               for c in ("_reason", "_column", "_line"))
+    return pl.concat([frame, bad]).sort(["_file", "_key"], maintain_order=True)
+
+
+def _render(contract: SourceContract, frame: pl.DataFrame, rng: np.random.Generator,
+            first_file: str) -> pl.DataFrame:
+    """Adds ``_text`` (the record as written) and ``_lineno``; JSONL gets two blank lines."""
+    columns = contract.column_names
+    if contract.file_format == "jsonl":
+        special = frame["_json_int"].is_not_null() & frame["_line"].is_null()
+        if special.any():
+            idx = np.flatnonzero(special.to_numpy())
+            lines = [_json_line(r, columns) for r in frame[idx].to_dicts()]
+            frame = frame.with_columns(frame["_line"].scatter(idx, lines))
+        text = pl.struct(columns).struct.json_encode()
+        in_first = np.flatnonzero((frame["_file"] == first_file).to_numpy())
+        blanks = frame[np.sort(rng.choice(in_first, 2, replace=False))].with_columns(
+            pl.lit("").alias("_line"), pl.lit(None, dtype=pl.Utf8).alias("_reason"),
+            pl.lit(None, dtype=pl.Utf8).alias("_column"))
+        frame = pl.concat([frame, blanks]).sort(["_file", "_key"], maintain_order=True)
+        frame = frame.with_columns(pl.coalesce("_line", text).alias("_text"))
+        return frame.with_columns((pl.int_range(pl.len()) + 1).over("_file").alias("_lineno"))
+    frame = frame.with_columns(pl.coalesce("_line", _csv_expr(columns)).alias("_text"))
+    span = pl.col("_text").str.count_matches("\n", literal=True) + 1
+    return frame.with_columns((span.cum_sum().over("_file") - span + 2).alias("_lineno"))
+
+
+def _write(w: _World, out: Path, seed: int, rng: np.random.Generator) -> GenerationResult:
+    out.mkdir(parents=True, exist_ok=True)
+    for contract in w.contracts.values():
+        folder = out / contract.landing_path
+        if folder.is_dir():
+            for old in sorted(folder.iterdir()):
+                if old.is_file() and old.suffix in (".csv", ".jsonl"):
+                    old.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+
+    files: dict[str, dict] = {}
+    quarantine: list[dict] = []
+    counts: dict[str, int] = {}
+    bad_counts: dict[str, int] = {}
+    bom_file = f"crm/contacts/{w.crm_files()[0]}"
+    for source in sorted(w.contracts):
+        contract = w.contracts[source]
+        frame = _assemble(w, source)
+        frame = _inject(contract, frame, rng)
+        frame = _render(contract, frame, rng, frame["_file"][0])
+        header = ",".join(contract.column_names) + "\n" if contract.file_format == "csv" else ""
+        for (name,), part in frame.partition_by("_file", maintain_order=True,
+                                                 as_dict=True).items():
+            rel = f"{source}/{name}"
+            with open(out / rel, "wb") as fh:
+                fh.write(("\ufeff" if rel == bom_file else "").encode() + header.encode())
+                part.select("_text").write_csv(fh, include_header=False, quote_style="never")
+            records = part.height - int((part["_text"] == "").sum())
+            files[rel] = {"records": records, "rejected": None}
+            counts[source] = counts.get(source, 0) + records
+            bad = part.filter(pl.col("_reason").is_not_null())
+            quarantine.extend(
+                {"file": rel, "line": line, "column": col, "reason": reason}
+                for line, col, reason in bad.select("_lineno", "_column", "_reason").iter_rows())
+        bad_counts[source] = int(frame["_reason"].is_not_null().sum())
+
+    for rel, reason in _write_rejected(w, out).items():
+        files[rel] = {"records": 0, "rejected": reason}
+
+    files = dict(sorted(files.items()))
+    quarantine.sort(key=lambda q: (q["file"], q["line"]))
+    truth = {
+        "seed": seed, "contacts": w.n, "as_of": w.as_of.isoformat(), "files": files,
+        "quarantine": quarantine, "scenarios": dict(sorted(w.labels.items())),
+    }
+    truth_path = out.parent / GROUND_TRUTH_NAME
+    truth_path.write_text(json.dumps(truth, indent=1, ensure_ascii=False) + "\n",
+                          encoding="utf-8")
+    return GenerationResult(
+        out=out, ground_truth=truth_path, files=[out / rel for rel in files],
+        counts=counts, quarantined=bad_counts, scenarios=len(w.labels))
+
+
+def _write_rejected(w: _World, out: Path) -> dict[str, str]:
+    """One file rejected for its header, one for its encoding (nobody real in either)."""
+    crm = w.contracts["crm/contacts"]
+    header = ["e_mail" if c == "email" else c for c in crm.column_names]
+    rows = [["9000001", "legacy.one@example.org", "Old", "Export", "", "GB",
+             "2016-03-01T10:00:00Z", "", "lead", "consent"],
+            ["9000002", "legacy.two@example.org", "Second", "Export", "", "DE",
+             "2016-04-01T10:00:00Z", "", "lead", ""]]
+    broken = "crm/contacts/contacts_broken_header.csv"
+    (out / broken).write_text(
+        "\n".join(",".join(r) for r in [header, *rows]) + "\n", encoding="utf-8")
+
+    subs = w.contracts["marketing/subscribers"]
+    rows = [["mc-legacy-1", "jürgen.müller@example.de", "subscribed", "2017-02-01T09:00:00Z",
+             "", "", "", "", "2017-02-01T09:00:00Z"],
+            ["mc-legacy-2", "françoise.lefèvre@example.fr", "cleaned", "", "", "", "", "",
+             "2017-05-01T09:00:00Z"]]
+    latin1 = "marketing/subscribers/subscribers_legacy_latin1.csv"
+    (out / latin1).write_bytes(
+        ("\n".join(",".join(r) for r in [subs.column_names, *rows]) + "\n").encode("latin-1"))
+    return {broken: "bad_header", latin1: "not_utf8"}

@@ -1,0 +1,23 @@
+"""Shared test set-up.
+
+Tests never touch the developer's ``.lethe``: every test that needs Lethe's state gets
+paths under its own tmp dir, and a fixed pseudonymisation key is set for the session
+(dbt's DuckDB plugin refuses to run without one).
+"""
+
+import os
+
+import pytest
+
+TEST_KEY = "lethe-test-key-do-not-use-in-production"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def pseudonym_key():
+    previous = os.environ.get("LETHE_PSEUDONYM_KEY")
+    os.environ["LETHE_PSEUDONYM_KEY"] = TEST_KEY
+    yield TEST_KEY
+    if previous is None:
+        os.environ.pop("LETHE_PSEUDONYM_KEY", None)
+    else:
+        os.environ["LETHE_PSEUDONYM_KEY"] = previous
