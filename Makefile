@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 demo: install
+	$(BIN)/lethe keygen
 	$(BIN)/lethe generate --out $(LETHE_HOME)/landing
 	$(BIN)/lethe run
 

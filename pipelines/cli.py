@@ -33,6 +33,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from pipelines.pseudonym import create_key_file
+
+    LethePaths.resolve().export()
+    path, created = create_key_file(Path(args.path) if args.path else None)
+    print(f"{'Created' if created else 'Kept existing'} pseudonymisation key file {path}"
+          " (keep it outside the warehouse and back it up: tokens cannot be recomputed without it)")
+    return 0
+
+
 def run_pipeline(paths: LethePaths, as_of: str, progress: bool = True):
     """Materialise every asset in-process through Dagster; return the execution result."""
     from dagster import DagsterInstance
@@ -70,6 +80,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     paths = LethePaths.resolve(landing=args.landing, warehouse=args.warehouse, dagster_home=args.dagster_home)
     as_of = _as_of_text(args.as_of)
     print(f"Lethe run as of {as_of}\n  landing:   {paths.landing}\n  warehouse: {paths.warehouse}", file=sys.stderr)
+    from pipelines.pseudonym import MissingKeyError, load_key
+
+    paths.export()
+    try:
+        load_key()
+    except MissingKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not paths.landing.is_dir():
         print(f"error: landing directory {paths.landing} does not exist (run `lethe generate --out {paths.landing}`)",
               file=sys.stderr)
@@ -104,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seed", type=int, default=42)
     gen.add_argument("--as-of", help="YYYY-MM-DD: the day the sample data is generated 'as of'")
     gen.set_defaults(func=cmd_generate)
+
+    keygen = sub.add_parser("keygen", help="create the pseudonymisation key file if there is none")
+    keygen.add_argument("--path", help="key file (default $LETHE_PSEUDONYM_KEY_FILE or $LETHE_HOME/pseudonym.key)")
+    keygen.set_defaults(func=cmd_keygen)
 
     run = sub.add_parser("run", help="run the whole pipeline through Dagster and print a summary")
     run.add_argument("--landing", help="landing directory (default $LETHE_LANDING or $LETHE_HOME/landing)")

@@ -283,6 +283,23 @@ class GenerationResult:
 
 
 # ------------------------------------------------------------------ small helpers
+SK_SHIFT = 34  # row sort key = file id << SK_SHIFT | epoch seconds (files stay contiguous)
+YEARLY = {"marketing/email_events": "email_events_{}.csv", "web/events": "events_{}.jsonl",
+          "consent/events": "consent_events_{}.csv"}
+DATED = {"marketing/subscribers": "subscribers_{}.csv", "requests/erasure": "erasure_requests_{}.csv",
+         "requests/legal_holds": "legal_holds_{}.csv"}
+ID_FORMATS = {  # record ids numbered in file order
+    "marketing/email_events": ("em_", 9),
+    "web/events": ("wv_", 10),
+    "consent/events": ("ce_", 8),
+    "requests/erasure": ("ER-", 6),
+    "requests/legal_holds": ("LH-", 5),
+}
+# Bulk JSON lines are assembled without escaping, so what feeds them must need none.
+for _value in [*PAGES, *REFERRERS, *USER_AGENTS, *(v for u in UTMS for v in u)]:
+    assert _value is None or not re.search(r'["\\\x00-\x1f\u2028\u2029]', _value), _value
+
+
 def _pyts(secs: int, style: str = "Z") -> str:
     offset = dict(TS_STYLES)[style]
     t = dt.datetime.fromtimestamp(int(secs) + offset, dt.UTC)
@@ -306,6 +323,16 @@ def _pick(pool: list, idx: np.ndarray) -> pl.Series:
     return pl.Series(values=pool, dtype=pl.Utf8).gather(idx)
 
 
+def _keep(series: pl.Series, mask: np.ndarray) -> pl.Series:
+    """``series`` where ``mask``, null elsewhere."""
+    return pl.DataFrame({"v": series, "m": mask}).select(
+        pl.when("m").then("v").alias(series.name)).to_series()
+
+
+def _null_where(series: pl.Series, mask: np.ndarray) -> pl.Series:
+    return _keep(series, ~mask)
+
+
 def _ts(rng: np.random.Generator, secs: np.ndarray, valid: np.ndarray | None = None,
         plain: bool = False) -> pl.Series:
     """Timestamps as ISO-8601 text in a mix of styles (Z, offsets, naive); ``~valid`` = null."""
@@ -315,83 +342,82 @@ def _ts(rng: np.random.Generator, secs: np.ndarray, valid: np.ndarray | None = N
     shifted = pl.Series(np.asarray(secs, dtype=np.int64) + offsets)
     text = (pl.from_epoch(shifted, time_unit="s").dt.strftime("%Y-%m-%dT%H:%M:%S")
             + _pick([s for s, _ in TS_STYLES], style))
-    if valid is not None:
-        text = text.scatter(np.flatnonzero(~valid), None)
-    return text
+    return text if valid is None else _keep(text, valid)
 
 
-_HEX4: pl.Series | None = None
+_HEX4: list[pl.Series] = []
 
 
 def _hex(idx: np.ndarray) -> pl.Series:
-    global _HEX4
-    if _HEX4 is None:
-        _HEX4 = pl.Series([f"{i:x}" for i in range(65536)], dtype=pl.Utf8)
-    return _HEX4.gather(idx)
+    if not _HEX4:
+        _HEX4.append(pl.Series([f"{i:x}" for i in range(65536)], dtype=pl.Utf8))
+    return _HEX4[0].gather(idx)
 
 
 def _ips(rng: np.random.Generator, n: int, v6_share: float = 0.2) -> pl.Series:
     """Random IPv4 and IPv6 literals (compressed and full forms)."""
-    octets = [pl.Series(rng.integers(lo, 256 if i else 224, n)).cast(pl.Utf8)
-              for i, lo in enumerate((1, 0, 0, 1))]
-    groups = [_hex(rng.integers(0, 65536, n)) for _ in range(6)]
     kind = rng.choice(3, n, p=[1 - v6_share, v6_share * 0.7, v6_share * 0.3])
-    frame = pl.DataFrame({f"o{i}": s for i, s in enumerate(octets)}
-                         | {f"g{i}": s for i, s in enumerate(groups)} | {"k": kind})
-    v4 = pl.concat_str([pl.col(f"o{i}") for i in range(4)], separator=".")
-    v6_short = pl.concat_str([pl.lit("2a02"), pl.col("g0"), pl.col("g1"), pl.col("g2")],
-                             separator=":") + pl.lit("::") + pl.col("g3")
-    v6_full = pl.concat_str([pl.lit("2001:db8")] + [pl.col(f"g{i}") for i in range(6)],
-                            separator=":")
-    return frame.select(
-        pl.when(pl.col("k") == 0).then(v4).when(pl.col("k") == 1).then(v6_short)
-        .otherwise(v6_full).alias("ip")
-    ).to_series()
+    octets = rng.integers(0, 256, (4, n))
+    octets[0] = rng.integers(1, 224, n)
+    ips = pl.DataFrame({f"o{i}": octets[i] for i in range(4)}).select(
+        pl.concat_str([pl.col(f"o{i}").cast(pl.Utf8) for i in range(4)], separator=".")
+        .alias("ip")).to_series()
+    six = np.flatnonzero(kind > 0)
+    if len(six):
+        groups = rng.integers(0, 65536, (6, len(six)))
+        frame = pl.DataFrame({f"g{i}": _hex(groups[i]) for i in range(6)} | {"k": kind[six]})
+        short = pl.concat_str([pl.lit("2a02"), pl.col("g0"), pl.col("g1"), pl.col("g2")],
+                              separator=":") + pl.lit("::") + pl.col("g3")
+        full = pl.concat_str([pl.lit("2001:db8")] + [pl.col(f"g{i}") for i in range(6)],
+                             separator=":")
+        ips = ips.scatter(six, frame.select(
+            pl.when(pl.col("k") == 1).then(short).otherwise(full)).to_series())
+    return ips
 
 
 def _messy_emails(rng: np.random.Generator, emails: pl.Series, share: float = 0.04) -> pl.Series:
     """Valid after trim + lower: upper case with spaces, title case, trailing spaces."""
-    n = len(emails)
-    frame = pl.DataFrame({"e": emails, "m": rng.random(n) < share, "k": rng.integers(0, 3, n)})
-    e, m, k = pl.col("e"), pl.col("m"), pl.col("k")
-    return frame.select(
-        pl.when(m & (k == 0)).then(pl.lit("  ") + e.str.to_uppercase() + pl.lit(" "))
-        .when(m & (k == 1)).then(pl.lit(" ") + e.str.to_titlecase())
-        .when(m).then(e.str.to_uppercase() + pl.lit("  "))
-        .otherwise(e).alias("email")
-    ).to_series()
+    which = np.flatnonzero(rng.random(len(emails)) < share)
+    if not len(which):
+        return emails
+    frame = pl.DataFrame({"e": emails.gather(which), "k": rng.integers(0, 3, len(which))})
+    e, k = pl.col("e"), pl.col("k")
+    messy = frame.select(
+        pl.when(k == 0).then(pl.lit("  ") + e.str.to_uppercase() + pl.lit(" "))
+        .when(k == 1).then(pl.lit(" ") + e.str.to_titlecase())
+        .otherwise(e.str.to_uppercase() + pl.lit("  "))).to_series()
+    return emails.clone().scatter(which, messy)
 
 
 def _messy_enum(rng: np.random.Generator, values: pl.Series, share: float = 0.01) -> pl.Series:
     """Valid after trim + lower: a few enum values in upper / title case."""
-    n = len(values)
-    frame = pl.DataFrame({"v": values, "m": rng.random(n) < share, "k": rng.integers(0, 2, n)})
-    v, m, k = pl.col("v"), pl.col("m"), pl.col("k")
-    return frame.select(
-        pl.when(m & (k == 0)).then(v.str.to_uppercase())
-        .when(m).then(v.str.to_titlecase()).otherwise(v).alias("v")
-    ).to_series()
+    which = np.flatnonzero(rng.random(len(values)) < share)
+    if not len(which):
+        return values
+    frame = pl.DataFrame({"v": values.gather(which), "k": rng.integers(0, 2, len(which))})
+    messy = frame.select(pl.when(pl.col("k") == 0).then(pl.col("v").str.to_uppercase())
+                         .otherwise(pl.col("v").str.to_titlecase())).to_series()
+    return values.clone().scatter(which, messy)
 
 
-def _null_where(series: pl.Series, mask: np.ndarray) -> pl.Series:
-    return series.scatter(np.flatnonzero(mask), None) if mask.any() else series
-
-
-def _frame(columns: dict[str, Any], file: pl.Series | str, key: np.ndarray,
-           protected: np.ndarray | bool = False) -> pl.DataFrame:
+def _frame(columns: dict[str, Any], fid: np.ndarray | int, key: np.ndarray,
+           protected: np.ndarray | bool = False, json_int: pl.Series | None = None
+           ) -> pl.DataFrame:
+    """A bulk part: contract columns as text, plus ``_sk`` (sort key) and ``_prot``."""
     n = len(key)
     data = {}
     for name, values in columns.items():
         if isinstance(values, pl.Series):
             data[name] = values.cast(pl.Utf8).alias(name)
         elif values is None:
-            data[name] = pl.Series(name, [None] * n, dtype=pl.Utf8)
+            data[name] = pl.repeat(None, n, dtype=pl.Utf8, eager=True).alias(name)
         else:
-            data[name] = pl.Series(name, values, dtype=pl.Utf8)
-    data["_file"] = file if isinstance(file, pl.Series) else pl.Series([file] * n, dtype=pl.Utf8)
-    data["_key"] = pl.Series(np.asarray(key, dtype=np.int64))
-    prot = np.broadcast_to(np.asarray(protected, dtype=bool), (n,))
-    data["_prot"] = pl.Series(prot)
+            data[name] = pl.repeat(values, n, dtype=pl.Utf8, eager=True).alias(name)
+    fids = np.broadcast_to(np.asarray(fid, dtype=np.int64), (n,))
+    data["_sk"] = pl.Series((fids << SK_SHIFT) | np.asarray(key, dtype=np.int64))
+    data["_prot"] = pl.Series(np.broadcast_to(np.asarray(protected, dtype=bool), (n,)))
+    data["_json_int"] = (json_int if json_int is not None
+                         else pl.repeat(None, n, dtype=pl.Utf8, eager=True)).alias("_json_int")
     return pl.DataFrame(data)
 
 
@@ -415,16 +441,23 @@ class _World:
     def add(self, source: str, frame: pl.DataFrame) -> None:
         self.frames.setdefault(source, []).append(frame)
 
-    def row(self, source: str, key: int, file: str, **values: Any) -> None:
-        self.rows.setdefault(source, []).append(
-            {**values, "_file": file, "_key": int(key), "_prot": True})
+    def row(self, source: str, key: int, **values: Any) -> None:
+        """A scenario row (kept out of defects); its file follows from source and time."""
+        fid = _year(key) if source in YEARLY else 0
+        self.rows.setdefault(source, []).append({**values, "_sk": (fid << SK_SHIFT) | int(key)})
 
-    def date(self, secs: int | None = None) -> str:
-        return (self.as_of if secs is None else
-                dt.datetime.fromtimestamp(secs, dt.UTC).date()).isoformat()
+    def date(self, secs: int) -> str:
+        return dt.datetime.fromtimestamp(secs, dt.UTC).date().isoformat()
 
     def crm_files(self) -> tuple[str, str]:
         return f"contacts_{self.date(self.e1)}.csv", f"contacts_{self.as_of.isoformat()}.csv"
+
+    def file_name(self, source: str, fid: int) -> str:
+        if source == "crm/contacts":
+            return self.crm_files()[fid]
+        if source in YEARLY:
+            return YEARLY[source].format(fid)
+        return DATED[source].format(self.as_of.isoformat())
 
 
 def generate(out: Path, contacts: int = 2000, seed: int = 42,
@@ -453,11 +486,10 @@ def generate(out: Path, contacts: int = 2000, seed: int = 42,
     num = rng.permutation(n) + 1
     first_i = rng.integers(0, len(FIRST_NAMES), n)
     last_i = rng.integers(0, len(LAST_NAMES), n)
-    sep_i = rng.integers(0, len(EMAIL_SEPARATORS), n)
     dom_i = rng.integers(0, len(DOMAINS), n)
     emails = pl.DataFrame({
         "f": _pick([s for _, s in FIRST_NAMES], first_i),
-        "sep": _pick(EMAIL_SEPARATORS, sep_i),
+        "sep": _pick(EMAIL_SEPARATORS, rng.integers(0, len(EMAIL_SEPARATORS), n)),
         "l": _pick([s for _, s in LAST_NAMES], last_i),
         "n": pl.Series(num).cast(pl.Utf8),
         "d": _pick(DOMAINS, dom_i),
@@ -469,20 +501,58 @@ def generate(out: Path, contacts: int = 2000, seed: int = 42,
     sub_ids = "mc" + pl.Series(rng.permutation(n) + 10_000_001).cast(pl.Utf8)
     created = START + (rng.random(n) * (a - DAY - START)).astype(np.int64)
 
-    world = _World(
+    w = _World(
         contracts=contracts, n=n, s=n_scenario, as_of=as_of, a=a, e1=a - 30 * DAY,
         event_start=a - 30 * MONTH, emails=emails, sub_ids=sub_ids, created=created,
     )
-    crm_overrides = _scenarios(world, np.random.default_rng([seed, 1]), per_label,
-                               first_i, last_i)
-    _crm(world, rng, crm_overrides, first_i, last_i)
-    subs = _subscribers(world, np.random.default_rng([seed, 2]))
-    _email_events(world, np.random.default_rng([seed, 3]), subs)
-    _consent_from_subscribers(world, np.random.default_rng([seed, 4]), subs)
-    _web(world, np.random.default_rng([seed, 5]))
-    _requests(world, np.random.default_rng([seed, 6]))
+    _prepare(out, contracts)
+    sources = sorted(contracts)
+    truth: dict[str, Any] = {"files": {}, "quarantine": [], "counts": {}, "bad": {}}
 
-    return _write(world, out, seed, np.random.default_rng([seed, 7]))
+    def finish(*names: str) -> None:
+        for name in names:
+            _finish(w, name, out, np.random.default_rng([seed, 100 + sources.index(name)]), truth)
+
+    crm_overrides = _scenarios(w, np.random.default_rng([seed, 1]), per_label)
+    _crm(w, rng, crm_overrides, first_i, last_i)
+    finish("crm/contacts")
+    subs = _subscribers(w, np.random.default_rng([seed, 2]))
+    _email_events(w, np.random.default_rng([seed, 3]), subs)
+    finish("marketing/subscribers", "marketing/email_events")
+    _consent_from_subscribers(w, np.random.default_rng([seed, 4]), subs)
+    del subs
+    _web(w, np.random.default_rng([seed, 5]))
+    finish("web/events", "consent/events")
+    _requests(w, np.random.default_rng([seed, 6]))
+    finish("requests/erasure", "requests/legal_holds")
+
+    files = truth["files"]
+    for rel, reason in _write_rejected(w, out).items():
+        files[rel] = {"records": 0, "rejected": reason}
+    files = dict(sorted(files.items()))
+    quarantine = sorted(truth["quarantine"], key=lambda q: (q["file"], q["line"]))
+    document = {
+        "seed": seed, "contacts": n, "as_of": as_of.isoformat(), "files": files,
+        "quarantine": quarantine, "scenarios": dict(sorted(w.labels.items())),
+    }
+    truth_path = out.parent / GROUND_TRUTH_NAME
+    truth_path.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n",
+                          encoding="utf-8")
+    return GenerationResult(
+        out=out, ground_truth=truth_path, files=[out / rel for rel in files],
+        counts=dict(sorted(truth["counts"].items())), quarantined=dict(sorted(truth["bad"].items())),
+        scenarios=len(w.labels))
+
+
+def _prepare(out: Path, contracts: dict[str, SourceContract]) -> None:
+    """Create the entity folders and drop data files of an earlier run."""
+    for contract in contracts.values():
+        folder = out / contract.landing_path
+        if folder.is_dir():
+            for old in sorted(folder.iterdir()):
+                if old.is_file() and old.suffix in (".csv", ".jsonl"):
+                    old.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
 
 
 # ------------------------------------------------------------------------- CRM
@@ -501,23 +571,25 @@ def _crm(w: _World, rng: np.random.Generator, overrides: dict[int, dict],
     basis = rng.choice(len(LEGAL_BASES), n, p=[0.45, 0.25, 0.15, 0.15])
     stage = rng.integers(0, len(STAGES), n)
     stage_null = rng.random(n) < 0.1
-    first = _pick([d for d, _ in FIRST_NAMES], first_i).to_list()
-    last = _pick([d for d, _ in LAST_NAMES], last_i).to_list()
+    first = _pick([d for d, _ in FIRST_NAMES], first_i)
+    last = _pick([d for d, _ in LAST_NAMES], last_i)
     first_null = rng.random(n) < 0.03
     last_null = rng.random(n) < 0.03
-    hostile = (rng.random(n) < 0.001) & (np.arange(n) >= w.s)
-    hostile_i = rng.integers(0, len(HOSTILE), n)
+    hostile = np.flatnonzero((rng.random(n) < 0.001) & (np.arange(n) >= w.s))
+    hostile_i = rng.integers(0, len(HOSTILE), len(hostile))
     phone = (_pick(PHONE_PREFIXES, rng.integers(0, len(PHONE_PREFIXES), n))
              + pl.Series(rng.integers(0, 10_000, n)).cast(pl.Utf8).str.zfill(4))
     phone = _null_where(phone, rng.random(n) < 0.3)
     country = _null_where(_pick(COUNTRIES, rng.integers(0, len(COUNTRIES), n)),
                           rng.random(n) < 0.1)
 
+    if len(hostile):
+        first = first.scatter(hostile, [HOSTILE[h][0] for h in hostile_i])
+        last = last.scatter(hostile, [HOSTILE[h][1] for h in hostile_i])
     la_new = la.copy()
     in2 = (created >= e1) | (~la_null & (la >= e1))
     in1 = created < e1
-    for i in np.flatnonzero(hostile):
-        first[i], last[i] = HOSTILE[hostile_i[i]][:2]
+    stage2 = stage.copy()
     for i, o in overrides.items():
         created[i] = o["created"]
         la_old[i] = la[i] = o["la"]
@@ -525,11 +597,14 @@ def _crm(w: _World, rng: np.random.Generator, overrides: dict[int, dict],
         la_new[i] = o.get("la2", o["la"])
         in1[i], in2[i] = True, "la2" in o
         basis[i] = LEGAL_BASES.index(o["basis"])
-        stage[i], stage_null[i] = STAGES.index(o["stage"]), False
-        first[i], last[i] = o.get("first", first[i]), o.get("last", last[i])
-        first_null[i] = last_null[i] = False
-    first_s = _null_where(pl.Series(first, dtype=pl.Utf8), first_null)
-    last_s = _null_where(pl.Series(last, dtype=pl.Utf8), last_null)
+        stage[i] = stage2[i] = STAGES.index(o["stage"])
+        stage2[i] = STAGES.index(o.get("stage2", o["stage"]))
+        stage_null[i] = first_null[i] = last_null[i] = False
+    keys = list(overrides)
+    first = first.scatter(keys, [overrides[i].get("first", first[i]) for i in keys])
+    last = last.scatter(keys, [overrides[i].get("last", last[i]) for i in keys])
+    first = _null_where(first, first_null)
+    last = _null_where(last, last_null)
 
     order = np.lexsort((np.arange(n), created))
     rank = np.empty(n, dtype=np.int64)
@@ -537,37 +612,31 @@ def _crm(w: _World, rng: np.random.Generator, overrides: dict[int, dict],
     width = max(7, len(str(n)))
     contact_id = pl.Series(rank + 1).cast(pl.Utf8).str.zfill(width)
     basis_s = _pick(LEGAL_BASES, basis)
-    stage_s = _null_where(_pick(STAGES, stage), stage_null)
     prot = np.arange(n) < w.s
-    file1, file2 = w.crm_files()
 
     both = in1 & in2
+    # some contacts moved on in their lifecycle since the first extract
+    moved = both & (rng.random(n) < 0.3) & ~prot
+    stage2 = np.where(moved, STAGES.index("customer"), stage2)
     la1 = np.where(both, la_old, la)
     la1_null = np.where(both, la_old_null, la_null)
-    for name, mask, la_values, la_nulls, stage_values in (
-        (file1, in1, la1, la1_null, stage_s),
-        (file2, in2, la_new, la_null & ~both, stage_s),
+    for fid, mask, la_values, la_nulls, stages in (
+        (0, in1, la1, la1_null, stage),
+        (1, in2, la_new, la_null & ~both, stage2),
     ):
-        idx = np.flatnonzero(mask)
-        sub_stage = stage_values.gather(idx)
-        if name == file2:  # some contacts moved on in their lifecycle since the first extract
-            moved = both[idx] & (rng.random(len(idx)) < 0.3)
-            sub_stage = sub_stage.scatter(np.flatnonzero(moved), "customer")
-            for j, i in enumerate(idx):
-                if i in overrides and "stage2" in overrides[i]:
-                    sub_stage = sub_stage.scatter([j], overrides[i]["stage2"])
+        idx = order[mask[order]]  # in created order
         w.add("crm/contacts", _frame({
             "contact_id": contact_id.gather(idx),
             "email": _messy_emails(rng, w.emails.gather(idx)),
-            "first_name": first_s.gather(idx),
-            "last_name": last_s.gather(idx),
+            "first_name": first.gather(idx),
+            "last_name": last.gather(idx),
             "phone": phone.gather(idx),
             "country": country.gather(idx),
             "created_at": _ts(rng, created[idx]),
             "last_activity_at": _ts(rng, la_values[idx], ~la_nulls[idx]),
-            "lifecycle_stage": sub_stage,
+            "lifecycle_stage": _null_where(_pick(STAGES, stages[idx]), stage_null[idx]),
             "legal_basis": _messy_enum(rng, basis_s.gather(idx)),
-        }, name, created[idx], prot[idx]))
+        }, fid, created[idx], prot[idx]))
 
 
 # ------------------------------------------------------------------ subscribers
@@ -581,7 +650,7 @@ class _Subs:
     confirmed_ok: np.ndarray
     optin_ip: pl.Series
     confirm_ip: pl.Series
-    unsub: np.ndarray
+    unsub: np.ndarray         # unsubscribed_at, -1 if not unsubscribed
     ended: np.ndarray         # unsubscribed / cleaned time, else as_of
 
 
@@ -606,51 +675,28 @@ def _subscribers(w: _World, rng: np.random.Generator) -> _Subs:
     ended = np.where((status == 1) | (status == 2), ended_at, a)
     last_changed = np.maximum.reduce([
         created, np.where(optin_ok, optin, 0), np.where(confirmed_ok, confirmed, 0),
-        np.where(status != 0, np.where(pending, 0, ended_at), 0)])
+        np.where((status == 1) | (status == 2), ended_at, 0)])
     optin_ip = _null_where(_ips(rng, m), ~optin_ok | (rng.random(m) < 0.1))
-    same_ip = rng.random(m) < 0.5
-    confirm_ip = pl.DataFrame({"o": optin_ip, "n": _ips(rng, m), "s": same_ip}).select(
+    confirm_ip = pl.DataFrame({"o": optin_ip, "n": _ips(rng, m), "s": rng.random(m) < 0.5}).select(
         pl.when(pl.col("s") & pl.col("o").is_not_null()).then("o").otherwise("n")).to_series()
     confirm_ip = _null_where(confirm_ip, ~confirmed_ok | (rng.random(m) < 0.1))
+    order = np.argsort(last_changed, kind="stable")
     w.add("marketing/subscribers", _frame({
-        "subscriber_id": w.sub_ids.gather(idx),
-        "email": _messy_emails(rng, w.emails.gather(idx)),
-        "status": _messy_enum(rng, _pick(STATUSES, status)),
-        "optin_at": _ts(rng, optin, optin_ok),
-        "optin_ip": optin_ip,
-        "confirmed_at": _ts(rng, confirmed, confirmed_ok),
-        "confirm_ip": confirm_ip,
-        "unsubscribed_at": _ts(rng, ended_at, unsub_ok),
-        "last_changed_at": _ts(rng, last_changed),
-    }, f"subscribers_{w.as_of.isoformat()}.csv", last_changed))
+        "subscriber_id": w.sub_ids.gather(idx[order]),
+        "email": _messy_emails(rng, w.emails.gather(idx[order])),
+        "status": _messy_enum(rng, _pick(STATUSES, status[order])),
+        "optin_at": _ts(rng, optin[order], optin_ok[order]),
+        "optin_ip": optin_ip.gather(order),
+        "confirmed_at": _ts(rng, confirmed[order], confirmed_ok[order]),
+        "confirm_ip": confirm_ip.gather(order),
+        "unsubscribed_at": _ts(rng, ended_at[order], unsub_ok[order]),
+        "last_changed_at": _ts(rng, last_changed[order]),
+    }, 0, last_changed[order]))
     return _Subs(idx, status, optin, optin_ok, confirmed, confirmed_ok, optin_ip, confirm_ip,
                  np.where(unsub_ok, ended_at, -1), ended)
 
 
 # ----------------------------------------------------------------- email events
-def _email_event_frame(w: _World, rng: np.random.Generator, owner: np.ndarray,
-                       t: np.ndarray, etype: np.ndarray) -> pl.DataFrame:
-    """owner = contact index, etype indexes the contract's event types."""
-    k = len(t)
-    types = ["sent", "open", "click", "bounce", "unsubscribe"]
-    engaged = (etype == 1) | (etype == 2)
-    campaign = (pl.from_epoch(pl.Series(t), time_unit="s").dt.strftime("cmp_%Y%m_")
-                + _pick(list("abcd"), rng.integers(0, 4, k)))
-    return _frame({
-        "event_id": None,
-        "subscriber_id": w.sub_ids.gather(owner),
-        "email": _messy_emails(rng, w.emails.gather(owner)),
-        "campaign_id": campaign,
-        "event_type": _messy_enum(rng, _pick(types, etype)),
-        "occurred_at": _ts(rng, t),
-        "ip_address": _null_where(_ips(rng, k), ~engaged | (rng.random(k) < 0.15)),
-        "user_agent": _null_where(_pick(USER_AGENTS, rng.integers(0, len(USER_AGENTS), k)),
-                                  ~engaged | (rng.random(k) < 0.1)),
-        "url": _null_where(_pick(CLICK_URLS, rng.integers(0, len(CLICK_URLS), k)), etype != 2),
-    }, pl.Series(np.char.add(np.char.add("email_events_", _years(t).astype(str)), ".csv")),
-        t)
-
-
 def _email_events(w: _World, rng: np.random.Generator, s: _Subs) -> None:
     a = w.a
     lo = np.maximum(w.event_start, np.where(s.optin_ok, s.optin, w.created[s.idx]))
@@ -658,41 +704,60 @@ def _email_events(w: _World, rng: np.random.Generator, s: _Subs) -> None:
     ok = (hi > lo) & (s.status != 3)
     count = np.where(ok, rng.poisson(11.0, len(s.idx)), 0)
     which = np.repeat(np.arange(len(s.idx)), count)
-    k = len(which)
-    t = lo[which] + (rng.random(k) * (hi[which] - lo[which])).astype(np.int64)
-    etype = rng.choice(4, k, p=[0.6, 0.26, 0.1, 0.04])
+    t = lo[which] + (rng.random(len(which)) * (hi[which] - lo[which])).astype(np.int64)
+    etype = rng.choice(4, len(which), p=[0.6, 0.26, 0.1, 0.04])
     # the final unsubscribe / bounce of unsubscribed and cleaned members
     end = np.flatnonzero(((s.status == 1) | (s.status == 2)) & (s.ended >= w.event_start))
-    owner = np.concatenate([s.idx[which], s.idx[end]])
+    which = np.concatenate([which, end])
     t = np.concatenate([t, s.ended[end]])
     etype = np.concatenate([etype, np.where(s.status[end] == 1, 4, 3)])
-    w.add("marketing/email_events", _email_event_frame(w, rng, owner, t, etype))
+    order = np.argsort(t, kind="stable")
+    which, t, etype = which[order], t[order], etype[order]
+    owner = s.idx[which]
+    k = len(t)
+    engaged = (etype == 1) | (etype == 2)
+    month = t.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
+    campaign = ("cmp_" + pl.Series(month // 12 * 100 + month % 12 + 197001).cast(pl.Utf8) + "_"
+                + _pick(list("abcd"), rng.integers(0, 4, k)))
+    ip_pool = _ips(rng, len(s.idx))
+    w.add("marketing/email_events", _frame({
+        "event_id": None,
+        "subscriber_id": w.sub_ids.gather(owner),
+        "email": _messy_emails(rng, w.emails.gather(owner)),
+        "campaign_id": campaign,
+        "event_type": _messy_enum(rng, _pick(["sent", "open", "click", "bounce", "unsubscribe"],
+                                             etype)),
+        "occurred_at": _ts(rng, t),
+        "ip_address": _keep(ip_pool.gather(which), engaged & (rng.random(k) >= 0.15)),
+        "user_agent": _keep(_pick(USER_AGENTS, rng.integers(0, len(USER_AGENTS), k)),
+                            engaged & (rng.random(k) >= 0.1)),
+        "url": _keep(_pick(CLICK_URLS, rng.integers(0, len(CLICK_URLS), k)), etype == 2),
+    }, _years(t), t))
 
 
 # --------------------------------------------------------------------- consent
-def _consent_frame(w: _World, rng: np.random.Generator, *, email: pl.Series | None,
-                   cookie: pl.Series | None, purpose: list[str] | pl.Series, action: str,
-                   t: np.ndarray, source: pl.Series | str, entry: pl.Series | None,
+def _consent_frame(rng: np.random.Generator, *, email: pl.Series | None,
+                   cookie: pl.Series | None, purpose: str, action: str, t: np.ndarray,
+                   source: pl.Series | str, entry: pl.Series | str | None,
                    notice: pl.Series | None, evidence: pl.Series | str | None,
                    ip: pl.Series | None) -> pl.DataFrame:
-    k = len(t)
-
-    def const(v: Any) -> Any:
-        return pl.Series([v] * k, dtype=pl.Utf8) if isinstance(v, str) else v
-
     return _frame({
         "consent_event_id": None,
         "email": email,
         "cookie_id": cookie,
-        "purpose": purpose if isinstance(purpose, pl.Series) else const(purpose[0]),
-        "action": _messy_enum(rng, const(action)),
+        "purpose": purpose,
+        "action": _messy_enum(rng, pl.repeat(action, len(t), dtype=pl.Utf8, eager=True)),
         "occurred_at": _ts(rng, t),
-        "source_system": const(source),
+        "source_system": source,
         "entry_point": entry,
         "notice_version": notice,
-        "evidence": const(evidence),
+        "evidence": evidence,
         "captured_ip": ip,
-    }, pl.Series(np.char.add(np.char.add("consent_events_", _years(t).astype(str)), ".csv")), t)
+    }, _years(t), t)
+
+
+def _notices(t: np.ndarray, versions: list[tuple[str, str]] = NOTICES) -> pl.Series:
+    return _pick([v for v, _ in versions], _version_index(versions, t))
 
 
 def _consent_from_subscribers(w: _World, rng: np.random.Generator, s: _Subs) -> None:
@@ -701,8 +766,7 @@ def _consent_from_subscribers(w: _World, rng: np.random.Generator, s: _Subs) -> 
     m = len(g)
     t = np.where(s.confirmed_ok[g], s.confirmed[g], s.optin[g])
     imported = (s.optin[g] < GDPR) & (rng.random(m) < 0.5)
-    undocumented = rng.random(m) < 0.04
-    owner = s.idx[g]
+    documented = rng.random(m) >= 0.04
     ip = pl.DataFrame({"c": s.confirm_ip.gather(g), "o": s.optin_ip.gather(g),
                        "d": s.confirmed_ok[g]}).select(
         pl.when("d").then("c").otherwise("o")).to_series()
@@ -713,24 +777,22 @@ def _consent_from_subscribers(w: _World, rng: np.random.Generator, s: _Subs) -> 
     evidence = pl.Series(np.where(imported, "import",
                                   np.where(s.confirmed_ok[g], "double_opt_in", "checkbox")))
     source = pl.Series(np.where(imported, "import", "forms"))
-    notice = _pick([v for v, _ in NOTICES], _version_index(NOTICES, t))
-    emails = w.emails.gather(owner)
+    notice = _notices(t)
+    emails = w.emails.gather(s.idx[g])
     for purpose, share in (("email_marketing", 1.0), ("personalisation", 0.25)):
-        sel = rng.random(m) < share
-        j = np.flatnonzero(sel)
-        und = undocumented[j]
+        j = np.flatnonzero(rng.random(m) < share)
+        doc = documented[j]
         w.add("consent/events", _consent_frame(
-            w, rng, email=_messy_emails(rng, emails.gather(j)), cookie=None,
-            purpose=[purpose], action="granted", t=t[j], source=source.gather(j),
-            entry=_null_where(entry.gather(j), und), notice=_null_where(notice.gather(j), und),
-            evidence=_null_where(evidence.gather(j), und), ip=_null_where(ip.gather(j), und)))
+            rng, email=_messy_emails(rng, emails.gather(j)), cookie=None, purpose=purpose,
+            action="granted", t=t[j], source=source.gather(j), entry=_keep(entry.gather(j), doc),
+            notice=_keep(notice.gather(j), doc), evidence=_keep(evidence.gather(j), doc),
+            ip=_keep(ip.gather(j), doc)))
     # withdrawals of members who unsubscribed
     u = np.flatnonzero(s.unsub >= 0)
     k = len(u)
     w.add("consent/events", _consent_frame(
-        w, rng, email=_messy_emails(rng, w.emails.gather(s.idx[u])), cookie=None,
-        purpose=["email_marketing"], action="withdrawn", t=s.unsub[u],
-        source="preference_centre",
+        rng, email=_messy_emails(rng, w.emails.gather(s.idx[u])), cookie=None,
+        purpose="email_marketing", action="withdrawn", t=s.unsub[u], source="preference_centre",
         entry=_pick(WITHDRAW_POINTS, rng.integers(0, len(WITHDRAW_POINTS), k)), notice=None,
         evidence=None, ip=_null_where(_ips(rng, k), rng.random(k) < 0.5)))
     # a few withdraw-then-regrant histories among subscribed members
@@ -739,15 +801,15 @@ def _consent_from_subscribers(w: _World, rng: np.random.Generator, s: _Subs) -> 
     t0 = np.where(s.confirmed_ok[r], s.confirmed[r], s.optin[r])
     tw = t0 + ((a - t0) * rng.random(k) * 0.5).astype(np.int64) + 60
     tr = tw + ((a - HOUR - tw) * rng.random(k)).astype(np.int64) + 60
-    for action, tt, src in (("withdrawn", tw, "preference_centre"), ("granted", tr, "forms")):
+    for action, tt in (("withdrawn", tw), ("granted", tr)):
+        granted = action == "granted"
         w.add("consent/events", _consent_frame(
-            w, rng, email=_messy_emails(rng, w.emails.gather(s.idx[r])), cookie=None,
-            purpose=["email_marketing"], action=action, t=tt, source=src,
-            entry=_pick(WITHDRAW_POINTS if action == "withdrawn" else FORM_URLS,
-                        rng.integers(0, 3, k)),
-            notice=None if action == "withdrawn" else _pick(
-                [v for v, _ in NOTICES], _version_index(NOTICES, tt)),
-            evidence=None if action == "withdrawn" else "checkbox", ip=_ips(rng, k)))
+            rng, email=_messy_emails(rng, w.emails.gather(s.idx[r])), cookie=None,
+            purpose="email_marketing", action=action, t=tt,
+            source="forms" if granted else "preference_centre",
+            entry=_pick(FORM_URLS if granted else WITHDRAW_POINTS, rng.integers(0, 3, k)),
+            notice=_notices(tt) if granted else None, evidence="checkbox" if granted else None,
+            ip=_ips(rng, k)))
 
 
 # ------------------------------------------------------------------------- web
@@ -769,25 +831,23 @@ def _web(w: _World, rng: np.random.Generator) -> None:
 
     count = 1 + rng.poisson(2.7, c)
     ev = np.repeat(np.arange(c), count)
+    t = first_seen[ev] + ((a - 60 - first_seen[ev]) * rng.random(len(ev)) ** 2).astype(np.int64)
+    t[np.concatenate([[0], np.cumsum(count)[:-1]])] = first_seen  # first visit answers the banner
+    order = np.argsort(t, kind="stable")
+    ev, t = ev[order], t[order]
     k = len(ev)
-    t = first_seen[ev] + ((a - 60 - first_seen[ev]) * rng.random(k) ** 2).astype(np.int64)
-    # each cookie's first event is at first_seen (where the banner was answered)
-    first_of = np.concatenate([[0], np.cumsum(count)[:-1]])
-    t[first_of] = first_seen
     known = identified[ev] & (t >= t_id[ev])
-    owner_ev = np.maximum(cookie_owner[ev], 0)
-    email = _null_where(_messy_emails(rng, w.emails.gather(owner_ev)), ~known)
+    email = _keep(_messy_emails(rng, w.emails.gather(np.maximum(cookie_owner[ev], 0))), known)
     utm = rng.integers(0, len(UTMS), k)
     has_utm = rng.random(k) < 0.2
-    blank = rng.random(k) < 0.02  # "" instead of null
     referrer = _pick(REFERRERS, rng.integers(0, len(REFERRERS), k))
-    referrer = pl.DataFrame({"r": referrer, "b": blank}).select(
+    referrer = pl.DataFrame({"r": referrer, "b": rng.random(k) < 0.02}).select(  # "" for null
         pl.when(pl.col("r").is_null() & pl.col("b")).then(pl.lit("")).otherwise("r")).to_series()
-    int_campaign = has_utm & (rng.random(k) < 0.03)
-    campaign = _null_where(_pick([u[2] for u in UTMS], utm), ~has_utm)
-    campaign = campaign.scatter(np.flatnonzero(int_campaign), [
-        str(y) for y in _years(t[int_campaign])]) if int_campaign.any() else campaign
-    frame = _frame({
+    int_campaign = has_utm & (rng.random(k) < 0.005)
+    campaign = pl.DataFrame({"c": _pick([u[2] for u in UTMS], utm), "y": _years(t),
+                             "i": int_campaign, "h": has_utm}).select(
+        pl.when("i").then(pl.col("y").cast(pl.Utf8)).when("h").then("c")).to_series()
+    w.add("web/events", _frame({
         "event_id": None,
         "cookie_id": cookie_ids.gather(ev),
         "email": email,
@@ -795,49 +855,36 @@ def _web(w: _World, rng: np.random.Generator) -> None:
         "occurred_at": _ts(rng, t),
         "page_url": _pick(PAGES, rng.integers(0, len(PAGES), k)),
         "referrer": referrer,
-        "utm_source": _null_where(_pick([u[0] for u in UTMS], utm), ~has_utm),
-        "utm_medium": _null_where(_pick([u[1] for u in UTMS], utm), ~has_utm),
+        "utm_source": _keep(_pick([u[0] for u in UTMS], utm), has_utm),
+        "utm_medium": _keep(_pick([u[1] for u in UTMS], utm), has_utm),
         "utm_campaign": campaign,
         "user_agent": _null_where(_pick(USER_AGENTS[:5], rng.integers(0, 5, k)),
                                   rng.random(k) < 0.05),
-    }, pl.Series(np.char.add(np.char.add("events_", _years(t).astype(str)), ".jsonl")), t)
-    frame = frame.with_columns(
-        pl.when(pl.Series(int_campaign)).then(pl.lit("utm_campaign")).alias("_json_int"))
-    w.add("web/events", frame)
+    }, _years(t), t, json_int=_keep(pl.repeat("utm_campaign", k, eager=True), int_campaign)))
 
     # CMP banner answers: web_analytics per cookie, sometimes withdrawn later
-    granted = rng.random(c) < 0.75
-    g = np.flatnonzero(granted)
+    g = np.flatnonzero(rng.random(c) < 0.75)
     m = len(g)
     tg = first_seen[g]
     with_email = identified[g] & (t_id[g] <= tg)
-    cmp = {"source": "cmp", "entry": pl.Series(["cookie_banner"] * m, dtype=pl.Utf8),
-           "evidence": "cmp_banner"}
     w.add("consent/events", _consent_frame(
-        w, rng, email=_null_where(w.emails.gather(np.maximum(cookie_owner[g], 0)), ~with_email),
-        cookie=cookie_ids.gather(g), purpose=["web_analytics"], action="granted", t=tg,
-        source=cmp["source"], entry=cmp["entry"],
-        notice=_pick([v for v, _ in COOKIE_NOTICES], _version_index(COOKIE_NOTICES, tg)),
-        evidence=cmp["evidence"], ip=cookie_ip.gather(g)))
+        rng, email=_keep(w.emails.gather(np.maximum(cookie_owner[g], 0)), with_email),
+        cookie=cookie_ids.gather(g), purpose="web_analytics", action="granted", t=tg,
+        source="cmp", entry="cookie_banner", notice=_notices(tg, COOKIE_NOTICES),
+        evidence="cmp_banner", ip=cookie_ip.gather(g)))
     wd = g[rng.random(m) < 0.06]
-    k = len(wd)
-    tw = first_seen[wd] + ((a - HOUR - first_seen[wd]) * rng.random(k)).astype(np.int64) + 1
+    tw = first_seen[wd] + ((a - HOUR - first_seen[wd]) * rng.random(len(wd))).astype(np.int64) + 1
     w.add("consent/events", _consent_frame(
-        w, rng, email=None, cookie=cookie_ids.gather(wd), purpose=["web_analytics"],
-        action="withdrawn", t=tw, source="cmp",
-        entry=pl.Series(["cookie_banner"] * k, dtype=pl.Utf8), notice=_pick(
-            [v for v, _ in COOKIE_NOTICES], _version_index(COOKIE_NOTICES, tw)),
-        evidence="cmp_banner", ip=cookie_ip.gather(wd)))
+        rng, email=None, cookie=cookie_ids.gather(wd), purpose="web_analytics",
+        action="withdrawn", t=tw, source="cmp", entry="cookie_banner",
+        notice=_notices(tw, COOKIE_NOTICES), evidence="cmp_banner", ip=cookie_ip.gather(wd)))
     # identification through the preference centre: consent events with email AND cookie
     ident = np.flatnonzero(identified & (t_id < a) & (rng.random(c) < 0.3))
-    k = len(ident)
     w.add("consent/events", _consent_frame(
-        w, rng, email=_messy_emails(rng, w.emails.gather(cookie_owner[ident])),
-        cookie=cookie_ids.gather(ident), purpose=["personalisation"], action="granted",
-        t=t_id[ident], source="preference_centre",
-        entry=pl.Series(["https://www.example.com/account/privacy"] * k, dtype=pl.Utf8),
-        notice=_pick([v for v, _ in NOTICES], _version_index(NOTICES, t_id[ident])),
-        evidence="checkbox", ip=cookie_ip.gather(ident)))
+        rng, email=_messy_emails(rng, w.emails.gather(cookie_owner[ident])),
+        cookie=cookie_ids.gather(ident), purpose="personalisation", action="granted",
+        t=t_id[ident], source="preference_centre", entry="https://www.example.com/account/privacy",
+        notice=_notices(t_id[ident]), evidence="checkbox", ip=cookie_ip.gather(ident)))
 
 
 # -------------------------------------------------------------------- requests
@@ -845,7 +892,7 @@ def _requests(w: _World, rng: np.random.Generator) -> None:
     a = w.a
     bulk = np.arange(w.s, w.n)
     k = max(3, round(0.001 * len(bulk)))
-    who = np.sort(rng.choice(bulk, k, replace=False))
+    who = rng.choice(bulk, k, replace=False)
     received = a - (rng.random(k) * 60 * DAY).astype(np.int64) - HOUR
     verified = np.minimum(received + rng.integers(HOUR, 3 * DAY, k), a - 60)
     verified_ok = rng.random(k) < 0.7
@@ -861,18 +908,17 @@ def _requests(w: _World, rng: np.random.Generator) -> None:
         "received_at": _ts(rng, received),
         "verified_at": _ts(rng, verified, verified_ok),
         "channel": _pick(CHANNELS, rng.integers(0, len(CHANNELS), k + 1)),
-    }, f"erasure_requests_{w.as_of.isoformat()}.csv", received))
+    }, 0, received))
 
     k = max(3, round(0.0002 * len(bulk)))
-    who = np.sort(rng.choice(bulk, k, replace=False))
+    who = rng.choice(bulk, k, replace=False)
     placed = a - (30 * DAY + rng.random(k) * 970 * DAY).astype(np.int64)
     kind = rng.choice(3, k, p=[0.5, 0.25, 0.25])  # open-ended, expired, future
     expires = np.where(kind == 1, placed + ((a - DAY - placed) * rng.random(k)).astype(np.int64),
                        a + (rng.random(k) * 365 * DAY).astype(np.int64))
     expires -= expires % DAY
-    date_only = rng.random(k) < 0.5
     exp_text = _ts(rng, expires, kind != 0, plain=True)
-    exp_text = pl.DataFrame({"e": exp_text, "d": date_only}).select(
+    exp_text = pl.DataFrame({"e": exp_text, "d": rng.random(k) < 0.5}).select(  # date only
         pl.when("d").then(pl.col("e").str.slice(0, 10)).otherwise("e")).to_series()
     w.add("requests/legal_holds", _frame({
         "hold_id": None,
@@ -880,12 +926,11 @@ def _requests(w: _World, rng: np.random.Generator) -> None:
         "reason": _pick(HOLD_REASONS, rng.integers(0, len(HOLD_REASONS), k)),
         "placed_at": _ts(rng, placed),
         "expires_at": exp_text,
-    }, f"legal_holds_{w.as_of.isoformat()}.csv", placed))
+    }, 0, placed))
 
 
 # ------------------------------------------------------------------- scenarios
-def _scenarios(w: _World, rng: np.random.Generator, per_label: int,
-               first_i: np.ndarray, last_i: np.ndarray) -> dict[int, dict]:
+def _scenarios(w: _World, rng: np.random.Generator, per_label: int) -> dict[int, dict]:
     """Hand-built subjects 0 .. s-1; returns their CRM values. Rows go to ``w.rows``."""
     a, e1 = w.a, w.e1
     emails = w.emails.head(w.s).to_list()
@@ -908,7 +953,7 @@ def _scenarios(w: _World, rng: np.random.Generator, per_label: int,
     def subscriber(i: int, status: str, optin: int | None, confirmed: int | None = None,
                    unsub: int | None = None, changed: int | None = None) -> None:
         changed = changed or max(x for x in (optin, confirmed, unsub, crm[i]["created"]) if x)
-        w.row("marketing/subscribers", changed, f"subscribers_{w.as_of.isoformat()}.csv",
+        w.row("marketing/subscribers", changed,
               subscriber_id=sub_ids[i], email=emails[i], status=status,
               optin_at=_pyts(optin) if optin else None,
               optin_ip=ip() if optin else None,
@@ -922,7 +967,7 @@ def _scenarios(w: _World, rng: np.random.Generator, per_label: int,
                 entry: str | None = None, notice: str | None = None,
                 evidence: str | None = None, captured_ip: str | None = None,
                 style: str = "Z") -> None:
-        w.row("consent/events", t, f"consent_events_{_year(t)}.csv", consent_event_id=None,
+        w.row("consent/events", t, consent_event_id=None,
               email=email, cookie_id=cookie, purpose=purpose, action=action,
               occurred_at=_pyts(t, style), source_system=source, entry_point=entry,
               notice_version=notice, evidence=evidence, captured_ip=captured_ip)
@@ -942,7 +987,7 @@ def _scenarios(w: _World, rng: np.random.Generator, per_label: int,
 
     def mail(i: int, t: int, etype: str, url: str | None = None) -> None:
         engaged = etype in ("open", "click")
-        w.row("marketing/email_events", t, f"email_events_{_year(t)}.csv", event_id=None,
+        w.row("marketing/email_events", t, event_id=None,
               subscriber_id=sub_ids[i], email=emails[i],
               campaign_id=_pyts(t)[:7].replace("-", "").join(("cmp_", "_a")),
               event_type=etype, occurred_at=_pyts(t),
@@ -956,7 +1001,7 @@ def _scenarios(w: _World, rng: np.random.Generator, per_label: int,
 
     def visit(cookie: str, t: int, email: str | None, page: str = PAGES[0],
               campaign: str | None = None) -> None:
-        w.row("web/events", t, f"events_{_year(t)}.jsonl", event_id=None, cookie_id=cookie,
+        w.row("web/events", t, event_id=None, cookie_id=cookie,
               email=email, ip_address=ip(), occurred_at=_pyts(t), page_url=page,
               referrer=None, utm_source="newsletter" if campaign else None,
               utm_medium="email" if campaign else None, utm_campaign=campaign,
@@ -1102,7 +1147,7 @@ def _scenarios(w: _World, rng: np.random.Generator, per_label: int,
             i = next(subjects)
             standard(i, u(post_gdpr_lo, a - 2 * 365 * DAY))
             received = a - u(10 * DAY, 25 * DAY)
-            w.row("requests/erasure", received, f"erasure_requests_{w.as_of.isoformat()}.csv",
+            w.row("requests/erasure", received,
                   request_id=None, email=emails[i], received_at=_pyts(received),
                   verified_at=_pyts(received + u(HOUR, 2 * DAY)) if verified else None,
                   channel="email" if verified else "web_form")
@@ -1126,7 +1171,7 @@ def _scenarios(w: _World, rng: np.random.Generator, per_label: int,
                 expires = _pyts(a - u(30 * DAY, 90 * DAY))
             else:  # open-ended, or a date-only expiry in the future
                 expires = None if rep % 2 == 0 else (w.as_of + dt.timedelta(days=180)).isoformat()
-            w.row("requests/legal_holds", placed, f"legal_holds_{w.as_of.isoformat()}.csv",
+            w.row("requests/legal_holds", placed,
                   hold_id=None, email=emails[i], reason=HOLD_REASONS[rep % len(HOLD_REASONS)],
                   placed_at=_pyts(placed), expires_at=expires)
             label(i, "legal_hold_expired" if expired else "legal_hold_active")
@@ -1142,11 +1187,11 @@ def _scenarios(w: _World, rng: np.random.Generator, per_label: int,
         i = next(subjects)
         standard(i, u(post_gdpr_lo, a - 2 * 365 * DAY))
         received = a - u(10 * DAY, 20 * DAY)
-        w.row("requests/erasure", received, f"erasure_requests_{w.as_of.isoformat()}.csv",
+        w.row("requests/erasure", received,
               request_id=None, email=emails[i], received_at=_pyts(received),
               verified_at=_pyts(received + DAY), channel="support")
         placed = a - u(60 * DAY, 120 * DAY)
-        w.row("requests/legal_holds", placed, f"legal_holds_{w.as_of.isoformat()}.csv",
+        w.row("requests/legal_holds", placed,
               hold_id=None, email=emails[i], reason=HOLD_REASONS[0], placed_at=_pyts(placed),
               expires_at=None)
         label(i, "legal_hold_with_erasure", "erasure_verified", "legal_hold_active")
@@ -1171,35 +1216,50 @@ def _scenarios(w: _World, rng: np.random.Generator, per_label: int,
 
 
 # ------------------------------------------------- defects, rendering, writing
-_CSV_NEEDS_QUOTES = re.compile(r'[",\r\n]|^\s|\s$')
+_CSV_SPECIAL = r'[",\r\n]'
 
 
 def _csv_field(value: Any) -> str:
     if value is None:
         return ""
     text = str(value)
-    if _CSV_NEEDS_QUOTES.search(text):
-        return '"' + text.replace('"', '""') + '"'
-    return text
-
-
-def _csv_expr(columns: list[str]) -> pl.Expr:
-    parts = []
-    for name in columns:
-        v = pl.col(name)
-        quoted = pl.lit('"') + v.str.replace_all('"', '""', literal=True) + pl.lit('"')
-        parts.append(pl.when(v.str.contains(_CSV_NEEDS_QUOTES.pattern)).then(quoted)
-                     .otherwise(v).fill_null(""))
-    return pl.concat_str(parts, separator=",")
+    return '"' + text.replace('"', '""') + '"' if re.search(_CSV_SPECIAL, text) else text
 
 
 def _json_line(row: dict, columns: list[str]) -> str:
     obj = {c: row[c] for c in columns}
-    if row.get("_json_int"):
-        col = row["_json_int"]
-        if isinstance(obj[col], str) and obj[col].isdigit():
-            obj[col] = int(obj[col])
+    col = row.get("_json_int")
+    if col and isinstance(obj[col], str) and obj[col].isdigit():
+        obj[col] = int(obj[col])
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _render_row(contract: SourceContract, row: dict) -> str:
+    if contract.file_format == "jsonl":
+        return _json_line(row, contract.column_names)
+    return ",".join(_csv_field(row[c]) for c in contract.column_names)
+
+
+def _render_bulk(contract: SourceContract, frame: pl.DataFrame) -> pl.Series:
+    """Records as text, column-wise. Only free-text columns can need CSV quoting; bulk JSON
+    values never need escaping (checked on the pools at import)."""
+    parts: list[pl.Expr] = []
+    for i, col in enumerate(contract.columns):
+        v = pl.col(col.name)
+        if contract.file_format == "jsonl":
+            parts.append(pl.lit(("{" if i == 0 else ",") + json.dumps(col.name) + ":"))
+            parts.append(pl.concat_str([pl.lit('"'), v, pl.lit('"')]).fill_null(pl.lit("null")))
+            continue
+        free_text = (col.logical_type == "string" and not col.string_format
+                     and not col.allowed_values and not col.unique)
+        if free_text:
+            quoted = pl.lit('"') + v.str.replace_all('"', '""', literal=True) + pl.lit('"')
+            v = pl.when(v.str.contains(_CSV_SPECIAL)).then(quoted).otherwise(v)
+        parts.append(v.fill_null(""))
+    if contract.file_format == "jsonl":
+        parts.append(pl.lit("}"))
+        return frame.select(pl.concat_str(parts).alias("text")).to_series()
+    return frame.select(pl.concat_str(parts, separator=",").alias("text")).to_series()
 
 
 def _reasons(contract: SourceContract) -> list[tuple[str, list[str | None]]]:
@@ -1233,20 +1293,22 @@ def _too_long(col: Column, base: Any, extra: int) -> str:
         return "x" * (size - len("@example.com")) + "@example.com"
     if col.string_format == "identifier":
         return "a" * size
-    seed = f"{base or 'x'} ä " * (size // max(1, len(str(base or 'x')) + 3) + 1)
-    return seed[:size]
+    text = (f"{base or 'x'} ä " * (size // max(1, len(str(base or 'x')) + 3) + 1)).strip()
+    text = text[: size - 1].strip()
+    return text + "x" * (size - len(text))  # exactly ``size`` characters after trimming
 
 
 def _defective(contract: SourceContract, row: dict, reason: str, column: str | None, k: int,
                rng: np.random.Generator) -> dict:
-    """A copy of a valid ``row`` with exactly one defect."""
+    """A copy of a valid ``row`` with exactly one defect, rendered as ``_text``."""
     columns = contract.column_names
     pk = contract.primary_key
     bad = dict(row)
     if reason != "duplicate_key":
         bad[pk] = f"{row[pk]}x{k}"
-    bad["_key"] = row["_key"] + int(rng.integers(1, 3 * DAY))
-    bad["_reason"], bad["_column"], bad["_prot"] = reason, column, False
+    bad["_sk"] = row["_sk"] + int(rng.integers(1, 3 * DAY))  # after the original, same file
+    bad["_reason"], bad["_column"] = reason, column
+    text = None
     if reason == "missing_required":
         bad[column] = MISSING[k % len(MISSING)]
     elif reason == "invalid_timestamp":
@@ -1260,9 +1322,8 @@ def _defective(contract: SourceContract, row: dict, reason: str, column: str | N
     elif reason == "invalid_identifier":
         bad[column] = BAD_IDENTIFIERS[k % len(BAD_IDENTIFIERS)]
     elif reason == "invalid_value":
-        allowed = contract.column(column).allowed_values or ()
         value = BAD_ENUMS[k % len(BAD_ENUMS)]
-        assert value.lower() not in allowed
+        assert value.lower() not in (contract.column(column).allowed_values or ())
         bad[column] = value
     elif reason == "too_long":
         bad[column] = _too_long(contract.column(column), row[column], [1, 2, 37, 500][k % 4])
@@ -1274,149 +1335,128 @@ def _defective(contract: SourceContract, row: dict, reason: str, column: str | N
     elif reason == "wrong_type":
         obj = {c: bad[c] for c in columns}
         obj[column] = WRONG_TYPES[k % len(WRONG_TYPES)]
-        bad["_line"] = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
     elif reason == "malformed_json":
         full = _json_line(bad, columns)
         variants = [full[: len(full) // 2], json.dumps([bad[c] for c in columns]),
-                    str({c: bad[c] for c in columns})] + MALFORMED_JSON
-        bad["_line"] = variants[k % len(variants)]
+                    str({c: bad[c] for c in columns}), *MALFORMED_JSON]
+        text = variants[k % len(variants)]
     elif reason == "malformed_row":
         fields = [_csv_field(bad[c]) for c in columns]
-        fields = [fields + ["extra"], fields[:-1], fields + [""], fields[:-2]][k % 4]
-        bad["_line"] = ",".join(fields)
+        text = ",".join([fields + ["extra"], fields[:-1], fields + [""], fields[:-2]][k % 4])
+    bad["_text"] = _render_row(contract, bad) if text is None else text
     return bad
 
 
-_ID_FORMATS = {
-    "marketing/email_events": ("em_", 9),
-    "web/events": ("wv_", 10),
-    "consent/events": ("ce_", 8),
-    "requests/erasure": ("ER-", 6),
-    "requests/legal_holds": ("LH-", 5),
-}
-
-
-def _assemble(w: _World, source: str) -> pl.DataFrame:
-    contract = w.contracts[source]
-    columns = contract.column_names
-    frames = w.frames.get(source, [])
-    rows = w.rows.get(source, [])
-    schema = {c: pl.Utf8 for c in columns} | {"_file": pl.Utf8, "_key": pl.Int64,
-                                              "_prot": pl.Boolean, "_json_int": pl.Utf8}
-    parts = [f.with_columns(pl.lit(None, dtype=pl.Utf8).alias("_json_int"))
-             if "_json_int" not in f.columns else f for f in frames]
-    if rows:
-        parts.append(pl.DataFrame([{**r, "_json_int": None} for r in rows], schema=schema))
-    frame = pl.concat([p.select(list(schema)) for p in parts], how="vertical")
-    frame = frame.sort(["_file", "_key"], maintain_order=True)
-    if source in _ID_FORMATS:
-        prefix, width = _ID_FORMATS[source]
-        frame = frame.with_columns(
-            (pl.lit(prefix) + (pl.int_range(pl.len()) + 1).cast(pl.Utf8).str.zfill(width))
-            .alias(contract.primary_key))
-    return frame
-
-
-def _inject(contract: SourceContract, frame: pl.DataFrame,
-            rng: np.random.Generator) -> pl.DataFrame:
+def _bad_rows(contract: SourceContract, bulk: pl.DataFrame, rng: np.random.Generator
+              ) -> list[dict]:
     reasons = _reasons(contract)
-    per_reason = max(2, round(BAD_ROW_SHARE * frame.height / len(reasons)))
-    candidates = np.flatnonzero((~frame["_prot"] & frame["_json_int"].is_null()).to_numpy())
+    per_reason = max(2, round(BAD_ROW_SHARE * bulk.height / len(reasons)))
+    candidates = np.flatnonzero((~bulk["_prot"] & bulk["_json_int"].is_null()).to_numpy())
     total = per_reason * len(reasons)
     if len(candidates) >= total:
-        base_idx = rng.choice(candidates, total, replace=False)
+        base_idx = np.sort(rng.choice(candidates, total, replace=False))
+        base_idx = base_idx[rng.permutation(total)]
     else:  # a small source: use every candidate about equally often
         base_idx = np.resize(rng.permutation(candidates), total)
-    bases = frame[base_idx].to_dicts()
-    bad_rows = []
-    k = 0
+    bases = bulk[base_idx].to_dicts()
+    bad, k = [], 0
     for reason, cols in reasons:
         offset = int(rng.integers(0, len(cols)))
         for j in range(per_reason):
-            bad_rows.append(_defective(contract, bases[k], reason,
-                                       cols[(j + offset) % len(cols)], k, rng))
+            bad.append(_defective(contract, bases[k], reason, cols[(j + offset) % len(cols)], k,
+                                  rng))
             k += 1
-    schema = dict(frame.schema) | {"_reason": pl.Utf8, "_column": pl.Utf8, "_line": pl.Utf8}
-    bad = pl.DataFrame([{c: r.get(c) for c in schema} for r in bad_rows], schema=schema)
-    frame = frame.with_columns(pl.lit(None, dtype=pl.Utf8).alias(c)
-                               for c in ("_reason", "_column", "_line"))
-    return pl.concat([frame, bad]).sort(["_file", "_key"], maintain_order=True)
+    return bad
 
 
-def _render(contract: SourceContract, frame: pl.DataFrame, rng: np.random.Generator,
-            first_file: str) -> pl.DataFrame:
-    """Adds ``_text`` (the record as written) and ``_lineno``; JSONL gets two blank lines."""
-    columns = contract.column_names
-    if contract.file_format == "jsonl":
-        special = frame["_json_int"].is_not_null() & frame["_line"].is_null()
-        if special.any():
-            idx = np.flatnonzero(special.to_numpy())
-            lines = [_json_line(r, columns) for r in frame[idx].to_dicts()]
-            frame = frame.with_columns(frame["_line"].scatter(idx, lines))
-        text = pl.struct(columns).struct.json_encode()
-        in_first = np.flatnonzero((frame["_file"] == first_file).to_numpy())
-        blanks = frame[np.sort(rng.choice(in_first, 2, replace=False))].with_columns(
-            pl.lit("").alias("_line"), pl.lit(None, dtype=pl.Utf8).alias("_reason"),
-            pl.lit(None, dtype=pl.Utf8).alias("_column"))
-        frame = pl.concat([frame, blanks]).sort(["_file", "_key"], maintain_order=True)
-        frame = frame.with_columns(pl.coalesce("_line", text).alias("_text"))
-        return frame.with_columns((pl.int_range(pl.len()) + 1).over("_file").alias("_lineno"))
-    frame = frame.with_columns(pl.coalesce("_line", _csv_expr(columns)).alias("_text"))
-    span = pl.col("_text").str.count_matches("\n", literal=True) + 1
-    return frame.with_columns((span.cum_sum().over("_file") - span + 2).alias("_lineno"))
+def _merge(base_sk: np.ndarray, ins_sk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Merge sorted inserts into sorted base rows, inserts after equal keys and in their own
+    order. Returns the gather order over ``concat(base, inserts)`` and where inserts land."""
+    n, m = len(base_sk), len(ins_sk)
+    p = np.searchsorted(base_sk, ins_sk, side="right")
+    ins_pos = p + np.arange(m)
+    perm = np.empty(n + m, dtype=np.int64)
+    perm[np.arange(n) + np.searchsorted(p, np.arange(n), side="right")] = np.arange(n)
+    perm[ins_pos] = n + np.arange(m)
+    return perm, ins_pos
 
 
-def _write(w: _World, out: Path, seed: int, rng: np.random.Generator) -> GenerationResult:
-    out.mkdir(parents=True, exist_ok=True)
-    for contract in w.contracts.values():
-        folder = out / contract.landing_path
-        if folder.is_dir():
-            for old in sorted(folder.iterdir()):
-                if old.is_file() and old.suffix in (".csv", ".jsonl"):
-                    old.unlink()
-        folder.mkdir(parents=True, exist_ok=True)
+def _finish(w: _World, source: str, out: Path, rng: np.random.Generator, truth: dict) -> None:
+    """Merge bulk, scenario and defective rows in file order, number ids, write the files."""
+    contract = w.contracts[source]
+    pk = contract.primary_key
+    bulk = pl.concat(w.frames.pop(source, []), how="vertical")
+    sk = bulk["_sk"].to_numpy()
+    if len(sk) > 1 and (np.diff(sk) < 0).any():
+        bulk = bulk.sort("_sk", maintain_order=True)
+        sk = bulk["_sk"].to_numpy()
+    rows = sorted(w.rows.pop(source, []), key=lambda r: r["_sk"])
+    row_sk = np.array([r["_sk"] for r in rows], dtype=np.int64)
+    perm, row_pos = _merge(sk, row_sk)
+    if source in ID_FORMATS:
+        prefix, width = ID_FORMATS[source]
+        position = np.empty(len(perm), dtype=np.int64)
+        position[perm] = np.arange(len(perm))
+        bulk = bulk.with_columns((pl.lit(prefix) + pl.Series(position[:len(sk)] + 1)
+                                  .cast(pl.Utf8).str.zfill(width)).alias(pk))
+        for r, pos in zip(rows, row_pos):
+            r[pk] = f"{prefix}{pos + 1:0{width}d}"
 
-    files: dict[str, dict] = {}
-    quarantine: list[dict] = []
-    counts: dict[str, int] = {}
-    bad_counts: dict[str, int] = {}
-    bom_file = f"crm/contacts/{w.crm_files()[0]}"
-    for source in sorted(w.contracts):
-        contract = w.contracts[source]
-        frame = _assemble(w, source)
-        frame = _inject(contract, frame, rng)
-        frame = _render(contract, frame, rng, frame["_file"][0])
-        header = ",".join(contract.column_names) + "\n" if contract.file_format == "csv" else ""
-        for (name,), part in frame.partition_by("_file", maintain_order=True,
-                                                 as_dict=True).items():
-            rel = f"{source}/{name}"
-            with open(out / rel, "wb") as fh:
-                fh.write(("\ufeff" if rel == bom_file else "").encode() + header.encode())
-                part.select("_text").write_csv(fh, include_header=False, quote_style="never")
-            records = part.height - int((part["_text"] == "").sum())
-            files[rel] = {"records": records, "rejected": None}
-            counts[source] = counts.get(source, 0) + records
-            bad = part.filter(pl.col("_reason").is_not_null())
-            quarantine.extend(
-                {"file": rel, "line": line, "column": col, "reason": reason}
-                for line, col, reason in bad.select("_lineno", "_column", "_reason").iter_rows())
-        bad_counts[source] = int(frame["_reason"].is_not_null().sum())
+    text = _render_bulk(contract, bulk)
+    special = np.flatnonzero(bulk["_json_int"].is_not_null().to_numpy())
+    if len(special):
+        text = text.scatter(special, [_json_line(r, contract.column_names)
+                                      for r in bulk[special].to_dicts()])
+    text = pl.concat([text, pl.Series([_render_row(contract, r) for r in rows], dtype=pl.Utf8)])
+    text = text.gather(perm)
+    sk = np.concatenate([sk, row_sk])[perm]
 
-    for rel, reason in _write_rejected(w, out).items():
-        files[rel] = {"records": 0, "rejected": reason}
+    extra = _bad_rows(contract, bulk, rng)
+    if contract.file_format == "jsonl":  # two blank lines in the first file
+        first = np.flatnonzero((sk >> SK_SHIFT) == (sk[0] >> SK_SHIFT))
+        extra += [{"_sk": int(sk[i]), "_text": "", "_reason": None, "_column": None}
+                  for i in np.sort(rng.choice(first, 2, replace=False))]
+    del bulk
+    extra.sort(key=lambda r: r["_sk"])
+    extra_sk = np.array([r["_sk"] for r in extra], dtype=np.int64)
+    perm, extra_pos = _merge(sk, extra_sk)
+    lines = pl.concat([text, pl.Series([r["_text"] for r in extra], dtype=pl.Utf8)]).gather(perm)
+    sk = np.concatenate([sk, extra_sk])[perm]
+    del text
 
-    files = dict(sorted(files.items()))
-    quarantine.sort(key=lambda q: (q["file"], q["line"]))
-    truth = {
-        "seed": seed, "contacts": w.n, "as_of": w.as_of.isoformat(), "files": files,
-        "quarantine": quarantine, "scenarios": dict(sorted(w.labels.items())),
-    }
-    truth_path = out.parent / GROUND_TRUTH_NAME
-    truth_path.write_text(json.dumps(truth, indent=1, ensure_ascii=False) + "\n",
-                          encoding="utf-8")
-    return GenerationResult(
-        out=out, ground_truth=truth_path, files=[out / rel for rel in files],
-        counts=counts, quarantined=bad_counts, scenarios=len(w.labels))
+    csv_file = contract.file_format == "csv"
+    span = (lines.str.count_matches("\n", literal=True).to_numpy().astype(np.int64) + 1
+            if csv_file else np.ones(len(lines), dtype=np.int64))
+    before = np.cumsum(span) - span  # physical lines before each record
+    fid = sk >> SK_SHIFT
+    starts = np.flatnonzero(np.r_[True, fid[1:] != fid[:-1]])
+    ends = np.r_[starts[1:], len(fid)]
+    header = (",".join(contract.column_names) + "\n").encode() if csv_file else b""
+    bom = b"\xef\xbb\xbf" if source == "crm/contacts" else b""  # on the first CRM extract
+    blank = np.zeros(len(lines), dtype=bool)
+    blank[[p for p, r in zip(extra_pos, extra) if r["_reason"] is None]] = True
+    names = {}
+    for number, (lo, hi) in enumerate(zip(starts, ends)):
+        name = w.file_name(source, int(fid[lo]))
+        rel = f"{source}/{name}"
+        names[lo] = rel
+        with open(out / rel, "wb") as fh:
+            fh.write((bom if number == 0 else b"") + header)
+            pl.DataFrame({"l": lines.slice(lo, hi - lo)}).write_csv(
+                fh, include_header=False, quote_style="never")
+        records = int(hi - lo - blank[lo:hi].sum())
+        truth["files"][rel] = {"records": records, "rejected": None}
+        truth["counts"][source] = truth["counts"].get(source, 0) + records
+    file_of = starts[np.searchsorted(starts, extra_pos, side="right") - 1]
+    first_line = 2 if csv_file else 1
+    for r, pos, lo in zip(extra, extra_pos, file_of):
+        if r["_reason"] is None:
+            continue
+        truth["quarantine"].append({
+            "file": names[lo], "line": int(before[pos] - before[lo] + first_line),
+            "column": r["_column"], "reason": r["_reason"]})
+        truth["bad"][source] = truth["bad"].get(source, 0) + 1
 
 
 def _write_rejected(w: _World, out: Path) -> dict[str, str]:

@@ -172,16 +172,33 @@ CREATE TABLE IF NOT EXISTS {POLICY_TABLE} (
 """
 
 
-def write_policy_table(con, policy: RetentionPolicy, now: datetime) -> int:
-    """Replace the policy table's rows with this policy, in one transaction."""
+RUN_CONTEXT_TABLE = f"{POLICY_SCHEMA}.run_context"
+RUN_CONTEXT_DDL = f"""
+CREATE SCHEMA IF NOT EXISTS {POLICY_SCHEMA};
+CREATE TABLE IF NOT EXISTS {RUN_CONTEXT_TABLE} (
+    as_of TIMESTAMP NOT NULL,
+    run_id VARCHAR,
+    policy_version VARCHAR NOT NULL
+);
+"""
+
+
+def write_policy_table(
+    con, policy: RetentionPolicy, now: datetime, as_of: datetime | None = None, run_id: str | None = None
+) -> int:
+    """Replace the policy rows (and the run's as-of time) in one transaction."""
     import polars as pl
 
     frame = pl.DataFrame(policy.rows()).with_columns(
         pl.lit(now.replace(tzinfo=None)).cast(pl.Datetime("us")).alias("loaded_at")
     )
     con.execute(POLICY_DDL)
+    con.execute(RUN_CONTEXT_DDL)
+    as_of = (as_of or now).astimezone(timezone.utc).replace(tzinfo=None)
     con.execute("BEGIN TRANSACTION")
     try:
+        con.execute(f"DELETE FROM {RUN_CONTEXT_TABLE}")
+        con.execute(f"INSERT INTO {RUN_CONTEXT_TABLE} VALUES (?, ?, ?)", [as_of, run_id, policy.version])
         con.execute(f"DELETE FROM {POLICY_TABLE}")
         con.register("lethe_policy_rows", frame.to_arrow())
         con.execute(f"INSERT INTO {POLICY_TABLE} BY NAME SELECT * FROM lethe_policy_rows")

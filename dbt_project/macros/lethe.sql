@@ -4,13 +4,18 @@
     (pipelines/sql_functions.py); these macros are the only place models name them.
 #}
 
-{# The run's "now": the `as_of` var (UTC), or the current UTC time when it is not set. #}
+{#
+    The run's "now" (UTC). `lethe run` writes it to policy.run_context before dbt runs,
+    so every model of a run reads the same instant without a dbt var (a var that
+    changes every run would force dbt to re-parse the whole project each time). An
+    explicit `--vars '{as_of: ...}'` wins, for ad-hoc dbt runs and unit tests.
+#}
 {% macro as_of() -%}
     {%- set value = var('as_of', none) -%}
     {%- if value -%}
         cast('{{ value | replace("T", " ") | replace("Z", "") }}' as timestamp)
     {%- else -%}
-        cast(now() at time zone 'UTC' as timestamp)
+        (select max(as_of) from {{ source('policy', 'run_context') }})
     {%- endif -%}
 {%- endmacro %}
 

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 from dagster import AssetExecutionContext
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
-from pipelines.resources import RunClockResource, WarehouseResource
+from pipelines.resources import WarehouseResource
 from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV
 
 # Folder under models/ → Dagster group. Sources keep their ingestion assets' group.
@@ -71,10 +71,11 @@ def lethe_dbt_project() -> DbtProject:
     return project
 
 
-def dbt_build_args(as_of: str) -> list[str]:
-    """dbt CLI arguments for one run. ``as_of`` is a timestamp, never personal data:
-    dbt writes ``--vars`` into run_results.json and dbt.log."""
-    return ["build", "--vars", f"{{as_of: '{as_of}'}}"]
+def dbt_build_args() -> list[str]:
+    """dbt CLI arguments for one run. No ``--vars``: the as-of time comes from
+    policy.run_context, so dbt's partial parse stays valid from run to run (and vars
+    would be written into run_results.json and dbt.log)."""
+    return ["build"]
 
 
 def build_dbt_assets():
@@ -91,11 +92,10 @@ def build_dbt_assets():
         context: AssetExecutionContext,
         dbt: DbtCliResource,
         warehouse: WarehouseResource,
-        clock: RunClockResource,
     ):
         # profiles.yml reads the same variable as the warehouse resource.
         os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
-        yield from dbt.cli(dbt_build_args(clock.as_of_text()), context=context).stream()
+        yield from dbt.cli(dbt_build_args(), context=context).stream()
 
     return lethe_dbt_models
 
