@@ -333,15 +333,24 @@ def _null_where(series: pl.Series, mask: np.ndarray) -> pl.Series:
     return _keep(series, ~mask)
 
 
+_TS_TABLES: list[pl.Series] = []
+
+
 def _ts(rng: np.random.Generator, secs: np.ndarray, valid: np.ndarray | None = None,
         plain: bool = False) -> pl.Series:
     """Timestamps as ISO-8601 text in a mix of styles (Z, offsets, naive); ``~valid`` = null."""
+    if not _TS_TABLES:  # "YYYY-MM-DD" per day since 1970 and "THH:MM:SS" per second of a day
+        _TS_TABLES.append(pl.Series(np.arange(0, 60_000).astype("datetime64[D]").astype(str)))
+        _TS_TABLES.append(pl.Series([f"T{h:02d}:{m:02d}:{s:02d}" for h in range(24)
+                                     for m in range(60) for s in range(60)]))
     n = len(secs)
     style = np.zeros(n, dtype=np.int64) if plain else rng.choice(len(TS_STYLES), n, p=TS_STYLE_P)
-    offsets = np.array([o for _, o in TS_STYLES])[style]
-    shifted = pl.Series(np.asarray(secs, dtype=np.int64) + offsets)
-    text = (pl.from_epoch(shifted, time_unit="s").dt.strftime("%Y-%m-%dT%H:%M:%S")
-            + _pick([s for s, _ in TS_STYLES], style))
+    shifted = np.asarray(secs, dtype=np.int64) + np.array([o for _, o in TS_STYLES])[style]
+    shifted = np.where(valid, shifted, 0) if valid is not None else shifted
+    text = pl.DataFrame({
+        "d": _TS_TABLES[0].gather(shifted // DAY), "t": _TS_TABLES[1].gather(shifted % DAY),
+        "z": _pick([s for s, _ in TS_STYLES], style)}).select(
+        pl.concat_str(["d", "t", "z"]).alias("ts")).to_series()
     return text if valid is None else _keep(text, valid)
 
 
@@ -1258,8 +1267,8 @@ def _render_bulk(contract: SourceContract, frame: pl.DataFrame) -> pl.Series:
         parts.append(v.fill_null(""))
     if contract.file_format == "jsonl":
         parts.append(pl.lit("}"))
-        return frame.select(pl.concat_str(parts).alias("text")).to_series()
-    return frame.select(pl.concat_str(parts, separator=",").alias("text")).to_series()
+        return _parallel(frame, pl.concat_str(parts).alias("text"))
+    return _parallel(frame, pl.concat_str(parts, separator=",").alias("text"))
 
 
 def _reasons(contract: SourceContract) -> list[tuple[str, list[str | None]]]:
@@ -1370,36 +1379,36 @@ def _bad_rows(contract: SourceContract, bulk: pl.DataFrame, rng: np.random.Gener
     return bad
 
 
-def _merge(base_sk: np.ndarray, ins_sk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Merge sorted inserts into sorted base rows, inserts after equal keys and in their own
-    order. Returns the gather order over ``concat(base, inserts)`` and where inserts land."""
-    n, m = len(base_sk), len(ins_sk)
+def _positions(base_sk: np.ndarray, ins_sk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where sorted base rows and sorted inserts land when merged; an insert goes after base
+    rows with an equal key, inserts keep their own order."""
     p = np.searchsorted(base_sk, ins_sk, side="right")
-    ins_pos = p + np.arange(m)
-    perm = np.empty(n + m, dtype=np.int64)
-    perm[np.arange(n) + np.searchsorted(p, np.arange(n), side="right")] = np.arange(n)
-    perm[ins_pos] = n + np.arange(m)
-    return perm, ins_pos
+    base = np.arange(len(base_sk))
+    return base + np.searchsorted(p, base, side="right"), p + np.arange(len(ins_sk))
+
+
+def _parallel(frame: pl.DataFrame, expr: pl.Expr, parts: int = 4) -> pl.Series:
+    """``frame.select(expr)`` on slices at once: one string expression uses one core."""
+    cuts = np.linspace(0, frame.height, parts + 1).astype(np.int64)
+    lazy = [frame.slice(lo, hi - lo).lazy().select(expr) for lo, hi in zip(cuts[:-1], cuts[1:])]
+    return pl.concat([part.to_series() for part in pl.collect_all(lazy)], rechunk=True)
 
 
 def _finish(w: _World, source: str, out: Path, rng: np.random.Generator, truth: dict) -> None:
     """Merge bulk, scenario and defective rows in file order, number ids, write the files."""
     contract = w.contracts[source]
     pk = contract.primary_key
-    bulk = pl.concat(w.frames.pop(source, []), how="vertical")
+    bulk = pl.concat(w.frames.pop(source, []), how="vertical", rechunk=True)
     sk = bulk["_sk"].to_numpy()
     if len(sk) > 1 and (np.diff(sk) < 0).any():
         bulk = bulk.sort("_sk", maintain_order=True)
         sk = bulk["_sk"].to_numpy()
     rows = sorted(w.rows.pop(source, []), key=lambda r: r["_sk"])
-    row_sk = np.array([r["_sk"] for r in rows], dtype=np.int64)
-    perm, row_pos = _merge(sk, row_sk)
-    if source in ID_FORMATS:
+    if source in ID_FORMATS:  # numbered in file order, scenario rows included
         prefix, width = ID_FORMATS[source]
-        position = np.empty(len(perm), dtype=np.int64)
-        position[perm] = np.arange(len(perm))
-        bulk = bulk.with_columns((pl.lit(prefix) + pl.Series(position[:len(sk)] + 1)
-                                  .cast(pl.Utf8).str.zfill(width)).alias(pk))
+        bulk_pos, row_pos = _positions(sk, np.array([r["_sk"] for r in rows], dtype=np.int64))
+        bulk = bulk.with_columns((pl.lit(prefix) + pl.Series(bulk_pos + 1).cast(pl.Utf8)
+                                  .str.zfill(width)).alias(pk))
         for r, pos in zip(rows, row_pos):
             r[pk] = f"{prefix}{pos + 1:0{width}d}"
 
@@ -1408,21 +1417,23 @@ def _finish(w: _World, source: str, out: Path, rng: np.random.Generator, truth: 
     if len(special):
         text = text.scatter(special, [_json_line(r, contract.column_names)
                                       for r in bulk[special].to_dicts()])
-    text = pl.concat([text, pl.Series([_render_row(contract, r) for r in rows], dtype=pl.Utf8)])
-    text = text.gather(perm)
-    sk = np.concatenate([sk, row_sk])[perm]
-
+    for r in rows:
+        r["_text"], r["_reason"], r["_column"] = _render_row(contract, r), None, None
     extra = _bad_rows(contract, bulk, rng)
+    blank: list[dict] = []
     if contract.file_format == "jsonl":  # two blank lines in the first file
         first = np.flatnonzero((sk >> SK_SHIFT) == (sk[0] >> SK_SHIFT))
-        extra += [{"_sk": int(sk[i]), "_text": "", "_reason": None, "_column": None}
-                  for i in np.sort(rng.choice(first, 2, replace=False))]
+        blank = [{"_sk": int(sk[i]), "_text": "", "_reason": None, "_column": None}
+                 for i in np.sort(rng.choice(first, 2, replace=False))]
     del bulk
-    extra.sort(key=lambda r: r["_sk"])
-    extra_sk = np.array([r["_sk"] for r in extra], dtype=np.int64)
-    perm, extra_pos = _merge(sk, extra_sk)
-    lines = pl.concat([text, pl.Series([r["_text"] for r in extra], dtype=pl.Utf8)]).gather(perm)
-    sk = np.concatenate([sk, extra_sk])[perm]
+    inserts = sorted(rows + extra + blank, key=lambda r: r["_sk"])
+    ins_sk = np.array([r["_sk"] for r in inserts], dtype=np.int64)
+    bulk_pos, ins_pos = _positions(sk, ins_sk)
+    perm = np.empty(len(sk) + len(inserts), dtype=np.int64)
+    perm[bulk_pos] = np.arange(len(sk))
+    perm[ins_pos] = len(sk) + np.arange(len(inserts))
+    lines = pl.concat([text, pl.Series([r["_text"] for r in inserts], dtype=pl.Utf8)]).gather(perm)
+    sk = np.concatenate([sk, ins_sk])[perm]
     del text
 
     csv_file = contract.file_format == "csv"
@@ -1434,23 +1445,22 @@ def _finish(w: _World, source: str, out: Path, rng: np.random.Generator, truth: 
     ends = np.r_[starts[1:], len(fid)]
     header = (",".join(contract.column_names) + "\n").encode() if csv_file else b""
     bom = b"\xef\xbb\xbf" if source == "crm/contacts" else b""  # on the first CRM extract
-    blank = np.zeros(len(lines), dtype=bool)
-    blank[[p for p, r in zip(extra_pos, extra) if r["_reason"] is None]] = True
+    is_blank = np.zeros(len(lines), dtype=bool)
+    is_blank[[p for p, r in zip(ins_pos, inserts) if r["_text"] == ""]] = True
     names = {}
     for number, (lo, hi) in enumerate(zip(starts, ends)):
-        name = w.file_name(source, int(fid[lo]))
-        rel = f"{source}/{name}"
+        rel = f"{source}/{w.file_name(source, int(fid[lo]))}"
         names[lo] = rel
         with open(out / rel, "wb") as fh:
             fh.write((bom if number == 0 else b"") + header)
             pl.DataFrame({"l": lines.slice(lo, hi - lo)}).write_csv(
                 fh, include_header=False, quote_style="never")
-        records = int(hi - lo - blank[lo:hi].sum())
+        records = int(hi - lo - is_blank[lo:hi].sum())
         truth["files"][rel] = {"records": records, "rejected": None}
         truth["counts"][source] = truth["counts"].get(source, 0) + records
-    file_of = starts[np.searchsorted(starts, extra_pos, side="right") - 1]
+    file_of = starts[np.searchsorted(starts, ins_pos, side="right") - 1]
     first_line = 2 if csv_file else 1
-    for r, pos, lo in zip(extra, extra_pos, file_of):
+    for r, pos, lo in zip(inserts, ins_pos, file_of):
         if r["_reason"] is None:
             continue
         truth["quarantine"].append({
