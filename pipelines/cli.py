@@ -75,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import duckdb
 
     from pipelines.contracts import load_contracts
-    from pipelines.summary import format_summary, quarantine_reasons, table_summaries
+    from pipelines.summary import decision_reasons, format_summary, quarantine_reasons, table_summaries
 
     paths = LethePaths.resolve(landing=args.landing, warehouse=args.warehouse, dagster_home=args.dagster_home)
     as_of = _as_of_text(args.as_of)
@@ -102,7 +102,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             result = run_pipeline(paths, as_of, progress=not args.quiet)
     passed, failed = check_outcomes(result)
     with duckdb.connect(str(paths.warehouse), read_only=True) as con:
-        text = format_summary(table_summaries(con, load_contracts()), quarantine_reasons(con), passed, failed)
+        text = format_summary(
+            table_summaries(con, load_contracts()), quarantine_reasons(con), passed, failed,
+            decisions=decision_reasons(con),
+        )
     print(text)
     print(f"\nRun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.monotonic() - started:.1f}s")
     if not result.success:

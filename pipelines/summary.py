@@ -69,13 +69,40 @@ def quarantine_reasons(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, i
     ).fetchall()
 
 
+def decision_reasons(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str, int]]:
+    if not _relation_exists(con, "retention", "retention_decisions"):
+        return []
+    return con.execute(
+        "SELECT source_table, action, reason, count(*) FROM retention.retention_decisions "
+        "GROUP BY ALL ORDER BY 1, 2, 3"
+    ).fetchall()
+
+
 def _cell(value) -> str:
     return "-" if value is None else f"{value:,}"
+
+
+def _grouped(rows: list[tuple], width: int = 100) -> list[str]:
+    """'table: a=1, b=2' lines, wrapped, from (table, label..., count) rows."""
+    lines: list[str] = []
+    by_table: dict[str, list[str]] = {}
+    for *key, n in rows:
+        by_table.setdefault(key[0], []).append(f"{'/'.join(key[1:])}={n:,}")
+    for table, parts in by_table.items():
+        line = f"  {table:<30}"
+        for part in parts:
+            if len(line) + len(part) + 2 > width and line.strip() != table:
+                lines.append(line.rstrip(", "))
+                line = " " * 32
+            line += part + ", "
+        lines.append(line.rstrip(", "))
+    return lines
 
 
 def format_summary(
     tables: list[TableSummary], reasons: list[tuple[str, str, int]],
     checks_passed: int, checks_failed: list[str],
+    decisions: list[tuple[str, str, str, int]] | None = None,
 ) -> str:
     header = ("table", "files", "read", "ingested", "quarantined", "kept", "pseudonymised", "purged")
     rows = [header] + [
@@ -92,8 +119,9 @@ def format_summary(
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
     if reasons:
-        lines += ["", "Quarantined rows by reason:"]
-        lines += [f"  {table:<32} {reason:<20} {n:>8,}" for table, reason, n in reasons]
+        lines += ["", "Quarantined rows by reason:"] + _grouped(reasons)
+    if decisions:
+        lines += ["", "Decisions by action/reason:"] + _grouped(decisions)
     lines += ["", f"Checks: {checks_passed} passed, {len(checks_failed)} failed"]
     lines += [f"  FAILED: {name}" for name in checks_failed]
     return "\n".join(lines)
