@@ -107,8 +107,13 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import pickle
 import re
-from collections.abc import Callable
+import subprocess
+import sys
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,7 +134,8 @@ SCENARIO_LABELS = (
     "duplicate_across_files", "hostile_strings",
 )
 MIN_CONTACTS = 100
-MIN_AS_OF = dt.date(2019, 6, 1)
+PARALLEL_FROM = 100_000  # from this size web events are made in a second process
+MIN_AS_OF = dt.date(2022, 1, 1)  # scenarios need ~7 years of history before it
 BAD_ROW_SHARE = 0.0075
 
 DAY = 86_400
@@ -476,7 +482,7 @@ def generate(out: Path, contacts: int = 2000, seed: int = 42,
     The ground truth goes to ``out.parent / "ground_truth.json"`` (see the module docstring
     for the layout, the formats and the scenario labels). Same ``(contacts, seed, as_of)``
     → byte-identical files; ``as_of`` defaults to today (UTC). Needs ``contacts >= 100``
-    and ``as_of >= 2019-06-01``.
+    and ``as_of >= 2022-01-01``.
     """
     out = Path(out)
     as_of = as_of or dt.datetime.now(dt.UTC).date()
@@ -515,25 +521,36 @@ def generate(out: Path, contacts: int = 2000, seed: int = 42,
         event_start=a - 30 * MONTH, emails=emails, sub_ids=sub_ids, created=created,
     )
     _prepare(out, contracts)
-    sources = sorted(contracts)
     truth: dict[str, Any] = {"files": {}, "quarantine": [], "counts": {}, "bad": {}}
 
     def finish(*names: str) -> None:
         for name in names:
-            _finish(w, name, out, np.random.default_rng([seed, 100 + sources.index(name)]), truth)
+            _finish(w, name, out, _defects_rng(w, seed, name), truth)
 
     crm_overrides = _scenarios(w, np.random.default_rng([seed, 1]), per_label)
-    _crm(w, rng, crm_overrides, first_i, last_i)
-    finish("crm/contacts")
-    subs = _subscribers(w, np.random.default_rng([seed, 2]))
-    _email_events(w, np.random.default_rng([seed, 3]), subs)
-    finish("marketing/subscribers", "marketing/email_events")
-    _consent_from_subscribers(w, np.random.default_rng([seed, 4]), subs)
-    del subs
-    _web(w, np.random.default_rng([seed, 5]))
-    finish("web/events", "consent/events")
-    _requests(w, np.random.default_rng([seed, 6]))
-    finish("requests/erasure", "requests/legal_holds")
+    for i, values in crm_overrides.items():
+        created[i] = values["created"]
+    # web events are independent of the rest: on a large run, a second process makes them
+    web = _World(
+        contracts=contracts, n=n, s=w.s, as_of=as_of, a=a, e1=w.e1, event_start=w.event_start,
+        emails=emails, sub_ids=sub_ids, created=created,
+        rows={"web/events": w.rows.pop("web/events", [])})
+    with _web_elsewhere(web, out, seed, contacts >= PARALLEL_FROM) as web_truth:
+        _crm(w, rng, crm_overrides, first_i, last_i)
+        finish("crm/contacts")
+        subs = _subscribers(w, np.random.default_rng([seed, 2]))
+        _email_events(w, np.random.default_rng([seed, 3]), subs)
+        finish("marketing/subscribers", "marketing/email_events")
+        _consent_from_subscribers(w, np.random.default_rng([seed, 4]), subs)
+        del subs
+        _web_consents(w, np.random.default_rng([seed, 9]),
+                      _cookies(w, np.random.default_rng([seed, 5])))
+        finish("consent/events")
+        _requests(w, np.random.default_rng([seed, 6]))
+        finish("requests/erasure", "requests/legal_holds")
+    for key in ("files", "counts", "bad"):
+        truth[key].update(web_truth[key])
+    truth["quarantine"].extend(web_truth["quarantine"])
 
     files = truth["files"]
     for rel, reason in _write_rejected(w, out).items():
@@ -545,12 +562,28 @@ def generate(out: Path, contacts: int = 2000, seed: int = 42,
         "quarantine": quarantine, "scenarios": dict(sorted(w.labels.items())),
     }
     truth_path = out.parent / GROUND_TRUTH_NAME
-    truth_path.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n",
-                          encoding="utf-8")
+    truth_path.write_text(_truth_json(document), encoding="utf-8")
     return GenerationResult(
         out=out, ground_truth=truth_path, files=[out / rel for rel in files],
         counts=dict(sorted(truth["counts"].items())), quarantined=dict(sorted(truth["bad"].items())),
         scenarios=len(w.labels))
+
+
+def _truth_json(document: dict) -> str:
+    """Pretty enough to read and diff (one file / entry / subject a line), fast to write."""
+    def dump(value: Any) -> str:
+        return json.dumps(value, ensure_ascii=False)
+
+    def block(items: list[str], open_: str, close: str) -> str:
+        return open_ + ("\n  " + ",\n  ".join(items) + "\n " if items else "") + close
+
+    parts = [f" {dump(k)}: {dump(document[k])}" for k in ("seed", "contacts", "as_of")]
+    parts.append(' "files": ' + block(
+        [f"{dump(k)}: {dump(v)}" for k, v in document["files"].items()], "{", "}"))
+    parts.append(' "quarantine": ' + block([dump(q) for q in document["quarantine"]], "[", "]"))
+    parts.append(' "scenarios": ' + block(
+        [f"{dump(k)}: {dump(v)}" for k, v in document["scenarios"].items()], "{", "}"))
+    return "{\n" + ",\n".join(parts) + "\n}\n"
 
 
 def _prepare(out: Path, contracts: dict[str, SourceContract]) -> None:
@@ -822,31 +855,44 @@ def _consent_from_subscribers(w: _World, rng: np.random.Generator, s: _Subs) -> 
 
 
 # ------------------------------------------------------------------------- web
-def _web(w: _World, rng: np.random.Generator) -> None:
+@dataclass
+class _Cookies:
+    owner: np.ndarray         # contact index, -1 for visitors never identified
+    first_seen: np.ndarray
+    identified_at: np.ndarray  # as_of for cookies never identified
+    ids: pl.Series
+    ips: pl.Series
+
+
+def _cookies(w: _World, rng: np.random.Generator) -> _Cookies:
+    """Every cookie; cheap and deterministic, so the web and consent sides can each make it."""
     a, n, s = w.a, w.n, w.s
     per = rng.choice(4, n, p=[0.4, 0.45, 0.12, 0.03])
     per[:s] = 0
-    owner = np.repeat(np.arange(n), per)
     n_anon = int(0.6 * (n - s))
-    c = len(owner) + n_anon
-    cookie_owner = np.concatenate([owner, np.full(n_anon, -1)])
+    owner = np.concatenate([np.repeat(np.arange(n), per), np.full(n_anon, -1)])
+    c = len(owner)
     first_seen = w.event_start + (rng.random(c) * (a - DAY - w.event_start)).astype(np.int64)
-    cookie_ids = ("GA1.2." + pl.Series(rng.integers(100_000_000, 1_000_000_000, c)).cast(pl.Utf8)
-                  + "." + pl.Series(first_seen).cast(pl.Utf8))
-    identified = cookie_owner >= 0
+    ids = ("GA1.2." + pl.Series(rng.integers(100_000_000, 1_000_000_000, c)).cast(pl.Utf8)
+           + "." + pl.Series(first_seen).cast(pl.Utf8))
     t_id = first_seen + ((a - first_seen) * rng.random(c)).astype(np.int64)
-    t_id = np.where(identified, np.maximum(t_id, w.created[np.maximum(cookie_owner, 0)]), a)
-    cookie_ip = _ips(rng, c)
+    t_id = np.where(owner >= 0, np.maximum(t_id, w.created[np.maximum(owner, 0)]), a)
+    return _Cookies(owner, first_seen, t_id, ids, _ips(rng, c))
 
+
+def _web_events(w: _World, rng: np.random.Generator, ck: _Cookies) -> None:
+    a = w.a
+    c = len(ck.owner)
     count = 1 + rng.poisson(2.7, c)
     ev = np.repeat(np.arange(c), count)
-    t = first_seen[ev] + ((a - 60 - first_seen[ev]) * rng.random(len(ev)) ** 2).astype(np.int64)
-    t[np.concatenate([[0], np.cumsum(count)[:-1]])] = first_seen  # first visit answers the banner
+    t = ck.first_seen[ev] + ((a - 60 - ck.first_seen[ev]) * rng.random(len(ev)) ** 2
+                             ).astype(np.int64)
+    t[np.concatenate([[0], np.cumsum(count)[:-1]])] = ck.first_seen  # the banner visit
     order = np.argsort(t, kind="stable")
     ev, t = ev[order], t[order]
     k = len(ev)
-    known = identified[ev] & (t >= t_id[ev])
-    email = _keep(_messy_emails(rng, w.emails.gather(np.maximum(cookie_owner[ev], 0))), known)
+    known = (ck.owner[ev] >= 0) & (t >= ck.identified_at[ev])
+    email = _keep(_messy_emails(rng, w.emails.gather(np.maximum(ck.owner[ev], 0))), known)
     utm = rng.integers(0, len(UTMS), k)
     has_utm = rng.random(k) < 0.2
     referrer = _pick(REFERRERS, rng.integers(0, len(REFERRERS), k))
@@ -858,9 +904,9 @@ def _web(w: _World, rng: np.random.Generator) -> None:
         pl.when("i").then(pl.col("y").cast(pl.Utf8)).when("h").then("c")).to_series()
     w.add("web/events", _frame({
         "event_id": None,
-        "cookie_id": cookie_ids.gather(ev),
+        "cookie_id": ck.ids.gather(ev),
         "email": email,
-        "ip_address": _null_where(cookie_ip.gather(ev), rng.random(k) < 0.1),
+        "ip_address": _null_where(ck.ips.gather(ev), rng.random(k) < 0.1),
         "occurred_at": _ts(rng, t),
         "page_url": _pick(PAGES, rng.integers(0, len(PAGES), k)),
         "referrer": referrer,
@@ -871,29 +917,87 @@ def _web(w: _World, rng: np.random.Generator) -> None:
                                   rng.random(k) < 0.05),
     }, _years(t), t, json_int=_keep(pl.repeat("utm_campaign", k, eager=True), int_campaign)))
 
+
+def _web_consents(w: _World, rng: np.random.Generator, ck: _Cookies) -> None:
+    a = w.a
+    c = len(ck.owner)
+    identified = ck.owner >= 0
     # CMP banner answers: web_analytics per cookie, sometimes withdrawn later
     g = np.flatnonzero(rng.random(c) < 0.75)
-    m = len(g)
-    tg = first_seen[g]
-    with_email = identified[g] & (t_id[g] <= tg)
+    tg = ck.first_seen[g]
+    with_email = identified[g] & (ck.identified_at[g] <= tg)
     w.add("consent/events", _consent_frame(
-        rng, email=_keep(w.emails.gather(np.maximum(cookie_owner[g], 0)), with_email),
-        cookie=cookie_ids.gather(g), purpose="web_analytics", action="granted", t=tg,
+        rng, email=_keep(w.emails.gather(np.maximum(ck.owner[g], 0)), with_email),
+        cookie=ck.ids.gather(g), purpose="web_analytics", action="granted", t=tg,
         source="cmp", entry="cookie_banner", notice=_notices(tg, COOKIE_NOTICES),
-        evidence="cmp_banner", ip=cookie_ip.gather(g)))
-    wd = g[rng.random(m) < 0.06]
-    tw = first_seen[wd] + ((a - HOUR - first_seen[wd]) * rng.random(len(wd))).astype(np.int64) + 1
+        evidence="cmp_banner", ip=ck.ips.gather(g)))
+    wd = g[rng.random(len(g)) < 0.06]
+    tw = ck.first_seen[wd] + ((a - HOUR - ck.first_seen[wd]) * rng.random(len(wd))
+                              ).astype(np.int64) + 1
     w.add("consent/events", _consent_frame(
-        rng, email=None, cookie=cookie_ids.gather(wd), purpose="web_analytics",
+        rng, email=None, cookie=ck.ids.gather(wd), purpose="web_analytics",
         action="withdrawn", t=tw, source="cmp", entry="cookie_banner",
-        notice=_notices(tw, COOKIE_NOTICES), evidence="cmp_banner", ip=cookie_ip.gather(wd)))
+        notice=_notices(tw, COOKIE_NOTICES), evidence="cmp_banner", ip=ck.ips.gather(wd)))
     # identification through the preference centre: consent events with email AND cookie
-    ident = np.flatnonzero(identified & (t_id < a) & (rng.random(c) < 0.3))
+    ident = np.flatnonzero(identified & (ck.identified_at < a) & (rng.random(c) < 0.3))
+    t_id = ck.identified_at[ident]
     w.add("consent/events", _consent_frame(
-        rng, email=_messy_emails(rng, w.emails.gather(cookie_owner[ident])),
-        cookie=cookie_ids.gather(ident), purpose="personalisation", action="granted",
-        t=t_id[ident], source="preference_centre", entry="https://www.example.com/account/privacy",
-        notice=_notices(t_id[ident]), evidence="checkbox", ip=cookie_ip.gather(ident)))
+        rng, email=_messy_emails(rng, w.emails.gather(ck.owner[ident])),
+        cookie=ck.ids.gather(ident), purpose="personalisation", action="granted",
+        t=t_id, source="preference_centre", entry="https://www.example.com/account/privacy",
+        notice=_notices(t_id), evidence="checkbox", ip=ck.ips.gather(ident)))
+
+
+def _web_task(w: _World, out: Path, seed: int) -> dict:
+    """Web events, start to finish: the biggest source, run in a second process when large."""
+    truth: dict[str, Any] = {"files": {}, "quarantine": [], "counts": {}, "bad": {}}
+    _web_events(w, np.random.default_rng([seed, 8]),
+                _cookies(w, np.random.default_rng([seed, 5])))
+    _finish(w, "web/events", out, _defects_rng(w, seed, "web/events"), truth)
+    return truth
+
+
+@contextmanager
+def _web_elsewhere(web: _World, out: Path, seed: int, parallel: bool):
+    """Yields a dict that holds the web part of the ground truth once the block is done.
+
+    With ``parallel``, web events are made by a child Python process (started here, a plain
+    subprocess, so no ``__main__`` guard is needed in the caller) while the block runs;
+    otherwise after the block, in this process. The output is the same either way.
+    """
+    result: dict[str, Any] = {}
+    if not parallel:
+        yield result
+        result.update(_web_task(web, out, seed))
+        return
+    with tempfile.TemporaryDirectory(prefix="lethe-generate-") as tmp:
+        state, answer = Path(tmp) / "state.pickle", Path(tmp) / "truth.pickle"
+        state.write_bytes(pickle.dumps((web, out, seed), protocol=pickle.HIGHEST_PROTOCOL))
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parents[1])  # this very checkout of the package
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from pipelines.generate import _web_worker; "
+             "_web_worker(sys.argv[1], sys.argv[2])", str(state), str(answer)], env=env)
+        try:
+            yield result
+        except BaseException:
+            child.kill()
+            child.wait()
+            raise
+        if child.wait() != 0:
+            raise RuntimeError(f"generating web events failed in a child process "
+                               f"(exit status {child.returncode})")
+        result.update(pickle.loads(answer.read_bytes()))
+
+
+def _web_worker(state: str, answer: str) -> None:
+    web, out, seed = pickle.loads(Path(state).read_bytes())
+    Path(answer).write_bytes(pickle.dumps(_web_task(web, out, seed)))
+
+
+def _defects_rng(w: _World, seed: int, source: str) -> np.random.Generator:
+    return np.random.default_rng([seed, 100 + sorted(w.contracts).index(source)])
 
 
 # -------------------------------------------------------------------- requests
@@ -1232,7 +1336,9 @@ def _csv_field(value: Any) -> str:
     if value is None:
         return ""
     text = str(value)
-    return '"' + text.replace('"', '""') + '"' if re.search(_CSV_SPECIAL, text) else text
+    if '"' in text or "," in text or "\n" in text or "\r" in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text
 
 
 def _json_line(row: dict, columns: list[str]) -> str:
@@ -1261,7 +1367,7 @@ def _render_bulk(contract: SourceContract, frame: pl.DataFrame) -> pl.Series:
             continue
         free_text = (col.logical_type == "string" and not col.string_format
                      and not col.allowed_values and not col.unique)
-        if free_text:
+        if free_text and frame.select(v.str.contains(_CSV_SPECIAL).any()).item():
             quoted = pl.lit('"') + v.str.replace_all('"', '""', literal=True) + pl.lit('"')
             v = pl.when(v.str.contains(_CSV_SPECIAL)).then(quoted).otherwise(v)
         parts.append(v.fill_null(""))
@@ -1308,14 +1414,13 @@ def _too_long(col: Column, base: Any, extra: int) -> str:
 
 
 def _defective(contract: SourceContract, row: dict, reason: str, column: str | None, k: int,
-               rng: np.random.Generator) -> dict:
-    """A copy of a valid ``row`` with exactly one defect, rendered as ``_text``."""
-    columns = contract.column_names
-    pk = contract.primary_key
+               delay: int, pk: str, columns: list[str]) -> dict:
+    """A copy of a valid ``row`` with exactly one defect, rendered as ``_text``; it lands
+    ``delay`` seconds (>= 1) of sort key after the original, in the same file."""
     bad = dict(row)
     if reason != "duplicate_key":
         bad[pk] = f"{row[pk]}x{k}"
-    bad["_sk"] = row["_sk"] + int(rng.integers(1, 3 * DAY))  # after the original, same file
+    bad["_sk"] = row["_sk"] + delay
     bad["_reason"], bad["_column"] = reason, column
     text = None
     if reason == "missing_required":
@@ -1369,12 +1474,14 @@ def _bad_rows(contract: SourceContract, bulk: pl.DataFrame, rng: np.random.Gener
     else:  # a small source: use every candidate about equally often
         base_idx = np.resize(rng.permutation(candidates), total)
     bases = bulk[base_idx].to_dicts()
+    delays = rng.integers(1, 3 * DAY, total).tolist()
+    offsets = rng.integers(0, 1000, len(reasons)).tolist()
+    pk, columns = contract.primary_key, contract.column_names
     bad, k = [], 0
-    for reason, cols in reasons:
-        offset = int(rng.integers(0, len(cols)))
+    for (reason, cols), offset in zip(reasons, offsets):
         for j in range(per_reason):
             bad.append(_defective(contract, bases[k], reason, cols[(j + offset) % len(cols)], k,
-                                  rng))
+                                  delays[k], pk, columns))
             k += 1
     return bad
 

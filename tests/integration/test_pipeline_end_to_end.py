@@ -207,3 +207,80 @@ def test_marts_hold_no_direct_identifiers_and_only_kept_records(lethe, con):
         assert not columns & {"email", "first_name", "last_name", "phone", "ip_address", "cookie_id"}
         actions = {r[0] for r in con.execute(f"SELECT DISTINCT retention_action FROM marts.{mart}").fetchall()}
         assert actions <= {"keep", "pseudonymise"} and actions
+
+
+DBT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
+
+
+def _dbt(args: list[str], warehouse: Path, tmp: Path):
+    from dbt.cli.main import dbtRunner
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LETHE_WAREHOUSE", str(warehouse))
+    try:
+        return dbtRunner().invoke([
+            *args, "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
+            "--target-path", str(tmp / "target"), "--log-path", str(tmp / "logs"), "--quiet",
+        ])
+    finally:
+        mp.undo()
+
+
+@pytest.fixture
+def warehouse_copy(lethe, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy.duckdb"
+    shutil.copy(lethe["home"] / "warehouse.duckdb", copy)
+    return copy
+
+
+def test_changing_the_policy_file_changes_decisions(lethe, warehouse_copy, tmp_path):
+    from datetime import datetime, timezone
+
+    import yaml
+
+    from pipelines.policy import load_policy, policy_path, write_policy_table
+
+    data = yaml.safe_load(policy_path().read_text())
+    data["version"] = "test-shorter-email-retention"
+    data["tables"]["raw_marketing.email_events"]["retention"] = "6 months"
+    changed = tmp_path / "retention_policy.yaml"
+    changed.write_text(yaml.safe_dump(data))
+
+    def expired_email_events(con) -> int:
+        return con.execute(
+            "SELECT count(*) FROM retention.retention_decisions "
+            "WHERE source_table = 'raw_marketing.email_events' AND reason = 'retention_expired'"
+        ).fetchall()[0][0]
+
+    with duckdb.connect(str(warehouse_copy)) as con:
+        before = expired_email_events(con)
+        write_policy_table(con, load_policy(changed), datetime.now(timezone.utc),
+                           as_of=datetime(2026, 11, 30, tzinfo=timezone.utc))
+    result = _dbt(["run", "--select", "+retention_decisions"],
+                  warehouse_copy, tmp_path)
+    assert result.success
+    with duckdb.connect(str(warehouse_copy)) as con:
+        assert expired_email_events(con) > before
+        versions = {r[0] for r in con.execute(
+            "SELECT DISTINCT policy_version FROM retention.retention_decisions").fetchall()}
+        assert versions == {"test-shorter-email-retention"}
+        kept_too_old = con.execute(
+            """SELECT count(*) FROM retention.retention_decisions d
+               JOIN raw_marketing.email_events e ON e._record_id = d.record_id
+               WHERE d.action <> 'purge' AND d.reason <> 'legal_hold'
+                 AND e.occurred_at < TIMESTAMP '2026-11-30' - INTERVAL '6 months'"""
+        ).fetchall()[0][0]
+        assert kept_too_old == 0
+
+
+def test_mart_identifier_check_fails_on_a_planted_email_and_ip(lethe, warehouse_copy, tmp_path):
+    with duckdb.connect(str(warehouse_copy)) as con:
+        con.execute("UPDATE marts.web_visits SET page_path = 'https://x.io/u/planted@example.com' "
+                    "WHERE event_id = (SELECT min(event_id) FROM marts.web_visits)")
+        con.execute("UPDATE marts.email_engagement SET ip_network = '10.20.30.40' "
+                    "WHERE event_id = (SELECT min(event_id) FROM marts.email_engagement)")
+    result = _dbt(["test", "--select", "test_name:no_direct_identifiers"], warehouse_copy, tmp_path)
+    failed = {r.node.attached_node.split(".")[-1] for r in result.result.results if r.status == "fail"}
+    assert failed == {"web_visits", "email_engagement"}

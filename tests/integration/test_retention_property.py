@@ -141,16 +141,16 @@ shapes = st.builds(
     Shape,
     T=st.sampled_from(T_CHOICES),
     seed=st.integers(0, 2**32 - 1),
-    n_emails=st.integers(20, 40),
-    n_cookies=st.integers(6, 16),
-    n_contacts=st.integers(20, 40),
-    n_subscribers=st.integers(12, 30),
-    n_consent=st.integers(90, 180),
-    n_web=st.integers(50, 100),
-    n_email_events=st.integers(50, 100),
-    n_holds=st.integers(0, 10),
-    n_erasures=st.integers(0, 8),
-    n_quarantine=st.integers(4, 16),
+    n_emails=st.integers(20, 60),
+    n_cookies=st.integers(8, 20),
+    n_contacts=st.integers(30, 60),
+    n_subscribers=st.integers(20, 40),
+    n_consent=st.integers(150, 300),
+    n_web=st.integers(100, 200),
+    n_email_events=st.integers(100, 200),
+    n_holds=st.integers(2, 12),
+    n_erasures=st.integers(1, 10),
+    n_quarantine=st.integers(5, 20),
     p_withdraw=st.sampled_from([0.15, 0.35, 0.5]),
     p_undocumented=st.sampled_from([0.1, 0.3]),
     p_both_keys=st.sampled_from([0.1, 0.3]),
@@ -175,6 +175,15 @@ def generate(shape: Shape) -> dict[str, list[dict]]:
     def maybe(p: float, value):
         return value if rnd.random() < p else None
 
+    def pick(pool: list[datetime], edges: list[datetime] = (), p_edge: float = 0.35) -> datetime:
+        """An instant from the pool, or (often) one right on a rule's boundary."""
+        return rnd.choice(edges) if edges and rnd.random() < p_edge else rnd.choice(pool)
+
+    around = lambda t: [t - SEC, t, t + SEC]  # noqa: E731
+    window_edges = around(T - 30 * DAY)
+    # consent events bunch on a few instants per example (same-instant ties), some after T
+    consent_pool = rnd.sample(past, 6) + rnd.sample(future, 2)
+
     tables: dict[str, list[dict]] = {t: [] for t in RAW_TABLES}
 
     # consent log: ties on (key, purpose, instant) are frequent; some events after T
@@ -192,10 +201,13 @@ def generate(shape: Shape) -> dict[str, list[dict]]:
         if rnd.random() < shape.p_undocumented:
             for field in rnd.sample(list(doc), rnd.randint(1, 3)):
                 doc[field] = None
+        at = pick(anytime, consent_pool, 0.6)
+        # after T, mostly withdrawals: they close the intervals valid at T
+        p_withdraw = 0.6 if at > T else shape.p_withdraw
         row = {
             "consent_event_id": f"ce{i}", "email": e, "cookie_id": c, "purpose": purpose,
-            "action": "withdrawn" if rnd.random() < shape.p_withdraw else "granted",
-            "occurred_at": rnd.choice(anytime), "source_system": "forms", **doc,
+            "action": "withdrawn" if rnd.random() < p_withdraw else "granted",
+            "occurred_at": at, "source_system": "forms", **doc,
         }
         tables[CONSENT_EVENTS].append(row)
         if rnd.random() < shape.p_redeliver:  # identical re-delivery in another file
@@ -205,33 +217,35 @@ def generate(shape: Shape) -> dict[str, list[dict]]:
         row = {
             "event_id": f"w{i}", "cookie_id": rnd.choice(cookies),
             "email": email() if rnd.random() < shape.p_web_email else None,
-            "occurred_at": rnd.choice(past), "page_url": "https://x.io/p",
+            "occurred_at": pick(past, consent_pool[:6] + around(add_months(T, -13)) + window_edges),
+            "page_url": "https://x.io/p",
         }
         tables[WEB_EVENTS].append(row)
         if rnd.random() < shape.p_redeliver:  # same event again, another timestamp
-            tables[WEB_EVENTS].append({**row, "occurred_at": rnd.choice(past)})
+            tables[WEB_EVENTS].append({**row, "occurred_at": pick(past)})
 
     subscribers = [f"s{i}" for i in range(shape.n_subscribers)]
     for i in range(shape.n_email_events):
         row = {
             "event_id": f"e{i}", "subscriber_id": rnd.choice(subscribers), "email": email(),
             "campaign_id": "cmp1", "event_type": rnd.choice(["sent", "open", "click", "bounce"]),
-            "occurred_at": rnd.choice(past),
+            "occurred_at": pick(past, consent_pool[:6] + around(add_months(T, -24)) + window_edges),
         }
         tables[EMAIL_EVENTS].append(row)
         if rnd.random() < shape.p_redeliver:
-            tables[EMAIL_EVENTS].append({**row, "occurred_at": rnd.choice(past)})
+            tables[EMAIL_EVENTS].append({**row, "occurred_at": pick(past)})
 
     created = created_pool(past)
     for i in range(shape.n_contacts):
-        base_email, created_at = email(), rnd.choice(created)
+        base_email, created_at = email(), pick(created, around(G), 0.25)
         for _ in range(rnd.choice([1, 1, 2, 2, 3])):
             tables[CONTACTS].append({
                 "contact_id": f"c{i}",
                 "email": base_email if rnd.random() < 0.85 else email(),
                 "first_name": rnd.choice(["A", "B"]),
                 "created_at": created_at,
-                "last_activity_at": maybe(0.6, rnd.choice(past + [datetime(2019, 1, 1)])),
+                "last_activity_at": maybe(0.6, pick(
+                    past + [datetime(2019, 1, 1)], around(add_months(T, -24)) + [month_end(T, 24)])),
                 "legal_basis": rnd.choice(["consent", "contract", "legitimate_interest", None]),
             })
 
@@ -241,24 +255,27 @@ def generate(shape: Shape) -> dict[str, list[dict]]:
             status = rnd.choice(["subscribed", "pending", "unsubscribed", "cleaned"])
             tables[SUBSCRIBERS].append({
                 "subscriber_id": sid, "email": base_email, "status": status,
-                "last_changed_at": rnd.choice(past),
-                "unsubscribed_at": maybe(0.5, rnd.choice(past)),
+                "last_changed_at": pick(past, window_edges),
+                "unsubscribed_at": maybe(0.5, pick(past, window_edges)),
             })
 
     for i in range(shape.n_holds):
-        placed = rnd.choice(anytime)
-        later = [t for t in anytime if t > placed]
+        placed = pick(anytime, around(T), 0.3)
+        later = [t for t in anytime + around(T) if t > placed]
         tables[HOLDS].append({
             "hold_id": f"h{i}", "email": email(), "reason": "litigation", "placed_at": placed,
-            "expires_at": rnd.choice(later) if later and rnd.random() < 0.6 else None,
+            "expires_at": pick(later, [t for t in around(T) if t > placed], 0.5)
+            if later and rnd.random() < 0.6 else None,
         })
 
     for i in range(shape.n_erasures):
         received = rnd.choice(past)
-        later = [t for t in anytime if t >= received]
+        later = [t for t in anytime + around(T) if t >= received]
         tables[ERASURES].append({
             "request_id": f"r{i}", "email": email(), "received_at": received,
-            "verified_at": rnd.choice(later) if rnd.random() < 0.7 else None, "channel": "email",
+            "verified_at": pick(later, [t for t in around(T) if t >= received], 0.5)
+            if rnd.random() < 0.7 else None,
+            "channel": "email",
         })
 
     # lineage: a file per row, unique shuffled line numbers per (table, file)
@@ -281,7 +298,8 @@ def generate(shape: Shape) -> dict[str, list[dict]]:
             "quarantine_id": f"q{i}", "source_table": rnd.choice(RAW_TABLES),
             "source_file": "x/f.csv", "file_hash": "hash-q", "line_number": i + 2,
             "reason": "bad_value", "email": maybe(0.6, email()),
-            "cookie_id": maybe(0.4, rnd.choice(cookies)), "quarantined_at": rnd.choice(past),
+            "cookie_id": maybe(0.4, rnd.choice(cookies)),
+            "quarantined_at": pick(past, window_edges),
         }
         for i in range(shape.n_quarantine)
     ]
@@ -512,7 +530,7 @@ def run_models(tables: dict[str, list[dict]], T: datetime, work: Path, target: P
             "--project-dir", str(DBT_DIR), "--profiles-dir", str(DBT_DIR),
             # one target dir for every example, so dbt can reuse its partial parse
             "--target-path", str(target), "--log-path", str(work / "logs"),
-            "--quiet",
+            "--quiet", "--no-write-json",
         ])
     finally:
         mp.undo()
@@ -532,7 +550,7 @@ def run_models(tables: dict[str, list[dict]], T: datetime, work: Path, target: P
 
 # --------------------------------------------------------------------------- the test
 
-EXAMPLES = 8
+EXAMPLES = 6
 stats = Counter()
 
 
