@@ -1268,9 +1268,9 @@ def _scenarios(w: _World, rng: np.random.Generator, per_label: int) -> dict[int,
 
         for expired in (False, True):
             i = next(subjects)
-            created = u(_epoch(dt.date(2016, 1, 1)), _epoch(dt.date(2019, 6, 1)))
-            t1 = created + DAY
             old = a - u(26 * MONTH, 29 * MONTH)
+            created = u(_epoch(dt.date(2016, 1, 1)), min(_epoch(dt.date(2019, 6, 1)), old - 90 * DAY))
+            t1 = created + DAY
             contact(i, created, old, basis="contract", stage="customer")
             grant(i, t1)
             withdraw(i, old)
@@ -1291,9 +1291,10 @@ def _scenarios(w: _World, rng: np.random.Generator, per_label: int) -> dict[int,
 
         # the same contact in both CRM extracts; only the later one is recent
         i = next(subjects)
-        created = u(_epoch(dt.date(2017, 1, 1)), _epoch(dt.date(2020, 12, 31)))
-        contact(i, created, a - u(25 * MONTH, 28 * MONTH), basis="contract", stage="lead",
-                la2=a - u(DAY, 20 * DAY), stage2="customer")
+        old = a - u(25 * MONTH, 28 * MONTH)
+        created = u(_epoch(dt.date(2017, 1, 1)), min(_epoch(dt.date(2020, 12, 31)), old - 30 * DAY))
+        contact(i, created, old, basis="contract", stage="lead", la2=a - u(DAY, 20 * DAY),
+                stage2="customer")
         label(i, "duplicate_across_files")
 
     for _ in range(min(2, per_label)):
