@@ -6,9 +6,10 @@ ground-truth file at ``out.parent / "ground_truth.json"`` - outside the landing
 directory, so ingestion never mistakes it for data. Output is a pure function of
 ``(contacts, seed, as_of)``: the same arguments give byte-identical files. Bulk rows are
 generated column-wise with numpy and polars; only the few scenario subjects and the
-deliberately invalid rows are built row by row. Files already in the seven entity
-directories (``*.csv``, ``*.jsonl``) are removed first, so a re-run never mixes two
-deliveries.
+deliberately invalid rows are built row by row; from ``PARALLEL_FROM`` contacts on, web
+events are made by a child Python process meanwhile (same output). Files already in the
+seven entity directories (``*.csv``, ``*.jsonl``) are removed first, so a re-run never
+mixes two deliveries.
 
 Files (``A`` = ``as_of``, ``E1`` = ``A - 30 days``)::
 
@@ -32,12 +33,12 @@ JSON integers for ``utm_campaign``, zero-padded numeric contact ids, names with 
 commas, embedded newlines, formula / SQL-injection text, emoji and RTL text.
 
 Invalid rows (the ground truth's ``quarantine``) are extra rows copied from a valid row of
-a subject that carries no scenario label, with exactly one defect; a copy gets a fresh
-record id unless the defect *is* the repeated id (``duplicate_key``, always placed after
-the original in the same file). Every reason that applies to a source appears at least
-twice there; in all about 0.75 % of the rows. Line numbers follow the ingestion rules:
-CSV header = line 1, a record starts on the physical line where it begins; JSONL lines are
-1-based and blank lines count.
+a subject that carries no scenario label, with exactly one defect; a copy gets the record
+id ``<original id>x<n>`` unless the defect *is* the repeated id (``duplicate_key``, placed
+after the original in the same file). Every reason that applies to a source appears at
+least twice in it; about 0.75 % of the rows of each sizeable source are invalid. Line
+numbers follow the ingestion rules: CSV header = line 1, a record starts on the physical
+line where it begins; JSONL lines are 1-based and blank lines count.
 
 Ground truth (JSON)::
 
@@ -51,8 +52,8 @@ quarantined ones included; 0 for a rejected file. ``quarantine`` is sorted by fi
 
 Scenario labels (subjects are keyed by lower-cased, trimmed e-mail; each has one CRM
 contact in ``contacts_<E1>.csv`` only, unless said otherwise; "documented" consent = a
-``granted`` event with entry_point, notice_version, evidence and captured_ip; every
-timestamp below is before ``A`` 00:00Z):
+``granted`` event with entry_point, notice_version, evidence and captured_ip; every event
+happened before ``A`` 00:00Z):
 
 pre_gdpr_no_consent
     created before 2018-05-25, legal_basis ``consent``, recent last_activity_at; a
@@ -249,7 +250,8 @@ HOSTILE = [
     ("Ö" * 200, "Ünïcödé", None),
     ("Tab\tName", "Back\\slash; \"semi\"", None),
 ]
-HOSTILE_ENTRY_POINT = 'https://www.example.com/signup?ref="quoted",comma&x=<script>alert(1)</script>'
+HOSTILE_ENTRY_POINT = ('https://www.example.com/signup?ref="quoted",comma'
+                       '&x=<script>alert(1)</script>')
 HOSTILE_UTM = 'spring "sale", 2026 🚀 \\ ; DROP TABLE raw_web.events;--'
 HOSTILE_URL = 'https://www.example.com/r?u=a,b&q="x"&t=שלום'
 
@@ -292,7 +294,8 @@ class GenerationResult:
 SK_SHIFT = 34  # row sort key = file id << SK_SHIFT | epoch seconds (files stay contiguous)
 YEARLY = {"marketing/email_events": "email_events_{}.csv", "web/events": "events_{}.jsonl",
           "consent/events": "consent_events_{}.csv"}
-DATED = {"marketing/subscribers": "subscribers_{}.csv", "requests/erasure": "erasure_requests_{}.csv",
+DATED = {"marketing/subscribers": "subscribers_{}.csv",
+         "requests/erasure": "erasure_requests_{}.csv",
          "requests/legal_holds": "legal_holds_{}.csv"}
 ID_FORMATS = {  # record ids numbered in file order
     "marketing/email_events": ("em_", 9),
@@ -565,7 +568,8 @@ def generate(out: Path, contacts: int = 2000, seed: int = 42,
     truth_path.write_text(_truth_json(document), encoding="utf-8")
     return GenerationResult(
         out=out, ground_truth=truth_path, files=[out / rel for rel in files],
-        counts=dict(sorted(truth["counts"].items())), quarantined=dict(sorted(truth["bad"].items())),
+        counts=dict(sorted(truth["counts"].items())),
+        quarantined=dict(sorted(truth["bad"].items())),
         scenarios=len(w.labels))
 
 
@@ -639,7 +643,7 @@ def _crm(w: _World, rng: np.random.Generator, overrides: dict[int, dict],
         la_new[i] = o.get("la2", o["la"])
         in1[i], in2[i] = True, "la2" in o
         basis[i] = LEGAL_BASES.index(o["basis"])
-        stage[i] = stage2[i] = STAGES.index(o["stage"])
+        stage[i] = STAGES.index(o["stage"])
         stage2[i] = STAGES.index(o.get("stage2", o["stage"]))
         stage_null[i] = first_null[i] = last_null[i] = False
     keys = list(overrides)
@@ -1269,7 +1273,8 @@ def _scenarios(w: _World, rng: np.random.Generator, per_label: int) -> dict[int,
         for expired in (False, True):
             i = next(subjects)
             old = a - u(26 * MONTH, 29 * MONTH)
-            created = u(_epoch(dt.date(2016, 1, 1)), min(_epoch(dt.date(2019, 6, 1)), old - 90 * DAY))
+            created = u(_epoch(dt.date(2016, 1, 1)),
+                        min(_epoch(dt.date(2019, 6, 1)), old - 90 * DAY))
             t1 = created + DAY
             contact(i, created, old, basis="contract", stage="customer")
             grant(i, t1)

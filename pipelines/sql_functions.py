@@ -6,7 +6,8 @@ be used by views that outlive the connection: models calling them are tables.
 
 - ``lethe_hmac(text)``: hex HMAC-SHA256 under the session's key pads (see pseudonym.py).
 - ``lethe_generalise_ip(text)``: IPv4 → ``a.b.c.0/24``, IPv6 → its ``/48`` in the
-  canonical compressed form Python's ``ipaddress`` prints; NULL for anything else.
+  canonical compressed form Python's ``ipaddress`` prints; a value that is already a
+  network is returned as is (so pseudonymising twice changes nothing); NULL otherwise.
 """
 
 from pipelines.pseudonym import IPAD_VARIABLE, OPAD_VARIABLE, install_key
@@ -51,6 +52,8 @@ CREATE OR REPLACE TEMP MACRO lethe_ipv6_v4_24(g) AS
 CREATE OR REPLACE TEMP MACRO lethe_generalise_ip(value) AS
     CASE
         WHEN value IS NULL THEN NULL
+        -- already generalised (a pseudonymised row): leave it, so enforcement is idempotent
+        WHEN regexp_matches(trim(value), '^[0-9a-fA-F:.]+/[0-9]{{1,3}}$') THEN lower(trim(value))
         WHEN regexp_matches(lower(trim(value)), '^(::ffff:)?[0-9]{{1,3}}(\\.[0-9]{{1,3}}){{3}}$')
             THEN regexp_replace(regexp_replace(lower(trim(value)), '^::ffff:', ''), '\\.[0-9]+$', '') || '.0/24'
         WHEN regexp_matches(lower(trim(value)), '^[0-9a-f:.]+$') AND contains(value, ':')

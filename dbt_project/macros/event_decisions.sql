@@ -22,6 +22,7 @@ records as (
 
     select
         _record_id as record_id,
+        _pseudonymised_at is not null as is_pseudonymised,
         occurred_at,
         email,
         {{ consent_key_column }} as consent_key
@@ -32,15 +33,31 @@ records as (
 
 ),
 
+consent_lookup as (
+
+    -- each interval findable by the key itself and by its token: a pseudonymised
+    -- record carries the token (an equi-join on either, never an OR-join)
+    select consent_state.*, consent_state.key_value as lookup_key, false as by_token
+    from {{ ref('consent_state') }} as consent_state
+    cross join policy
+    where consent_state.key_type = '{{ consent_key_type }}' and consent_state.purpose = policy.consent_purpose
+
+    union all
+
+    select consent_state.*, consent_state.key_token as lookup_key, true as by_token
+    from {{ ref('consent_state') }} as consent_state
+    cross join policy
+    where consent_state.key_type = '{{ consent_key_type }}' and consent_state.purpose = policy.consent_purpose
+
+),
+
 consent_then as (
 
     select records.record_id
     from records
-    cross join policy
-    inner join {{ ref('consent_state') }} as consent_state
-        on consent_state.key_type = '{{ consent_key_type }}'
-       and consent_state.key_value = records.consent_key
-       and consent_state.purpose = policy.consent_purpose
+    inner join consent_lookup as consent_state
+        on consent_state.lookup_key = records.consent_key
+       and consent_state.by_token = records.is_pseudonymised
        and {{ valid_at('consent_state', 'records.occurred_at') }}
 
 ),
@@ -49,11 +66,9 @@ consent_now as (
 
     select records.record_id, consent_state.valid_to as valid_until
     from records
-    cross join policy
-    inner join {{ ref('consent_state') }} as consent_state
-        on consent_state.key_type = '{{ consent_key_type }}'
-       and consent_state.key_value = records.consent_key
-       and consent_state.purpose = policy.consent_purpose
+    inner join consent_lookup as consent_state
+        on consent_state.lookup_key = records.consent_key
+       and consent_state.by_token = records.is_pseudonymised
        and {{ valid_at('consent_state', as_of()) }}
 
 ),
@@ -68,10 +83,15 @@ flags as (
 
 cookie_subject as (
 
-    -- an anonymous event's subject is its cookie's (the first by email if shared)
-    select cookie_id, min(email) as email
-    from {{ ref('subject_cookies') }}
-    group by cookie_id
+    -- an anonymous event's subject is its cookie's (the first by email if shared),
+    -- findable by the cookie id and, for pseudonymised events, by its token
+    select lookup_key, by_token, arg_min(subject_key, email) as subject_key
+    from (
+        select cookie_id as lookup_key, false as by_token, subject_key, email from {{ ref('subject_cookies') }}
+        union all
+        select cookie_token as lookup_key, true as by_token, subject_key, email from {{ ref('subject_cookies') }}
+    )
+    group by lookup_key, by_token
 
 ),
 {%- endif %}
@@ -80,11 +100,10 @@ decided as (
 
     select
         records.record_id,
-        {%- if cookie_column %}
-        coalesce(records.email, cookie_subject.email) as subject_email,
-        {%- else %}
-        records.email as subject_email,
-        {%- endif %}
+        coalesce(
+            {{ subject_key_of('records.email', 'records.is_pseudonymised') }}
+            {%- if cookie_column %}, cookie_subject.subject_key{% endif %}
+        ) as subject_key,
         records.occurred_at,
         coalesce(flags.under_legal_hold, false) as under_legal_hold,
         flags.legal_hold_until,
@@ -101,7 +120,9 @@ decided as (
     left join consent_then on consent_then.record_id = records.record_id
     left join consent_now on consent_now.record_id = records.record_id
     {%- if cookie_column %}
-    left join cookie_subject on cookie_subject.cookie_id = records.cookie_id
+    left join cookie_subject
+        on cookie_subject.lookup_key = records.cookie_id
+       and cookie_subject.by_token = records.is_pseudonymised
     {%- endif %}
 
 )
@@ -109,7 +130,7 @@ decided as (
 select
     '{{ table_name }}' as source_table,
     record_id,
-    {{ hmac_sha256('subject_email') }} as subject_key,
+    subject_key,
     case
         when under_legal_hold then 'keep'
         when erasure_requested then 'purge'

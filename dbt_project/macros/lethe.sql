@@ -63,34 +63,74 @@
 {%- endmacro %}
 
 {#
-    Rules 1 and 2 for every record of `records` (a CTE with `record_id` and the columns
-    named): is any of its subjects under an active legal hold, and until when; does
-    a verified erasure request cover any of them. A record's subjects are its own email
-    and, through `cookie_column`, the emails its cookie belongs to.
+    Rules 1 and 2 for every record of `records` (a CTE with `record_id`,
+    `is_pseudonymised` and the columns named): is any of its subjects under an active
+    legal hold, and until when; does a verified erasure request cover any of them. A
+    record's subjects are its own email and, through `cookie_column`, the emails its
+    cookie belongs to. A pseudonymised record carries tokens instead of the email and
+    cookie id, and is matched on tokens.
 #}
 {% macro record_subject_flags(records, email_column, cookie_column=none) -%}
-    select
-        record_subjects.record_id,
-        bool_or(status.under_legal_hold) as under_legal_hold,
-        -- the record stays held until the last active hold over its subjects ends
-        case
-            when bool_or(status.under_legal_hold and status.legal_hold_until is null) then null
-            else max(case when status.under_legal_hold then status.legal_hold_until end)
-        end as legal_hold_until,
-        bool_or(status.erasure_verified) as erasure_requested
-    from (
-        select record_id, {{ email_column }} as email
+    with record_subjects as (
+
+        select record_id, {{ email_column }} as email, cast(null as varchar) as subject_key
         from {{ records }}
-        where {{ email_column }} is not null
-        {%- if cookie_column %}
+        where {{ email_column }} is not null and not is_pseudonymised
+
         union
-        select {{ records }}.record_id, subject_cookies.email
+
+        select record_id, cast(null as varchar) as email, {{ email_column }} as subject_key
+        from {{ records }}
+        where {{ email_column }} is not null and is_pseudonymised
+        {%- if cookie_column %}
+
+        union
+
+        select {{ records }}.record_id, subject_cookies.email, cast(null as varchar) as subject_key
         from {{ records }}
         inner join {{ ref('subject_cookies') }} as subject_cookies
             on subject_cookies.cookie_id = {{ records }}.{{ cookie_column }}
+        where not {{ records }}.is_pseudonymised
+
+        union
+
+        select {{ records }}.record_id, cast(null as varchar) as email, subject_cookies.subject_key
+        from {{ records }}
+        inner join {{ ref('subject_cookies') }} as subject_cookies
+            on subject_cookies.cookie_token = {{ records }}.{{ cookie_column }}
+        where {{ records }}.is_pseudonymised
         {%- endif %}
-    ) as record_subjects
-    inner join {{ ref('int_subject_status') }} as status
-        on status.email = record_subjects.email
-    group by record_subjects.record_id
+
+    ),
+
+    matched as (
+
+        select record_subjects.record_id, status.*
+        from record_subjects
+        inner join {{ ref('int_subject_status') }} as status on status.email = record_subjects.email
+
+        union all
+
+        select record_subjects.record_id, status.*
+        from record_subjects
+        inner join {{ ref('int_subject_status') }} as status on status.subject_key = record_subjects.subject_key
+
+    )
+
+    select
+        record_id,
+        bool_or(under_legal_hold) as under_legal_hold,
+        -- the record stays held until the last active hold over its subjects ends
+        case
+            when bool_or(under_legal_hold and legal_hold_until is null) then null
+            else max(case when under_legal_hold then legal_hold_until end)
+        end as legal_hold_until,
+        bool_or(erasure_verified) as erasure_requested
+    from matched
+    group by record_id
+{%- endmacro %}
+
+{# The subject_key of a record's email column: already a token once pseudonymised. #}
+{% macro subject_key_of(email_expr, pseudonymised_expr) -%}
+    case when {{ pseudonymised_expr }} then {{ email_expr }} else {{ hmac_sha256(email_expr) }} end
 {%- endmacro %}

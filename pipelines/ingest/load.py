@@ -23,7 +23,9 @@ from pipelines.ingest.tables import (
     INGEST_LOG_DDL,
     INGEST_LOG_TABLE,
     QUARANTINE_DDL,
+    INGEST_LOG_UPGRADES,
     QUARANTINE_TABLE,
+    add_missing_lineage_columns_sql,
     raw_table_ddl,
 )
 from pipelines.ingest.validate import (
@@ -97,8 +99,12 @@ class SourceOutcome:
 def ensure_ingest_tables(con: duckdb.DuckDBPyConnection, contracts: list[SourceContract]) -> None:
     con.execute(QUARANTINE_DDL)
     con.execute(INGEST_LOG_DDL)
+    for statement in INGEST_LOG_UPGRADES:
+        con.execute(statement)
     for contract in contracts:
         con.execute(raw_table_ddl(contract))
+        for statement in add_missing_lineage_columns_sql(contract):
+            con.execute(statement)
 
 
 def landing_files(landing_dir: Path, contract: SourceContract) -> list[Path]:

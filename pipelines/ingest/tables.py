@@ -22,11 +22,20 @@ LINEAGE_COLUMNS = (
     ("_line_number", "BIGINT", "physical line where the record starts (CSV header = 1)"),
     ("_ingested_at", "TIMESTAMP", "when the row was loaded (UTC)"),
     ("_run_id", "VARCHAR", "Dagster run that loaded it"),
+    ("_pseudonymised_at", "TIMESTAMP", "when enforcement replaced its identifiers by tokens (NULL = not)"),
 )
 
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def add_missing_lineage_columns_sql(contract: SourceContract) -> list[str]:
+    """ALTERs that bring a raw table created by an older Lethe up to the current lineage columns."""
+    return [
+        f"ALTER TABLE {contract.qualified_table} ADD COLUMN IF NOT EXISTS {name} {dtype}"
+        for name, dtype, _ in LINEAGE_COLUMNS
+    ]
 
 
 def raw_table_ddl(contract: SourceContract) -> str:
@@ -80,6 +89,20 @@ CREATE TABLE IF NOT EXISTS {INGEST_LOG_TABLE} (
     file_bytes BIGINT NOT NULL,
     ingested_at TIMESTAMP NOT NULL,
     run_id VARCHAR,
+    rows_suppressed BIGINT DEFAULT 0,    -- rows of erased subjects dropped on arrival
+    rows_purged BIGINT DEFAULT 0,        -- loaded rows later purged by enforcement
+    quarantine_purged BIGINT DEFAULT 0,  -- quarantined rows later purged by enforcement
+    current_file_hash VARCHAR,           -- hash after enforcement rewrote the landing file
+    landing_removed_at TIMESTAMP,        -- when the landing file was deleted (landing window)
     PRIMARY KEY (file_hash, source_table)
 );
 """
+
+# Columns added after the first release; ALTERs keep older warehouses working.
+INGEST_LOG_UPGRADES = [
+    f"ALTER TABLE {INGEST_LOG_TABLE} ADD COLUMN IF NOT EXISTS rows_suppressed BIGINT DEFAULT 0",
+    f"ALTER TABLE {INGEST_LOG_TABLE} ADD COLUMN IF NOT EXISTS rows_purged BIGINT DEFAULT 0",
+    f"ALTER TABLE {INGEST_LOG_TABLE} ADD COLUMN IF NOT EXISTS quarantine_purged BIGINT DEFAULT 0",
+    f"ALTER TABLE {INGEST_LOG_TABLE} ADD COLUMN IF NOT EXISTS current_file_hash VARCHAR",
+    f"ALTER TABLE {INGEST_LOG_TABLE} ADD COLUMN IF NOT EXISTS landing_removed_at TIMESTAMP",
+]

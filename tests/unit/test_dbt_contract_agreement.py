@@ -21,7 +21,10 @@ from pipelines.ingest.tables import LINEAGE_COLUMNS
 DBT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 STAGING_DIR = DBT_DIR / "models" / "staging"
 # Columns every staging model adds after the contract's columns (from the lineage ones).
-STAGING_LINEAGE = [("record_id", "varchar"), ("source_file", "varchar"), ("ingested_at", "timestamp")]
+STAGING_LINEAGE = [
+    ("record_id", "varchar"), ("source_file", "varchar"), ("ingested_at", "timestamp"),
+    ("pseudonymised_at", "timestamp"),
+]
 
 CONTRACTS = load_contracts()
 

@@ -53,34 +53,39 @@ def _timestamp(value: str) -> dt.datetime | None:
     return parsed
 
 
-def _check(contract: SourceContract, values: dict, wrong: set[str]) -> tuple[str | None, str] | None:
+def _ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _violations(contract: SourceContract, values: dict, wrong: set[str]
+                ) -> list[tuple[str | None, str]]:
+    """Every failing check of a record, in the order the rules apply them."""
+    found = []
     for col in contract.columns:
         v = _clean(values.get(col.name))
-        if col.required and v is None:
-            return col.name, "missing_required"
-        if col.name in wrong:
-            return col.name, "wrong_type"
-        if v is None:
-            continue
-        if col.logical_type == "timestamp" and _timestamp(v) is None:
-            return col.name, "invalid_timestamp"
-        if col.string_format == "email" and not EMAIL.fullmatch(v.lower()):
-            return col.name, "invalid_email"
-        if col.string_format == "ip":
-            try:
-                ipaddress.ip_address(v)
-            except ValueError:
-                return col.name, "invalid_ip"
-        if col.string_format == "identifier" and not IDENTIFIER.fullmatch(v.lower()):
-            return col.name, "invalid_identifier"
-        if col.allowed_values and v.lower() not in col.allowed_values:
-            return col.name, "invalid_value"
-        if col.max_length and len(v) > col.max_length:
-            return col.name, "too_long"
+        checks = [
+            ("missing_required", col.required and v is None),
+            ("wrong_type", col.name in wrong),
+            ("invalid_timestamp", v is not None and col.logical_type == "timestamp"
+             and _timestamp(v) is None),
+            ("invalid_email", v is not None and col.string_format == "email"
+             and not EMAIL.fullmatch(v.lower())),
+            ("invalid_ip", v is not None and col.string_format == "ip" and not _ip(v)),
+            ("invalid_identifier", v is not None and col.string_format == "identifier"
+             and not IDENTIFIER.fullmatch(v.lower())),
+            ("invalid_value", v is not None and bool(col.allowed_values)
+             and v.lower() not in col.allowed_values),
+            ("too_long", v is not None and bool(col.max_length) and len(v) > col.max_length),
+        ]
+        found += [(col.name, reason) for reason, failed in checks if failed]
     if contract.require_one_of and all(_clean(values.get(c)) is None
                                        for c in contract.require_one_of):
-        return None, "missing_subject"
-    return None
+        found.append((None, "missing_subject"))
+    return found
 
 
 def _records(contract: SourceContract, text: str):
@@ -142,13 +147,16 @@ def reference_validate(landing: Path) -> dict:
             if values is None:
                 quarantine.append({"file": rel, "line": line, "column": None, "reason": extra})
                 continue
-            failure = _check(contract, values, extra)
+            found = _violations(contract, values, extra)
             key = _clean(values[contract.primary_key])
-            if failure is None and key in seen:
-                failure = (contract.primary_key, "duplicate_key")
-            if failure:
+            if not found and key in seen:
+                found = [(contract.primary_key, "duplicate_key")]
+            if found:
                 quarantine.append(
-                    {"file": rel, "line": line, "column": failure[0], "reason": failure[1]})
+                    {"file": rel, "line": line, "column": found[0][0], "reason": found[0][1]})
+                # exactly one defect: one bad value (which may fail more than one check, e.g.
+                # a JSON ``true`` as an email), or one row-level problem
+                assert len({c for c, _ in found}) == 1, (rel, line, found)
                 continue
             seen.add(key)
             row = {c.name: _clean(values[c.name]) for c in contract.columns}
@@ -312,6 +320,12 @@ def test_smallest_run_at_the_earliest_as_of(tmp_path):
     assert reference["files"] == truth["files"]
     assert reference["quarantine"] == truth["quarantine"]
     _check_scenarios(truth, reference, as_of)
+    # a later run into the same landing dir leaves no file of the earlier delivery behind
+    again = generate(tmp_path / "landing", contacts=100, seed=7, as_of=AS_OF)
+    truth = json.loads(again.ground_truth.read_text(encoding="utf-8"))
+    on_disk = [p.relative_to(again.out).as_posix()
+               for p in sorted(again.out.rglob("*")) if p.is_file()]
+    assert on_disk == list(truth["files"]) and "contacts_2026-11-30.csv" in "".join(on_disk)
 
 
 def _check_scenarios(truth: dict, reference: dict, as_of_date: dt.date) -> None:
@@ -444,6 +458,15 @@ def test_valid_messiness_is_present(run, reference):
     assert any(r["email"] is None and r["cookie_id"] for r in valid["consent/events"])
     statuses = Counter(r["status"] for r in valid["marketing/subscribers"])
     assert {"subscribed", "unsubscribed", "cleaned", "pending"} <= set(statuses)
+    everything = "".join(p.read_text(encoding="utf-8-sig") for p in result.out.rglob("*")
+                         if p.is_file() and "latin1" not in p.name)
+    for style in ("Z,", "+01:00,", "-05:00,", "+05:30,"):          # offsets; naive = UTC
+        assert style in everything, style
+    assert re.search(r"T\d\d:\d\d:\d\d,", everything)
+    assert re.search(r'"utm_campaign":\d+[,}]', everything)        # JSON integer, valid
+    assert '"referrer":""' in everything and '"referrer":null' in everything
+    assert re.search(r",\d{4}-\d\d-\d\d\n", everything)          # date-only expires_at
+    assert re.search(r",(SENT|OPEN|Subscribed|Open|Consent|CONTRACT),", everything)  # enum case
 
 
 def test_refuses_too_few_contacts_or_an_early_as_of(tmp_path):

@@ -73,6 +73,8 @@ select
     key_type,
     key_value,
     case when key_type = 'email' then {{ hmac_sha256('key_value') }} end as subject_key,
+    -- the key's token: how records whose identifiers were pseudonymised find their consent
+    {{ hmac_sha256('key_value') }} as key_token,
     purpose,
     valid_from,
     valid_to,

@@ -18,6 +18,7 @@ with pairs as (
 
 select
     cookie_id,
+    {{ hmac_sha256('cookie_id') }} as cookie_token,
     email,
     {{ hmac_sha256('email') }} as subject_key,
     min(occurred_at) as first_linked_at

@@ -4,7 +4,7 @@
 
 select
     events.event_id,
-    {{ hmac_sha256('events.cookie_id') }} as visitor_key,
+    {{ subject_key_of('events.cookie_id', 'events.pseudonymised_at is not null') }} as visitor_key,
     decisions.subject_key,
     events.occurred_at,
     {{ url_without_query('events.page_url') }} as page_path,

@@ -17,7 +17,7 @@ status as (
 
 select
     requests.request_id,
-    {{ hmac_sha256('requests.email') }} as subject_key,
+    {{ subject_key_of('requests.email', 'requests.pseudonymised_at is not null') }} as subject_key,
     requests.received_at,
     requests.verified_at,
     requests.channel,
@@ -29,4 +29,5 @@ select
     status.legal_hold_until as deferred_until,
     {{ as_of() }} as as_of
 from requests
-left join status on status.email = requests.email
+left join status
+    on status.subject_key = {{ subject_key_of('requests.email', 'requests.pseudonymised_at is not null') }}

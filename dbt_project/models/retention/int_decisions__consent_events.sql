@@ -9,7 +9,7 @@ with policy as (
 
 records as (
 
-    select _record_id as record_id, email, cookie_id
+    select _record_id as record_id, email, cookie_id, _pseudonymised_at is not null as is_pseudonymised
     from {{ source('raw_consent', 'events') }}
 
 ),
@@ -22,14 +22,16 @@ flags as (
 
 cookie_subject as (
 
-    select cookie_id, min(email) as email from {{ ref('subject_cookies') }} group by cookie_id
+    select cookie_id, arg_min(subject_key, email) as subject_key
+    from {{ ref('subject_cookies') }}
+    group by cookie_id
 
 )
 
 select
     'raw_consent.events' as source_table,
     records.record_id,
-    {{ hmac_sha256('coalesce(records.email, cookie_subject.email)') }} as subject_key,
+    coalesce({{ subject_key_of('records.email', 'records.is_pseudonymised') }}, cookie_subject.subject_key) as subject_key,
     case
         when flags.under_legal_hold then 'keep'
         when flags.erasure_requested then 'purge'

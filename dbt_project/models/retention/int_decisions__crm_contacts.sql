@@ -17,6 +17,7 @@ records as (
     select
         raw._record_id as record_id,
         latest.email,
+        latest.pseudonymised_at is not null as is_pseudonymised,
         latest.legal_basis,
         latest.created_at,
         case policy.clock_start
@@ -53,7 +54,7 @@ flags as (
 select
     'raw_crm.contacts' as source_table,
     records.record_id,
-    {{ hmac_sha256('records.email') }} as subject_key,
+    {{ subject_key_of('records.email', 'records.is_pseudonymised') }} as subject_key,
     case
         when flags.under_legal_hold then 'keep'
         when flags.erasure_requested then 'purge'

@@ -15,6 +15,7 @@ records as (
     select
         raw._record_id as record_id,
         latest.email,
+        latest.pseudonymised_at is not null as is_pseudonymised,
         latest.status,
         case policy.clock_start
             when 'unsubscribed_at' then coalesce(latest.unsubscribed_at, latest.last_changed_at)
@@ -67,7 +68,7 @@ decided as (
 select
     'raw_marketing.subscribers' as source_table,
     record_id,
-    {{ hmac_sha256('email') }} as subject_key,
+    {{ subject_key_of('email', 'is_pseudonymised') }} as subject_key,
     case
         when under_legal_hold then 'keep'
         when erasure_requested then 'purge'

@@ -10,7 +10,7 @@ with policy as (
 
 records as (
 
-    select quarantine_id as record_id, email, cookie_id, quarantined_at
+    select quarantine_id as record_id, email, cookie_id, quarantined_at, false as is_pseudonymised
     from {{ source('ingest', 'quarantine') }}
 
 ),

@@ -18,7 +18,7 @@ hold_policy as (
 select
     'raw_requests.erasure_requests' as source_table,
     requests._record_id as record_id,
-    {{ hmac_sha256('requests.email') }} as subject_key,
+    {{ subject_key_of('requests.email', 'requests._pseudonymised_at is not null') }} as subject_key,
     erasure_policy.on_expiry as action,
     'legal_obligation' as reason,
     'raw_requests.erasure_requests:record' as rule_id,

@@ -29,7 +29,8 @@ renamed as (
 
         _record_id as record_id,
         _source_file as source_file,
-        _ingested_at as ingested_at
+        _ingested_at as ingested_at,
+        _pseudonymised_at as pseudonymised_at
 
     from deduplicated
 

@@ -1,0 +1,600 @@
+"""An append-only, tamper-evident audit log of every destructive action Lethe takes.
+
+Each purge, pseudonymisation, erasure, compaction, landing-file rewrite, erasure
+completion and subject-access export leaves one row in ``audit.audit_log``: who ran it
+(run id, policy version), what it touched (table, action, reason, rows affected, request
+id) and counts-only details. The log never holds personal data: a subject appears only
+as its HMAC token (``subject_key``, 64 hex characters), and ``append_entries`` refuses
+anything that looks like an email or IP address, or a details value that is not a
+number, a boolean, null or a short id.
+
+Tamper evidence is a hash chain. Each row stores the previous row's hash and its own:
+
+    row_hash = sha256(prev_hash + canonical_json(every column but prev_hash/row_hash))
+
+where canonical JSON is ``json.dumps(sort_keys=True, separators=(",", ":"))`` with
+``logged_at`` as an ISO string with microseconds (``2026-01-31T12:00:00.000000``) and
+``details`` as the canonical JSON text stored in the table. The first row's
+``prev_hash`` is 64 zeros and ``seq`` counts 1, 2, 3… with no gaps, so a changed row
+breaks its own hash, and a deleted row leaves a gap and a broken ``prev_hash``.
+
+Deleting the *last* rows leaves a shorter chain that is still valid, so every row is
+also mirrored, after it commits, to a JSONL file outside the warehouse (one canonical
+JSON line per row, the same fields as the table). ``verify_audit_log`` compares the
+two. An attacker who can rewrite both the warehouse and the mirror can still truncate
+both; anchoring the last ``row_hash`` somewhere else (a run's metadata, a ticket) is
+what closes that.
+
+Transactions: ``append_entries`` runs inside the caller's ``BEGIN … COMMIT`` (it
+refuses to run outside one), so the audit rows commit together with the change they
+describe — a crash leaves both or neither. ``sync_mirror`` runs after the COMMIT (it
+refuses to run inside a transaction, where it could mirror rows that are then rolled
+back) and appends whatever the mirror lacks, so a crash between COMMIT and the mirror
+write is repaired by the next call.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import ipaddress
+import json
+import math
+import os
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+AUDIT_SCHEMA = "audit"
+AUDIT_TABLE = f"{AUDIT_SCHEMA}.audit_log"
+GENESIS_HASH = "0" * 64
+
+# Every column, in table order. The hash covers all of them but the two hash columns.
+COLUMNS = (
+    "seq",
+    "logged_at",
+    "run_id",
+    "policy_version",
+    "table_name",
+    "action",
+    "reason",
+    "rows_affected",
+    "request_id",
+    "subject_key",
+    "dry_run",
+    "details",
+    "prev_hash",
+    "row_hash",
+)
+HASHED_COLUMNS = COLUMNS[:-2]
+_TYPES = {
+    "seq": "BIGINT", "logged_at": "TIMESTAMP", "rows_affected": "BIGINT", "dry_run": "BOOLEAN",
+} | {c: "VARCHAR" for c in COLUMNS if c not in ("seq", "logged_at", "rows_affected", "dry_run")}
+
+AUDIT_DDL = f"""
+CREATE SCHEMA IF NOT EXISTS {AUDIT_SCHEMA};
+CREATE TABLE IF NOT EXISTS {AUDIT_TABLE} (
+    seq BIGINT PRIMARY KEY,
+    logged_at TIMESTAMP NOT NULL,
+    run_id VARCHAR,
+    policy_version VARCHAR,
+    table_name VARCHAR NOT NULL,
+    action VARCHAR NOT NULL,
+    reason VARCHAR NOT NULL,
+    rows_affected BIGINT NOT NULL,
+    request_id VARCHAR,
+    subject_key VARCHAR,
+    dry_run BOOLEAN NOT NULL,
+    details VARCHAR NOT NULL,
+    prev_hash VARCHAR NOT NULL,
+    row_hash VARCHAR NOT NULL
+);
+"""
+
+# Ids (run, policy version, request, details values): no spaces, no "@", bounded length.
+MAX_ID_LENGTH = 128
+_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:/+=-]{0,%d}" % (MAX_ID_LENGTH - 1))
+_DETAILS_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+_SUBJECT_KEY = re.compile(r"[0-9a-f]{64}")
+
+_EMAIL = re.compile(r"[^\s@<>()\[\],;:\"']+@[^\s@<>()\[\],;:\"']+\.[A-Za-z]{2,}")
+_IPV4 = re.compile(r"(?<![\d.])(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?!\.?\d)")
+# A run of hex digits, colons and dots with two colons or more, not inside a word
+# ("std::vector" is not a candidate, "2001:db8::1" and "::ffff:10.0.0.1" are).
+_IPV6_CANDIDATE = re.compile(r"(?<![\w.:])[0-9A-Fa-f.:]*:[0-9A-Fa-f.:]*:[0-9A-Fa-f.:]*(?![\w.:])")
+
+_TAIL_BLOCK = 64 * 1024
+
+
+@dataclass
+class AuditEntry:
+    """One destructive action, as the caller describes it (seq, time and hashes are added)."""
+
+    table_name: str
+    action: str
+    reason: str
+    rows_affected: int
+    run_id: str | None = None
+    policy_version: str | None = None
+    request_id: str | None = None
+    subject_key: str | None = None
+    dry_run: bool = False
+    details: dict | None = None
+
+
+# ---------------------------------------------------------------------------------------
+# Canonical form and hashing
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def _iso(ts: datetime | str) -> str:
+    if isinstance(ts, str):
+        return ts
+    return ts.isoformat(timespec="microseconds")
+
+
+def _hash_payload(row: dict) -> dict:
+    payload = {column: row.get(column) for column in HASHED_COLUMNS}
+    if isinstance(payload["logged_at"], datetime):
+        payload["logged_at"] = _iso(payload["logged_at"])
+    return payload
+
+
+def compute_row_hash(prev_hash: str, row: dict) -> str:
+    """sha256(prev_hash + canonical JSON of every column but prev_hash and row_hash), hex."""
+    text = prev_hash + canonical_json(_hash_payload(row))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _mirror_record(row: dict) -> dict:
+    record = {column: row[column] for column in COLUMNS}
+    record["logged_at"] = _iso(record["logged_at"])
+    return record
+
+
+def _mirror_line(row: dict) -> bytes:
+    return (canonical_json(_mirror_record(row)) + "\n").encode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------
+# Personal-data guard
+
+
+def _personal_data_kind(text: str) -> str | None:
+    """'an email address' / 'an IPv4 address' / 'an IPv6 address' if text holds one."""
+    if _EMAIL.search(text):
+        return "an email address"
+    for match in _IPV4.finditer(text):
+        if all(int(octet) <= 255 for octet in match.groups()):
+            return "an IPv4 address"
+    for match in _IPV6_CANDIDATE.finditer(text):
+        candidate = match.group(0).strip(".")
+        if candidate.count(":") < 2:
+            continue
+        try:
+            ipaddress.IPv6Address(candidate)
+        except ValueError:
+            continue
+        return "an IPv6 address"
+    return None
+
+
+def _check_text(field: str, value: Any, *, required: bool = False, pattern: re.Pattern | None = None) -> None:
+    # Messages name the field, never the value: they end up in logs.
+    if value is None:
+        if required:
+            raise ValueError(f"audit entry: {field} is required")
+        return
+    if not isinstance(value, str):
+        raise ValueError(f"audit entry: {field} must be a string, not {type(value).__name__}")
+    if required and not value.strip():
+        raise ValueError(f"audit entry: {field} must not be empty")
+    kind = _personal_data_kind(value)
+    if kind:
+        raise ValueError(
+            f"audit entry: {field} looks like it holds {kind}; the audit log takes no personal data"
+        )
+    if pattern is not None and not pattern.fullmatch(value):
+        raise ValueError(f"audit entry: {field} is not a short id (letters, digits, _.:/+=-)")
+
+
+def _check_details(details: Any) -> dict:
+    if details is None:
+        return {}
+    if not isinstance(details, dict):
+        raise ValueError(f"audit entry: details must be a dict, not {type(details).__name__}")
+    for key, value in details.items():
+        if not isinstance(key, str) or not _DETAILS_KEY.fullmatch(key):
+            raise ValueError("audit entry: details keys must be short names (letters, digits, _.-)")
+        if _personal_data_kind(key):
+            # Not named: the key itself would leak into the message.
+            raise ValueError("audit entry: a details key looks like personal data")
+        field = f"details[{key!r}]"
+        if value is None or isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            continue
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise ValueError(f"audit entry: {field} must be a finite number")
+            continue
+        if isinstance(value, str):
+            _check_text(field, value, pattern=_ID)
+            continue
+        raise ValueError(
+            f"audit entry: {field} must be a number, a boolean, null or a short id string, "
+            f"not {type(value).__name__}"
+        )
+    return details
+
+
+def validate_entry(entry: AuditEntry) -> None:
+    """Raise ValueError if the entry is malformed or any string in it looks like personal data."""
+    if not isinstance(entry, AuditEntry):
+        raise ValueError(f"expected an AuditEntry, not {type(entry).__name__}")
+    _check_text("table_name", entry.table_name, required=True)
+    _check_text("action", entry.action, required=True)
+    _check_text("reason", entry.reason, required=True)
+    _check_text("run_id", entry.run_id, pattern=_ID)
+    _check_text("policy_version", entry.policy_version, pattern=_ID)
+    _check_text("request_id", entry.request_id, pattern=_ID)
+    if entry.subject_key is not None and (
+        not isinstance(entry.subject_key, str) or not _SUBJECT_KEY.fullmatch(entry.subject_key)
+    ):
+        raise ValueError("audit entry: subject_key must be an HMAC token (64 lowercase hex characters)")
+    if isinstance(entry.rows_affected, bool) or not isinstance(entry.rows_affected, int):
+        raise ValueError("audit entry: rows_affected must be an int")
+    if entry.rows_affected < 0:
+        raise ValueError("audit entry: rows_affected must not be negative")
+    if not isinstance(entry.dry_run, bool):
+        raise ValueError("audit entry: dry_run must be a bool")
+    _check_details(entry.details)
+
+
+# ---------------------------------------------------------------------------------------
+# Table
+
+
+def _table_exists(con) -> bool:
+    rows = con.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [AUDIT_SCHEMA, "audit_log"],
+    ).fetchall()
+    return rows[0][0] > 0
+
+
+def ensure_audit_table(con) -> None:
+    """Create ``audit.audit_log`` if missing; raise if one exists with other columns."""
+    con.execute(AUDIT_DDL)
+    found = [
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [AUDIT_SCHEMA, "audit_log"],
+        ).fetchall()
+    ]
+    if tuple(found) != COLUMNS:
+        raise RuntimeError(f"{AUDIT_TABLE} exists with columns {found}, expected {list(COLUMNS)}")
+
+
+def _in_transaction(con) -> bool:
+    # Outside an explicit transaction every statement gets a new transaction id.
+    first = con.execute("SELECT txid_current()").fetchall()[0][0]
+    second = con.execute("SELECT txid_current()").fetchall()[0][0]
+    return first == second
+
+
+def _utc_naive(now: datetime | None) -> datetime:
+    now = now or datetime.now(timezone.utc)
+    if now.tzinfo is not None:
+        now = now.astimezone(timezone.utc).replace(tzinfo=None)
+    return now
+
+
+def _select_rows(con, where: str = "", params: list | None = None) -> list[dict]:
+    rows = con.execute(
+        f"SELECT {', '.join(COLUMNS)} FROM {AUDIT_TABLE} {where} ORDER BY seq", params or []
+    ).fetchall()
+    return [dict(zip(COLUMNS, row)) for row in rows]
+
+
+def append_entries(con, entries: list[AuditEntry], now: datetime | None = None) -> list[dict]:
+    """Insert the entries chained after the last row, inside the caller's open transaction.
+
+    Does not BEGIN or COMMIT: the caller's transaction commits the audit rows together
+    with the change they describe. Raises ValueError before writing anything if any
+    entry is malformed or looks like it carries personal data, and RuntimeError when
+    called outside a transaction. Returns the rows written, as stored.
+    """
+    entries = list(entries)
+    for entry in entries:
+        validate_entry(entry)
+    if not entries:
+        return []
+    if not _in_transaction(con):
+        raise RuntimeError(
+            "append_entries must run inside the caller's BEGIN … COMMIT, so the audit rows "
+            "commit together with the change they describe"
+        )
+    ensure_audit_table(con)
+    logged_at = _utc_naive(now)
+    last = con.execute(f"SELECT seq, row_hash FROM {AUDIT_TABLE} ORDER BY seq DESC LIMIT 1").fetchall()
+    seq, prev_hash = (last[0][0], last[0][1]) if last else (0, GENESIS_HASH)
+
+    rows: list[dict] = []
+    for entry in entries:
+        seq += 1
+        row = {
+            "seq": seq,
+            "logged_at": logged_at,
+            "run_id": entry.run_id,
+            "policy_version": entry.policy_version,
+            "table_name": entry.table_name,
+            "action": entry.action,
+            "reason": entry.reason,
+            "rows_affected": entry.rows_affected,
+            "request_id": entry.request_id,
+            "subject_key": entry.subject_key,
+            "dry_run": entry.dry_run,
+            "details": canonical_json(entry.details or {}),
+            "prev_hash": prev_hash,
+        }
+        row["row_hash"] = prev_hash = compute_row_hash(prev_hash, row)
+        rows.append(row)
+
+    # One statement, one list parameter per column (a VALUES list of thousands of rows
+    # binds slowly): 5,000 rows in well under a second.
+    columns = ", ".join(COLUMNS)
+    unnested = ", ".join(f"unnest(?::{_TYPES[c]}[]) AS {c}" for c in COLUMNS)
+    con.execute(
+        f"INSERT INTO {AUDIT_TABLE} ({columns}) SELECT {columns} FROM (SELECT {unnested})",
+        [[row[c] for row in rows] for c in COLUMNS],
+    )
+    return rows
+
+
+# ---------------------------------------------------------------------------------------
+# Mirror
+
+
+def _line_seq(line: bytes) -> int | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    seq = record.get("seq") if isinstance(record, dict) else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+
+
+def _mirror_tail(fd: int) -> tuple[int, bytes]:
+    """(highest seq among the last valid lines, bytes after the last newline), reading backwards."""
+    pos = os.fstat(fd).st_size
+    data = b""
+    while pos > 0 and b"\n" not in data:
+        step = min(_TAIL_BLOCK, pos)
+        pos -= step
+        data = os.pread(fd, step, pos) + data
+    newline = data.rfind(b"\n")
+    torn = data[newline + 1 :]
+    data = data[: newline + 1]
+    while True:
+        lines = data.split(b"\n")[:-1]
+        # The first line read may be the end of a longer line when pos > 0.
+        for line in reversed(lines[1:] if pos > 0 else lines):
+            seq = _line_seq(line)
+            if seq is not None:
+                return seq, torn
+        if pos == 0:
+            return 0, torn
+        step = min(_TAIL_BLOCK, pos)
+        pos -= step
+        data = os.pread(fd, step, pos) + lines[0] + b"\n"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_mirror(con, mirror_path: Path) -> int:
+    """Append to the JSONL mirror every committed row past its last seq; return how many.
+
+    Call after COMMIT (refuses inside a transaction). Holds an exclusive lock on the file
+    while it reads the tail and appends. A torn last line left by a crash mid-write is
+    cut off when it is a prefix of the row it was writing; anything else is kept for
+    ``verify_audit_log`` to report. Rows missing in the middle of the mirror are not
+    refilled: a crash only loses the tail, so a hole is evidence, not damage to repair.
+    """
+    if _in_transaction(con):
+        raise RuntimeError(
+            "sync_mirror must run after COMMIT: inside a transaction it could mirror rows "
+            "that are then rolled back"
+        )
+    mirror_path = Path(mirror_path)
+    if not _table_exists(con):
+        return 0
+    created_dir = not mirror_path.parent.exists()
+    mirror_path.parent.mkdir(parents=True, exist_ok=True)
+    created_file = not mirror_path.exists()
+    fd = os.open(mirror_path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        last_seq, torn = _mirror_tail(fd)
+        rows = _select_rows(con, "WHERE seq > ?", [last_seq])
+        out = b""
+        if torn:
+            if rows and rows[0]["seq"] == last_seq + 1 and _mirror_line(rows[0]).startswith(torn):
+                os.ftruncate(fd, os.fstat(fd).st_size - len(torn))
+            else:
+                out = b"\n"  # keep the stray bytes on a line of their own
+        out += b"".join(_mirror_line(row) for row in rows)
+        if out:
+            os.write(fd, out)
+            os.fsync(fd)
+    finally:
+        os.close(fd)  # releases the lock
+    if created_file:
+        _fsync_dir(mirror_path.parent)
+    if created_dir:
+        _fsync_dir(mirror_path.parent.parent)
+    return len(rows)
+
+
+# ---------------------------------------------------------------------------------------
+# Verification
+
+
+def _ranges(seqs: Iterable[int]) -> str:
+    """[1, 2, 3, 7] -> '1..3, 7'."""
+    out: list[str] = []
+    ordered = sorted(set(seqs))
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        out.append(str(ordered[i]) if i == j else f"{ordered[i]}..{ordered[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def _content_problems(where: str, record: dict) -> list[str]:
+    """Personal-data and shape checks on a stored row (rows written around append_entries)."""
+    problems = []
+    for field in ("table_name", "action", "reason", "run_id", "policy_version", "request_id"):
+        value = record.get(field)
+        if isinstance(value, str) and _personal_data_kind(value):
+            problems.append(f"{where}: {field} looks like it holds {_personal_data_kind(value)}")
+    subject = record.get("subject_key")
+    if subject is not None and not (isinstance(subject, str) and _SUBJECT_KEY.fullmatch(subject)):
+        problems.append(f"{where}: subject_key is not an HMAC token")
+    details = record.get("details")
+    try:
+        parsed = json.loads(details) if isinstance(details, str) else None
+        if not isinstance(parsed, dict):
+            raise ValueError
+        _check_details(parsed)
+    except ValueError:
+        problems.append(f"{where}: details is not a JSON object of counts and ids")
+    return problems
+
+
+def _field_json(value: Any) -> str:
+    return canonical_json(_iso(value) if isinstance(value, datetime) else value)
+
+
+def _read_mirror(path: Path, problems: list[str]) -> dict[int, tuple[int, dict]]:
+    """seq -> (line number, record) for the valid lines; problems for the others."""
+    by_seq: dict[int, tuple[int, dict]] = {}
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif lines:
+        problems.append(f"mirror: line {len(lines)} has no line end (torn write?)")
+    for number, raw in enumerate(lines, start=1):
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except ValueError:
+            problems.append(f"mirror: line {number} is not valid JSON")
+            continue
+        if not isinstance(record, dict):
+            problems.append(f"mirror: line {number} is not a JSON object")
+            continue
+        seq = record.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            problems.append(f"mirror: line {number} has no integer seq")
+            continue
+        if seq in by_seq:
+            problems.append(f"mirror: seq {seq} appears more than once (lines {by_seq[seq][0]} and {number})")
+            continue
+        missing = [c for c in COLUMNS if c not in record]
+        extra = [k for k in record if k not in COLUMNS]
+        if missing:
+            problems.append(f"mirror: line {number} (seq {seq}) lacks field(s) {', '.join(missing)}")
+        if extra:
+            problems.append(f"mirror: line {number} (seq {seq}) has {len(extra)} unexpected field(s)")
+        by_seq[seq] = (number, record)
+    return by_seq
+
+
+def verify_audit_log(con, mirror_path: Path | None) -> list[str]:
+    """Recompute the hash chain and compare with the mirror; return problems (empty = intact).
+
+    Reports changed rows (hash mismatch), deleted rows (seq gaps, broken prev_hash),
+    rows in the mirror that differ from or are missing in the table, table rows the
+    mirror lacks, mirror lines that are not valid JSON, and stored strings that look
+    like personal data. Messages name seq numbers, line numbers and fields, never values.
+    Read-only: creates nothing.
+    """
+    problems: list[str] = []
+    rows = _select_rows(con) if _table_exists(con) else []
+
+    # 1. The chain in the table.
+    expected_seq, prev_hash, prev_seq = 1, GENESIS_HASH, None
+    for row in rows:
+        seq = row["seq"]
+        where = f"seq {seq}"
+        if seq < expected_seq:
+            problems.append(f"{where}: appears more than once or out of order in the table")
+        elif seq > expected_seq:
+            problems.append(f"seq {_ranges(range(expected_seq, seq))} missing from the table (rows deleted)")
+        if row["prev_hash"] != prev_hash:
+            before = f"seq {prev_seq}" if prev_seq is not None else "the chain's start (64 zeros)"
+            problems.append(
+                f"{where}: prev_hash does not match the row_hash of {before} "
+                "(a row before it was deleted or changed)"
+            )
+        if row["row_hash"] != compute_row_hash(row["prev_hash"], row):
+            problems.append(f"{where}: row_hash does not match the row's content (row changed)")
+        problems.extend(_content_problems(where, row))
+        expected_seq, prev_hash, prev_seq = seq + 1, row["row_hash"], seq
+
+    if mirror_path is None:
+        return problems
+
+    # 2. The mirror against the table.
+    mirror_path = Path(mirror_path)
+    if not mirror_path.exists():
+        if rows:
+            seqs = _ranges(r["seq"] for r in rows)
+            problems.append(f"mirror: file is missing but the table has seq {seqs}")
+        return problems
+    mirror = _read_mirror(mirror_path, problems)
+    table = {row["seq"]: row for row in rows}
+    for seq, (number, record) in sorted(mirror.items()):
+        where = f"mirror line {number} (seq {seq})"
+        if isinstance(record.get("prev_hash"), str) and record.get("row_hash") != compute_row_hash(
+            record["prev_hash"], record
+        ):
+            problems.append(f"{where}: row_hash does not match the line's content (line changed)")
+        row = table.get(seq)
+        if row is None:
+            problems.append(f"{where}: not in the table (row deleted from the table)")
+            continue
+        if canonical_json(_mirror_record(row)) == canonical_json(record):
+            continue  # the usual case: one comparison instead of one per field
+        differing = [c for c in COLUMNS if c in record and _field_json(row[c]) != _field_json(record[c])]
+        if differing:
+            problems.append(f"seq {seq}: table and mirror differ in {', '.join(differing)}")
+    lacking = [seq for seq in table if seq not in mirror]
+    if lacking:
+        top = max(mirror, default=0)
+        holes = [s for s in lacking if s < top]
+        tail = [s for s in lacking if s > top]
+        if holes:
+            problems.append(
+                f"mirror: lacks seq {_ranges(holes)} that the table has (lines deleted from the mirror)"
+            )
+        if tail:
+            problems.append(f"mirror: lacks seq {_ranges(tail)} at its end (not synced yet: run sync_mirror)")
+    return problems
