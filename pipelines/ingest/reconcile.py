@@ -1,4 +1,9 @@
-"""Reconciliation: every row the ingest log says was read is in the raw table or quarantine."""
+"""Reconciliation: every row the ingest log says was read is accounted for.
+
+Per landing file: rows read = rows loaded + rows quarantined + rows suppressed (erased
+subjects dropped on arrival), and what is still in the raw table / quarantine equals
+what was loaded / quarantined minus what enforcement has purged since.
+"""
 
 from __future__ import annotations
 
@@ -24,9 +29,9 @@ def unreconciled_files(con: duckdb.DuckDBPyConnection, contract: SourceContract)
         LEFT JOIN loaded USING (file_hash)
         LEFT JOIN quarantined USING (file_hash)
         WHERE log.source_table = ? AND log.status = 'loaded'
-          AND (log.rows_loaded <> coalesce(loaded.n, 0)
-               OR log.rows_quarantined <> coalesce(quarantined.n, 0)
-               OR log.rows_read <> log.rows_loaded + log.rows_quarantined)
+          AND (log.rows_loaded - coalesce(log.rows_purged, 0) <> coalesce(loaded.n, 0)
+               OR log.rows_quarantined - coalesce(log.quarantine_purged, 0) <> coalesce(quarantined.n, 0)
+               OR log.rows_read <> log.rows_loaded + log.rows_quarantined + coalesce(log.rows_suppressed, 0))
         ORDER BY 1
         """,
         [table, table],

@@ -1,0 +1,149 @@
+"""Apply retention decisions to the source of truth: one set-based pass per table.
+
+Per table, in ONE transaction: count what the decisions say, delete the rows decided
+purge (one ``DELETE … USING`` joined to the decisions), replace the identifiers of rows
+decided pseudonymise that are not pseudonymised yet (one ``UPDATE … FROM``), bump the
+ingest log's per-file purge counters, and append the audit rows. A crash leaves the
+table as it was or as it should be, never half; a re-run finds nothing left to do
+(purged rows are gone, pseudonymised rows carry ``_pseudonymised_at``) and changes
+nothing. ``dry_run`` computes the same counts and changes nothing, audit log included.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import duckdb
+
+from pipelines.audit import AuditEntry, append_entries, ensure_audit_table
+from pipelines.enforce.tables import DECISIONS_TABLE, Target, enforcement_targets
+from pipelines.ingest.tables import INGEST_LOG_TABLE
+
+
+@dataclass
+class TableOutcome:
+    table: str
+    rows_before: int
+    kept: int
+    pseudonymised: int          # decided pseudonymise (already or now)
+    newly_pseudonymised: int    # changed in this pass
+    purged: int                 # deleted in this pass (or would be, in a dry run)
+    undecided: int              # rows without a decision: left alone, reported
+    purged_by_reason: dict[str, int] = field(default_factory=dict)
+    dry_run: bool = False
+
+    @property
+    def reconciles(self) -> bool:
+        """rows before = kept + pseudonymised + purged (+ undecided, reported separately)."""
+        return self.rows_before == self.kept + self.pseudonymised + self.purged + self.undecided
+
+    def metadata(self) -> dict:
+        return {
+            "rows_before": self.rows_before, "kept": self.kept, "pseudonymised": self.pseudonymised,
+            "newly_pseudonymised": self.newly_pseudonymised, "purged": self.purged,
+            "undecided": self.undecided, "purged_by_reason": dict(sorted(self.purged_by_reason.items())),
+            "dry_run": self.dry_run,
+        }
+
+
+def _decided(target: Target) -> str:
+    return (
+        f"{target.table} AS t JOIN {DECISIONS_TABLE} AS d "
+        f"ON d.source_table = '{target.table}' AND d.record_id = t.{target.id_column}"
+    )
+
+
+def _count_plan(con, target: Target) -> tuple[int, dict[str, int], dict[str, int], int]:
+    rows_before = con.execute(f"SELECT count(*) FROM {target.table}").fetchall()[0][0]
+    by_action = dict(con.execute(
+        f"SELECT d.action, count(*) FROM {_decided(target)} GROUP BY ALL"
+    ).fetchall())
+    purge_reasons = dict(con.execute(
+        f"SELECT d.reason, count(*) FROM {_decided(target)} WHERE d.action = 'purge' GROUP BY ALL"
+    ).fetchall())
+    pending = 0
+    if target.pseudonymise_sql:
+        pending = con.execute(
+            f"SELECT count(*) FROM {_decided(target)} "
+            f"WHERE d.action = 'pseudonymise' AND t.{target.pseudonymised_marker} IS NULL"
+        ).fetchall()[0][0]
+    return rows_before, by_action, purge_reasons, pending
+
+
+def enforce_table(
+    con: duckdb.DuckDBPyConnection, target: Target, *, run_id: str | None, policy_version: str | None,
+    now: datetime, dry_run: bool = False,
+) -> TableOutcome:
+    con.execute("BEGIN TRANSACTION")
+    try:
+        rows_before, by_action, purge_reasons, pending = _count_plan(con, target)
+        decided = sum(by_action.values())
+        pseudonymise_decided = by_action.get("pseudonymise", 0)
+        if not target.pseudonymise_sql and pseudonymise_decided:
+            # a policy asking to pseudonymise a table with no identifiers to replace
+            raise ValueError(f"{target.table}: decisions say pseudonymise but the table has no direct identifiers")
+        outcome = TableOutcome(
+            table=target.table,
+            rows_before=rows_before,
+            kept=by_action.get("keep", 0),
+            pseudonymised=pseudonymise_decided,
+            newly_pseudonymised=pending,
+            purged=by_action.get("purge", 0),
+            undecided=rows_before - decided,
+            purged_by_reason=purge_reasons,
+            dry_run=dry_run,
+        )
+        if dry_run:
+            con.execute("ROLLBACK")
+            return outcome
+
+        if outcome.purged:
+            per_file = con.execute(
+                f"SELECT t.{target.file_hash_column}, {target.log_table_sql}, count(*) FROM {_decided(target)} "
+                f"WHERE d.action = 'purge' GROUP BY ALL"
+            ).fetchall()
+            con.execute(
+                f"DELETE FROM {target.table} AS t USING {DECISIONS_TABLE} AS d "
+                f"WHERE d.source_table = '{target.table}' AND d.record_id = t.{target.id_column} "
+                f"AND d.action = 'purge'"
+            )
+            con.executemany(
+                f"UPDATE {INGEST_LOG_TABLE} SET {target.log_purged_column} = "
+                f"coalesce({target.log_purged_column}, 0) + ? WHERE file_hash = ? AND source_table = ?",
+                [[n, file_hash, log_table] for file_hash, log_table, n in per_file],
+            )
+        if pending:
+            sets = ", ".join(target.pseudonymise_sql + (f"{target.pseudonymised_marker} = ?",))
+            con.execute(
+                f"UPDATE {target.table} AS t SET {sets} FROM {DECISIONS_TABLE} AS d "
+                f"WHERE d.source_table = '{target.table}' AND d.record_id = t.{target.id_column} "
+                f"AND d.action = 'pseudonymise' AND t.{target.pseudonymised_marker} IS NULL",
+                [now.replace(tzinfo=None)],
+            )
+
+        entries = [
+            AuditEntry(target.table, "purge", reason, n, run_id=run_id, policy_version=policy_version)
+            for reason, n in sorted(purge_reasons.items())
+        ]
+        if pending:
+            entries.append(AuditEntry(target.table, "pseudonymise", "minimisation_window", pending,
+                                      run_id=run_id, policy_version=policy_version))
+        if entries:
+            append_entries(con, entries, now=now)
+        con.execute("COMMIT")
+        return outcome
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+
+
+def enforce_decisions(
+    con: duckdb.DuckDBPyConnection, *, run_id: str | None, policy_version: str | None, now: datetime,
+    dry_run: bool = False, targets: list[Target] | None = None,
+) -> list[TableOutcome]:
+    ensure_audit_table(con)
+    return [
+        enforce_table(con, target, run_id=run_id, policy_version=policy_version, now=now, dry_run=dry_run)
+        for target in (targets or enforcement_targets())
+    ]
