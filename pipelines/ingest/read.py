@@ -123,7 +123,10 @@ def read_jsonl(data: bytes, columns: list[str]) -> ReadResult:
     lines: list[int] = []
     wrong: list[str | None] = []
     rejects: list[StructuralReject] = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split on "\n" only: str.splitlines() also breaks on U+2028, U+0085 … which JSON
+    # strings may hold, and would shift every later line number
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
         if not line.strip():
             continue
         try:

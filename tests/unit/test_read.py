@@ -55,3 +55,11 @@ def test_jsonl_types_and_malformed_lines():
     assert result.records["_line_number"].to_list() == [1, 5]
     assert result.records["_wrong_types"].to_list() == [None, ";id;note;"]
     assert [(r.line_number, r.reason) for r in result.rejects] == [(2, "malformed_json"), (4, "malformed_json")]
+
+
+def test_jsonl_line_numbers_survive_unicode_line_separators_inside_strings():
+    data = ('{"id": "1", "email": "a@x.io", "note": "a\u2028b\u0085c"}\r\n'
+            '{"id": "2", "email": "b@x.io", "note": null}\n').encode()
+    result = read_jsonl(data, COLS)
+    assert result.records["_line_number"].to_list() == [1, 2]
+    assert result.records["note"][0] == "a\u2028b\u0085c"
