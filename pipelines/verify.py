@@ -230,22 +230,38 @@ def storage_stats_search(con, needles: list[str], prefix_bytes: int = 8) -> list
     return findings
 
 
+def _occurrences(buf: bytes, needle: bytes) -> int:
+    """Every position where the needle starts, overlapping ones included (unlike bytes.count),
+    so the total does not depend on where chunk boundaries fall."""
+    count = 0
+    at = buf.find(needle)
+    while at != -1:
+        count += 1
+        at = buf.find(needle, at + 1)
+    return count
+
+
 def _count_in_file(path: Path, needles: list[bytes], chunk_size: int) -> int:
     """Occurrences of the (lower-case) needles in the file, read ``chunk_size`` at a time.
 
-    Each buffer is the previous buffer's last ``longest - 1`` bytes plus the new chunk,
-    so a match split by a chunk boundary is found; a match is counted in the buffer
-    where its last byte arrives, so none is counted twice.
+    Matches inside a chunk are counted in the chunk; a match split by a chunk boundary
+    is counted in the short window made of the last ``len(needle) - 1`` bytes before the
+    boundary and the first ``len(needle) - 1`` after it (too short to hold a match on
+    either side alone), so every match is counted exactly once without copying chunks.
     """
     keep = max(len(n) for n in needles) - 1
     total = 0
-    tail = b""
+    tail = b""  # the last `keep` bytes read so far, lower-cased
     with open(path, "rb") as fh:
         while chunk := fh.read(chunk_size):
-            buf = tail + chunk.lower()  # bytes.lower() folds ASCII only
+            low = chunk.lower()  # bytes.lower() folds ASCII letters only
             for needle in needles:
-                total += buf.count(needle, max(0, len(tail) - len(needle) + 1))
-            tail = buf[max(0, len(buf) - keep):] if keep else b""
+                total += _occurrences(low, needle)
+                span = len(needle) - 1
+                if span and tail:
+                    total += _occurrences(tail[-span:] + low[:span], needle)
+            if keep:
+                tail = low[-keep:] if len(low) >= keep else (tail + low)[-keep:]
     return total
 
 
@@ -394,16 +410,22 @@ def suppression_matches(con) -> list[Finding]:
         ]
         if not targets:
             continue
-        selects = ", ".join(
-            f"count_if(lethe_hmac({norm.format(f'CAST({_quote(column)} AS VARCHAR)')}) "
-            f"IN (SELECT token FROM suppressed))"
-            for column, norm in targets
-        )
+        # Hash each distinct value once (events repeat the same email or cookie many
+        # times; sha256 is the cost), then count the rows holding a suppressed one.
+        relation = f"{_quote(schema)}.{_quote(name)}"
+        selects = []
+        for column, norm in targets:
+            value = norm.format(f"CAST({_quote(column)} AS VARCHAR)")
+            selects.append(
+                f"(SELECT count(*) FROM {relation} WHERE {value} IN ("
+                f"SELECT v FROM (SELECT DISTINCT {value} AS v FROM {relation}) "
+                f"WHERE lethe_hmac(v) IN (SELECT token FROM suppressed)))"
+            )
         try:
             counts = con.execute(
                 f"WITH suppressed AS (SELECT DISTINCT lower(token) AS token FROM {suppression} "
                 f"WHERE token IS NOT NULL) "
-                f"SELECT {selects} FROM {_quote(schema)}.{_quote(name)}"
+                f"SELECT {', '.join(selects)}"
             ).fetchall()[0]
         except duckdb.Error:
             findings.append(Finding(UNREADABLE, f"{schema}.{name}", 0))
