@@ -1,10 +1,18 @@
-"""The Dagster code location: assembles ingestion, dbt models, jobs and schedules."""
+"""The Dagster code location: assembles ingestion, dbt models, enforcement, jobs, schedules and sensors."""
 
 from dagster import Definitions, in_process_executor
 
 from pipelines.ingest.assets import ingestion_definitions
 from pipelines.io import NoStorageIOManager
-from pipelines.jobs import run_pipeline_job, run_pipeline_schedule
+from pipelines.enforce.assets import EnforcementSettings, compacted_warehouse, retention_enforcement
+from pipelines.jobs import (
+    enforce_retention_job,
+    enforce_retention_schedule,
+    erase_subjects_job,
+    erasure_requests_sensor,
+    run_pipeline_job,
+    run_pipeline_schedule,
+)
 from pipelines.progress import lethe_progress_logger
 from pipelines.retention.assets import retention_policy
 from pipelines.resources import LandingZoneResource, RunClockResource, WarehouseResource
@@ -13,15 +21,20 @@ from pipelines.transform.dbt import build_dbt_assets, dbt_resource
 landing_specs, ingestion_assets = ingestion_definitions()
 
 defs = Definitions(
-    assets=[*landing_specs, *ingestion_assets, retention_policy, build_dbt_assets()],
-    jobs=[run_pipeline_job],
-    schedules=[run_pipeline_schedule],
+    assets=[
+        *landing_specs, *ingestion_assets, retention_policy, build_dbt_assets(),
+        retention_enforcement, compacted_warehouse,
+    ],
+    jobs=[run_pipeline_job, enforce_retention_job, erase_subjects_job],
+    schedules=[run_pipeline_schedule, enforce_retention_schedule],
+    sensors=[erasure_requests_sensor],
     resources={
         "warehouse": WarehouseResource(),
         "landing": LandingZoneResource(),
         "clock": RunClockResource(),
         "dbt": dbt_resource(),
         "io_manager": NoStorageIOManager(),
+        "enforcement": EnforcementSettings(),
     },
     loggers={"lethe_progress": lethe_progress_logger},
     # One DuckDB file takes one writer: steps run one after another in one process.

@@ -11,7 +11,10 @@ where not exists (
         where decisions.record_id = events.record_id and decisions.reason = 'legal_hold')
   and not exists (
         select 1 from {{ ref('consent_state') }} as consent_state
-        where consent_state.key_type = 'email' and consent_state.key_value = events.email
+        where consent_state.key_type = 'email'
+          -- a pseudonymised event carries the key's token
+          and (case when events.pseudonymised_at is null then consent_state.key_value
+                    else consent_state.key_token end) = events.email
           and consent_state.purpose = 'email_marketing'
           and {{ valid_at('consent_state', as_of()) }})
 having count(*) > 0

@@ -10,7 +10,10 @@ where not exists (
         where decisions.record_id = events.record_id and decisions.reason = 'legal_hold')
   and not exists (
         select 1 from {{ ref('consent_state') }} as consent_state
-        where consent_state.key_type = 'cookie_id' and consent_state.key_value = events.cookie_id
+        where consent_state.key_type = 'cookie_id'
+          -- a pseudonymised event carries the key's token
+          and (case when events.pseudonymised_at is null then consent_state.key_value
+                    else consent_state.key_token end) = events.cookie_id
           and consent_state.purpose = 'web_analytics'
           and {{ valid_at('consent_state', as_of()) }})
 having count(*) > 0

@@ -18,6 +18,8 @@ import duckdb
 import polars as pl
 
 from pipelines.contracts import SourceContract
+from pipelines.enforce.suppression import suppressed_mask, suppression_tokens
+from pipelines.pseudonym import load_key
 from pipelines.ingest.read import LINE_COLUMN, FileRejected, ReadResult, read_file
 from pipelines.ingest.tables import (
     INGEST_LOG_DDL,
@@ -46,6 +48,7 @@ class FileOutcome:
     rows_read: int = 0
     rows_loaded: int = 0
     rows_quarantined: int = 0
+    rows_suppressed: int = 0
     rejection_reason: str | None = None
     quarantine_reasons: Counter = field(default_factory=Counter)
 
@@ -70,6 +73,10 @@ class SourceOutcome:
     def rows_quarantined(self) -> int:
         return self._sum("rows_quarantined")
 
+    @property
+    def rows_suppressed(self) -> int:
+        return self._sum("rows_suppressed")
+
     def count(self, status: str) -> int:
         return sum(f.status == status for f in self.files)
 
@@ -89,6 +96,7 @@ class SourceOutcome:
             "rows_read": self.rows_read,
             "rows_loaded": self.rows_loaded,
             "rows_quarantined": self.rows_quarantined,
+            "rows_suppressed_erased_subjects": self.rows_suppressed,
             "quarantine_reasons": dict(sorted(self.quarantine_reasons.items())),
             "rejected_files": {
                 f.source_file: f.rejection_reason for f in self.files if f.status == "rejected"
@@ -125,9 +133,12 @@ def file_sha256(data: bytes) -> str:
 def _already_ingested(con, file_hash: str, table: str) -> bool:
     # fetchall, not fetchone: DuckDB 2 refuses new work on a connection whose last
     # result was not read to the end.
+    # a file counts as seen under its original hash or, once enforcement rewrote it
+    # (erasure), under its current one
     rows = con.execute(
-        f"SELECT 1 FROM {INGEST_LOG_TABLE} WHERE file_hash = ? AND source_table = ?",
-        [file_hash, table],
+        f"SELECT 1 FROM {INGEST_LOG_TABLE} "
+        f"WHERE (file_hash = ? OR current_file_hash = ?) AND source_table = ?",
+        [file_hash, file_hash, table],
     ).fetchall()
     return bool(rows)
 
@@ -183,9 +194,24 @@ def _quarantine_frame(
     )
 
 
+@dataclass
+class Suppression:
+    """Tokens of erased subjects (see pipelines.enforce.suppression) and the key to match them."""
+
+    tokens: dict[str, set[str]]
+    key: bytes
+
+
+def load_suppression(con: duckdb.DuckDBPyConnection) -> Suppression | None:
+    tokens = suppression_tokens(con)
+    if not any(tokens.values()):
+        return None
+    return Suppression(tokens, load_key())
+
+
 def ingest_file(
     con: duckdb.DuckDBPyConnection, contract: SourceContract, path: Path, landing_dir: Path,
-    run_id: str, now: datetime,
+    run_id: str, now: datetime, suppression: Suppression | None = None,
 ) -> FileOutcome:
     data = path.read_bytes()
     file_hash = file_sha256(data)
@@ -208,6 +234,19 @@ def ingest_file(
 
     checked = validate(contract, read.records)
     quarantine = _quarantine_frame(contract, read, checked.quarantined, source_file, file_hash, now, run_id)
+    # Erased subjects stay erased: rows naming a suppressed email or cookie are dropped
+    # (and counted) before anything is written, so they never reach a table or the WAL.
+    suppressed = 0
+    if suppression is not None and any(suppression.tokens.values()):
+        valid_mask = suppressed_mask(checked.valid, suppression.tokens, suppression.key)
+        if valid_mask is not None:
+            suppressed += int(valid_mask.sum())
+            checked.valid = checked.valid.filter(~valid_mask)
+        if quarantine.height:
+            q_mask = suppressed_mask(quarantine, suppression.tokens, suppression.key)
+            if q_mask is not None:
+                suppressed += int(q_mask.sum())
+                quarantine = quarantine.filter(~q_mask)
     valid = checked.valid.with_columns(
         (pl.lit(file_hash[:RECORD_ID_HASH_CHARS] + ":") + pl.col(LINE_COLUMN).cast(pl.Utf8))
         .alias("_record_id"),
@@ -222,9 +261,10 @@ def ingest_file(
         rows_read=read.rows_read,
         rows_loaded=valid.height,
         rows_quarantined=quarantine.height,
+        rows_suppressed=suppressed,
         quarantine_reasons=Counter(quarantine["reason"].to_list()) if quarantine.height else Counter(),
     )
-    if outcome.rows_read != outcome.rows_loaded + outcome.rows_quarantined:
+    if outcome.rows_read != outcome.rows_loaded + outcome.rows_quarantined + outcome.rows_suppressed:
         raise AssertionError(f"{source_file}: rows do not reconcile")  # a bug, never data
 
     con.execute("BEGIN TRANSACTION")
@@ -252,6 +292,7 @@ def _insert_log(con, log_row: dict, outcome: FileOutcome, in_transaction: bool =
         "rows_read": outcome.rows_read,
         "rows_loaded": outcome.rows_loaded,
         "rows_quarantined": outcome.rows_quarantined,
+        "rows_suppressed": outcome.rows_suppressed,
     }
     names = list(values)
     con.execute(
@@ -266,7 +307,8 @@ def ingest_source(
 ) -> SourceOutcome:
     """Ingest every new file of one source; the good rows of a bad file still load."""
     ensure_ingest_tables(con, [contract])
+    suppression = load_suppression(con)
     outcome = SourceOutcome(contract.qualified_table)
     for path in landing_files(landing_dir, contract):
-        outcome.files.append(ingest_file(con, contract, path, landing_dir, run_id, now))
+        outcome.files.append(ingest_file(con, contract, path, landing_dir, run_id, now, suppression))
     return outcome

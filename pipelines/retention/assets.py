@@ -8,6 +8,7 @@ from datetime import datetime, timezone
 
 from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, multi_asset
 
+from pipelines.enforce.tables import ensure_erasure_tables
 from pipelines.policy import load_policy, policy_path, write_policy_table
 from pipelines.resources import RunClockResource, WarehouseResource
 
@@ -38,6 +39,7 @@ def retention_policy(context: AssetExecutionContext, warehouse: WarehouseResourc
     policy = load_policy(policy_path())
     as_of = clock.now()
     with warehouse.connect() as con:
+        ensure_erasure_tables(con)  # dbt reads erasure.erasure_log as a source
         rows = write_policy_table(con, policy, datetime.now(timezone.utc), as_of=as_of, run_id=context.run_id)
     context.log.info(f"retention policy {policy.version}: {rows} table policies loaded; as of {clock.as_of_text()}")
     yield MaterializeResult(

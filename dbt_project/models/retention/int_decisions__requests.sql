@@ -32,7 +32,7 @@ union all
 select
     'raw_requests.legal_holds' as source_table,
     holds._record_id as record_id,
-    {{ hmac_sha256('holds.email') }} as subject_key,
+    {{ subject_key_of('holds.email', 'holds._pseudonymised_at is not null') }} as subject_key,
     hold_policy.on_expiry as action,
     'legal_obligation' as reason,
     'raw_requests.legal_holds:record' as rule_id,

@@ -8,15 +8,15 @@
 with holds as (
 
     select
-        email,
-        {{ hmac_sha256('email') }} as subject_key,
+        case when pseudonymised_at is null then email end as email,
+        {{ subject_key_of('email', 'pseudonymised_at is not null') }} as subject_key,
         true as under_legal_hold,
         -- NULL when any active hold has no end
         case when bool_or(expires_at is null) then null else max(expires_at) end as legal_hold_until
     from {{ ref('stg_requests__legal_holds') }}
     where placed_at <= {{ as_of() }}
       and (expires_at is null or expires_at > {{ as_of() }})
-    group by email
+    group by all
 
 ),
 

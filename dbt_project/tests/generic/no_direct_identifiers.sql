@@ -14,9 +14,10 @@
 
 with cookie_ids as (
 
-    select cookie_id from {{ ref('stg_web__events') }} where cookie_id is not null
+    -- raw cookie ids only: a pseudonymised row's cookie_id already is its token
+    select cookie_id from {{ ref('stg_web__events') }} where cookie_id is not null and pseudonymised_at is null
     union
-    select cookie_id from {{ ref('stg_consent__events') }} where cookie_id is not null
+    select cookie_id from {{ ref('stg_consent__events') }} where cookie_id is not null and pseudonymised_at is null
 
 ),
 

@@ -1,0 +1,222 @@
+"""Dagster assets for enforcement: apply decisions, carry out erasures, prove it, compact.
+
+``retention_enforcement`` runs after the dbt models (it depends on the decisions): it
+carries out due erasures, applies every table's decisions, cleans the landing zone,
+rebuilds the dbt models from the changed raw tables and runs the proofs as blocking
+checks. ``compacted_warehouse`` then rewrites the DuckDB file so deleted bytes are gone.
+Metadata holds counts only.
+"""
+
+import os
+import shutil
+
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    AssetKey,
+    AssetSpec,
+    ConfigurableResource,
+    MaterializeResult,
+    MetadataValue,
+    multi_asset,
+)
+from dagster_dbt import DbtCliResource
+
+from pipelines.audit import AuditEntry, append_entries, ensure_audit_table, sync_mirror
+from pipelines.enforce.apply import enforce_decisions
+from pipelines.enforce.compact import compact_warehouse
+from pipelines.enforce.erasure import complete_erasures, due_erasures, prepare_erasures, purged_rows_by_subject
+from pipelines.enforce.landing import remove_files_past_window, remove_suppressed_subjects
+from pipelines.enforce.proof import compute_proofs, validate_with_great_expectations
+from pipelines.resources import LandingZoneResource, RunClockResource, WarehouseResource
+from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV, LethePaths
+from pipelines.sql_functions import install_sql_functions
+from pipelines.transform.dbt import lethe_dbt_project
+
+ENFORCEMENT_GROUP = "enforcement"
+ENFORCEMENT_KEY = AssetKey(["enforcement", "retention_enforcement"])
+COMPACTION_KEY = AssetKey(["enforcement", "compacted_warehouse"])
+PROOFS = [
+    ("no_rows_decided_purge_remain", "0 rows in any table whose decision is purge"),
+    ("no_rows_past_retention", "0 event or quarantine rows past retention (legal holds excepted)"),
+    ("no_erased_subject_rows", "0 rows of an erased subject anywhere (HMAC match against the suppression list)"),
+    ("pseudonyms_well_formed", "every pseudonymised identifier is a 64-hex token or an IP network"),
+    ("rows_reconcile", "rows before = kept + pseudonymised + purged, per table and per landing file"),
+    ("erasure_within_sla", "no verified erasure request older than the SLA (default 72 h) is still open"),
+]
+
+
+class EnforcementSettings(ConfigurableResource):
+    """``dry_run``: compute and report what would change, change nothing."""
+
+    dry_run: bool = False
+
+
+def audit_mirror_path():
+    return LethePaths.resolve().home / "audit" / "audit_log.jsonl"
+
+
+def _policy_version(con) -> str | None:
+    rows = con.execute("SELECT policy_version FROM policy.run_context").fetchall()
+    return rows[0][0] if rows else None
+
+
+@multi_asset(
+    name="retention_enforcement",
+    specs=[AssetSpec(
+        key=ENFORCEMENT_KEY,
+        deps=[AssetKey(["retention", "retention_decisions"]), AssetKey(["retention", "erasure_request_outcomes"])],
+        group_name=ENFORCEMENT_GROUP,
+        kinds={"duckdb"},
+        description=(
+            "Applies retention_decisions to the source of truth — raw tables, quarantine, ingest log, "
+            "landing files: deletes purged rows, pseudonymises in place, carries out due erasure requests "
+            "(suppression list, upstream manifest, request reduced to its token), then rebuilds the dbt "
+            "models and proves the result. One transaction per table; a re-run changes nothing."
+        ),
+    )],
+    check_specs=[
+        AssetCheckSpec(name, asset=ENFORCEMENT_KEY, blocking=True, description=description)
+        for name, description in PROOFS
+    ],
+)
+def retention_enforcement(
+    context: AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource,
+    clock: RunClockResource, dbt: DbtCliResource, enforcement: EnforcementSettings,
+):
+    now = clock.now()
+    dry_run = enforcement.dry_run
+    paths = LethePaths.resolve()
+    with warehouse.connect() as con:
+        install_sql_functions(con)
+        ensure_audit_table(con)
+        version = _policy_version(con)
+        due = due_erasures(con)
+        purged_by_subject = purged_rows_by_subject(con, [d.subject_key for d in due])
+        manifests = prepare_erasures(
+            con, due, manifest_dir=paths.home / "erasure" / "manifests", run_id=context.run_id,
+            policy_version=version, now=now, dry_run=dry_run,
+        )
+        outcomes = enforce_decisions(con, run_id=context.run_id, policy_version=version, now=now, dry_run=dry_run)
+        completed = 0
+        landing_meta: dict = {}
+        if not dry_run:
+            completed = complete_erasures(
+                con, due, manifests=manifests, purged_by_subject=purged_by_subject,
+                run_id=context.run_id, policy_version=version, now=now,
+            )
+            landing_outcome = remove_suppressed_subjects(con, landing.resolved_path())
+            landing_outcome.files_deleted_window = remove_files_past_window(con, landing.resolved_path(), now)
+            landing_meta = landing_outcome.metadata()
+            changed = landing_outcome.files_rewritten + landing_outcome.files_deleted_suppressed \
+                + landing_outcome.files_deleted_window
+            if changed:
+                con.execute("BEGIN TRANSACTION")
+                append_entries(con, [AuditEntry(
+                    "landing", "landing_cleanup", "erasure_request_and_landing_window", changed,
+                    run_id=context.run_id, policy_version=version,
+                    details={k: v for k, v in landing_meta.items()},
+                )], now=now)
+                con.execute("COMMIT")
+            sync_mirror(con, audit_mirror_path())
+
+    changed_rows = sum(o.purged + o.newly_pseudonymised for o in outcomes)
+    if not dry_run and (changed_rows or completed):
+        # the raw tables changed under the models: rebuild them (incremental or not) so no
+        # model keeps a purged row
+        os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
+        dbt.cli(["build", "--exclude", "test_type:unit"], manifest=lethe_dbt_project().manifest_path).wait()
+
+    with warehouse.connect() as con:
+        install_sql_functions(con)
+        proofs = compute_proofs(con, now)
+    passed = validate_with_great_expectations(proofs)
+    reconciles = all(o.reconciles for o in outcomes)
+
+    context.log.info(
+        f"enforcement{' (dry run)' if dry_run else ''}: {sum(o.purged for o in outcomes)} rows purged, "
+        f"{sum(o.newly_pseudonymised for o in outcomes)} pseudonymised, {len(due)} erasure(s) due, "
+        f"{completed} completed"
+    )
+    yield MaterializeResult(
+        asset_key=ENFORCEMENT_KEY,
+        metadata={
+            "dry_run": dry_run,
+            "rows_purged": sum(o.purged for o in outcomes),
+            "rows_pseudonymised": sum(o.newly_pseudonymised for o in outcomes),
+            "erasures_due": len(due),
+            "erasures_completed": completed,
+            "tables": MetadataValue.json({o.table: o.metadata() for o in outcomes}),
+            "landing": MetadataValue.json(landing_meta),
+        },
+    )
+    for proof in proofs:
+        ok = passed[proof.name] and (proof.name != "rows_reconcile" or reconciles)
+        yield AssetCheckResult(
+            asset_key=ENFORCEMENT_KEY,
+            check_name=proof.name,
+            passed=ok,
+            severity=AssetCheckSeverity.ERROR,
+            metadata={"offending_rows": proof.offending, "validated_by": "great_expectations"},
+        )
+
+
+@multi_asset(
+    name="compact_warehouse",
+    specs=[AssetSpec(
+        key=COMPACTION_KEY,
+        deps=[ENFORCEMENT_KEY],
+        group_name=ENFORCEMENT_GROUP,
+        kinds={"duckdb"},
+        description=(
+            "Copies the live data into a fresh DuckDB file and swaps it in, so purged and erased "
+            "values no longer sit in freed blocks, column statistics or the WAL; removes dbt's "
+            "per-run artefact folders and DuckDB spill files."
+        ),
+    )],
+)
+def compacted_warehouse(
+    context: AssetExecutionContext, warehouse: WarehouseResource, clock: RunClockResource,
+    enforcement: EnforcementSettings,
+):
+    if enforcement.dry_run:
+        yield MaterializeResult(asset_key=COMPACTION_KEY, metadata={"dry_run": True, "compacted": False})
+        return
+    path = warehouse.resolved_path()
+    outcome = compact_warehouse(path)
+    removed = clean_artefacts(path)
+    with warehouse.connect() as con:
+        ensure_audit_table(con)
+        version = _policy_version(con)
+        con.execute("BEGIN TRANSACTION")
+        append_entries(con, [AuditEntry(
+            "warehouse", "compaction", "physical_erasure", 0, run_id=context.run_id, policy_version=version,
+            details={"bytes_before": outcome.bytes_before, "bytes_after": outcome.bytes_after,
+                     "seconds": round(outcome.seconds, 2), "artefact_folders_removed": removed},
+        )], now=clock.now())
+        con.execute("COMMIT")
+        con.execute("CHECKPOINT")
+        sync_mirror(con, audit_mirror_path())
+    yield MaterializeResult(asset_key=COMPACTION_KEY, metadata={
+        "bytes_before": outcome.bytes_before, "bytes_after": outcome.bytes_after,
+        "seconds": round(outcome.seconds, 2), "artefact_folders_removed": removed,
+    })
+
+
+def clean_artefacts(warehouse_path) -> int:
+    """dagster-dbt runs every dbt command in a fresh target folder under dbt_project/target;
+    they hold compiled SQL and run results (no rows, but no reason to keep them). The
+    manifest and partial-parse file in target/ itself stay. DuckDB spill files go too."""
+    removed = 0
+    target = DBT_PROJECT_DIR / "target"
+    if target.is_dir():
+        for child in target.iterdir():
+            if child.is_dir() and child.name not in ("compiled", "run"):
+                shutil.rmtree(child, ignore_errors=True)
+                removed += 1
+    spill = warehouse_path.with_name(warehouse_path.name + ".tmp")
+    if spill.is_dir():
+        shutil.rmtree(spill, ignore_errors=True)
+    return removed

@@ -1,0 +1,226 @@
+"""Erasure requests (GDPR Art. 17): intake, suppression, upstream manifest, completion.
+
+The order matters, and each step is set-based over all due requests at once:
+
+1. ``prepare_erasures`` (before the purge, one transaction): for every verified request
+   that is due (not held, not yet completed) write a propagation manifest — the CRM
+   contact ids and marketing subscriber ids the source systems must delete, which the
+   warehouse cannot reach — and put HMAC tokens of the subject's email and cookies on
+   the suppression list, so ingestion drops the person if an old extract comes back.
+2. enforcement purges the subject's records (their decision is ``erasure_request``).
+3. ``complete_erasures`` (one transaction): reduce the request rows — and any legal-hold
+   rows of the same subject — to id, timestamps and the subject's token, and log the
+   completion with its time (the SLA clock stops here).
+
+Manifests and the log hold ids, tokens and timestamps — never the email.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from pipelines.audit import AuditEntry, append_entries, ensure_audit_table
+from pipelines.enforce.tables import (
+    ERASURE_LOG_TABLE,
+    OUTCOMES_TABLE,
+    SUPPRESSION_TABLE,
+    ensure_erasure_tables,
+)
+
+DEFAULT_SLA_HOURS = 72
+SLA_ENV = "LETHE_ERASURE_SLA_HOURS"
+
+
+@dataclass
+class DueErasure:
+    request_id: str
+    subject_key: str
+    received_at: datetime | None
+    verified_at: datetime | None
+
+
+def due_erasures(con: duckdb.DuckDBPyConnection) -> list[DueErasure]:
+    """Verified, not held, not yet completed: what this run must carry out."""
+    ensure_erasure_tables(con)
+    rows = con.execute(
+        f"""SELECT o.request_id, o.subject_key, o.received_at, o.verified_at
+            FROM {OUTCOMES_TABLE} AS o
+            WHERE o.outcome = 'erasure_due'
+              AND o.request_id NOT IN (SELECT request_id FROM {ERASURE_LOG_TABLE})
+            ORDER BY o.request_id"""
+    ).fetchall()
+    return [DueErasure(*row) for row in rows]
+
+
+def _manifests(con, subject_keys: list[str]) -> dict[str, dict]:
+    """Upstream ids per subject, in one pass per table through the decisions (which carry
+    each record's subject_key), so no email is read and nothing is hashed again."""
+    out: dict[str, dict] = {key: {"crm_contact_ids": [], "marketing_subscriber_ids": []} for key in subject_keys}
+    rows = con.execute(
+        """SELECT d.subject_key, 'crm_contact_ids', c.contact_id
+           FROM retention.retention_decisions AS d
+           JOIN raw_crm.contacts AS c ON c._record_id = d.record_id
+           WHERE d.source_table = 'raw_crm.contacts' AND d.reason = 'erasure_request'
+             AND d.subject_key IN (SELECT unnest(?))
+           UNION
+           SELECT d.subject_key, 'marketing_subscriber_ids', s.subscriber_id
+           FROM retention.retention_decisions AS d
+           JOIN raw_marketing.subscribers AS s ON s._record_id = d.record_id
+           WHERE d.source_table = 'raw_marketing.subscribers' AND d.reason = 'erasure_request'
+             AND d.subject_key IN (SELECT unnest(?))
+           UNION
+           SELECT d.subject_key, 'marketing_subscriber_ids', e.subscriber_id
+           FROM retention.retention_decisions AS d
+           JOIN raw_marketing.email_events AS e ON e._record_id = d.record_id
+           WHERE d.source_table = 'raw_marketing.email_events' AND d.reason = 'erasure_request'
+             AND d.subject_key IN (SELECT unnest(?))
+           ORDER BY 1, 2, 3""",
+        [subject_keys, subject_keys, subject_keys],
+    ).fetchall()
+    for key, kind, value in rows:
+        out[key][kind].append(value)
+    return out
+
+
+def prepare_erasures(
+    con: duckdb.DuckDBPyConnection, due: list[DueErasure], *, manifest_dir: Path, run_id: str | None,
+    policy_version: str | None, now: datetime, dry_run: bool = False,
+) -> dict[str, str]:
+    """Manifests + suppression tokens for every due request. Returns request_id → manifest path."""
+    if not due or dry_run:
+        return {}
+    ensure_audit_table(con)
+    manifest_dir.mkdir(parents=True, exist_ok=True)
+    when = now.replace(tzinfo=None)
+    keys = sorted({r.subject_key for r in due})
+    ids = _manifests(con, keys)
+    manifests: dict[str, str] = {}
+    for request in due:
+        content = {
+            "request_id": request.request_id,
+            "subject_key": request.subject_key,
+            "generated_at": when.isoformat() + "Z",
+            "instructions": "Delete these records in the source systems; the warehouse has erased its copies.",
+            **ids[request.subject_key],
+        }
+        path = manifest_dir / f"{_safe_name(request.request_id)}.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(content, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, path)
+        manifests[request.request_id] = str(path)
+
+    requests = [[r.subject_key, r.request_id] for r in due]
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute("CREATE OR REPLACE TEMP TABLE lethe_due_erasures (subject_key VARCHAR, request_id VARCHAR)")
+        con.executemany("INSERT INTO lethe_due_erasures VALUES (?, ?)", requests)
+        # tokens of the email and of every cookie that belongs to the subject
+        con.execute(
+            f"""INSERT OR IGNORE INTO {SUPPRESSION_TABLE}
+                SELECT subject_key, 'email', subject_key, min(request_id), ? FROM lethe_due_erasures GROUP BY ALL
+                UNION ALL
+                SELECT DISTINCT c.cookie_token, 'cookie_id', c.subject_key, min(d.request_id), ?
+                FROM lethe_due_erasures AS d JOIN consent.subject_cookies AS c USING (subject_key)
+                GROUP BY c.cookie_token, c.subject_key""",
+            [when, when],
+        )
+        counts = dict(con.execute(
+            f"SELECT subject_key, count(*) FROM {SUPPRESSION_TABLE} "
+            f"WHERE subject_key IN (SELECT subject_key FROM lethe_due_erasures) GROUP BY ALL"
+        ).fetchall())
+        append_entries(con, [
+            AuditEntry(
+                SUPPRESSION_TABLE, "suppress", "erasure_request", counts.get(r.subject_key, 0),
+                run_id=run_id, policy_version=policy_version, request_id=r.request_id, subject_key=r.subject_key,
+                details={"crm_contact_ids": len(ids[r.subject_key]["crm_contact_ids"]),
+                         "marketing_subscriber_ids": len(ids[r.subject_key]["marketing_subscriber_ids"])},
+            )
+            for r in due
+        ], now=now)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return manifests
+
+
+def complete_erasures(
+    con: duckdb.DuckDBPyConnection, due: list[DueErasure], *, manifests: dict[str, str],
+    purged_by_subject: dict[str, int], run_id: str | None, policy_version: str | None, now: datetime,
+) -> int:
+    """Reduce requests (and holds) of erased subjects to tokens; log completion. Returns requests completed."""
+    if not due:
+        return 0
+    when = now.replace(tzinfo=None)
+    keys = sorted({r.subject_key for r in due})
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for table in ("raw_requests.erasure_requests", "raw_requests.legal_holds"):
+            con.execute(
+                f"UPDATE {table} SET email = lethe_hmac(email), _pseudonymised_at = ? "
+                f"WHERE _pseudonymised_at IS NULL AND lethe_hmac(email) IN (SELECT unnest(?))",
+                [when, keys],
+            )
+        # quarantined rows that still name the subject (e.g. a malformed request line)
+        con.execute(
+            "DELETE FROM ingest.quarantine WHERE email IS NOT NULL AND lethe_hmac(email) IN (SELECT unnest(?))",
+            [keys],
+        )
+        con.executemany(
+            f"INSERT INTO {ERASURE_LOG_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [[r.request_id, r.subject_key, r.received_at, r.verified_at, when,
+              purged_by_subject.get(r.subject_key, 0), manifests.get(r.request_id), run_id] for r in due],
+        )
+        entries = []
+        for request in due:
+            hours = ((when - request.verified_at).total_seconds() / 3600) if request.verified_at else None
+            entries.append(AuditEntry(
+                ERASURE_LOG_TABLE, "erasure_complete", "erasure_request", purged_by_subject.get(request.subject_key, 0),
+                run_id=run_id, policy_version=policy_version, request_id=request.request_id,
+                subject_key=request.subject_key,
+                details={"hours_since_verified": round(hours, 2) if hours is not None else None},
+            ))
+        append_entries(con, entries, now=now)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return len(due)
+
+
+def purged_rows_by_subject(con: duckdb.DuckDBPyConnection, subject_keys: list[str]) -> dict[str, int]:
+    """Rows decided purge for erasure, per subject (read before enforcement deletes them)."""
+    if not subject_keys:
+        return {}
+    return dict(con.execute(
+        """SELECT subject_key, count(*) FROM retention.retention_decisions
+           WHERE reason = 'erasure_request' AND subject_key IN (SELECT unnest(?)) GROUP BY ALL""",
+        [subject_keys],
+    ).fetchall())
+
+
+def sla_hours() -> float:
+    return float(os.environ.get(SLA_ENV, DEFAULT_SLA_HOURS))
+
+
+def overdue_requests(con: duckdb.DuckDBPyConnection, now: datetime, hours: float | None = None) -> list[str]:
+    """Verified, due (not held) and still not completed after the SLA: request ids."""
+    limit = now.replace(tzinfo=None) - timedelta(hours=hours if hours is not None else sla_hours())
+    rows = con.execute(
+        f"""SELECT o.request_id FROM {OUTCOMES_TABLE} AS o
+            WHERE o.outcome = 'erasure_due' AND o.verified_at < ?
+              AND o.request_id NOT IN (SELECT request_id FROM {ERASURE_LOG_TABLE})
+            ORDER BY 1""",
+        [limit],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def _safe_name(request_id: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in request_id)[:120] or "request"

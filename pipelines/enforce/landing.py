@@ -1,0 +1,162 @@
+"""The landing zone is storage too: enforcement applies to the files themselves.
+
+Two rules:
+- **Erased subjects leave the files.** Every landing file that still holds a row whose
+  email or cookie id is on the suppression list is rewritten without those rows
+  (re-serialised, written to a temp file and atomically renamed). A file that cannot be
+  parsed (rejected at ingestion) but contains a suppressed email anywhere is deleted.
+  The ingest log records the new hash, so the rewritten file is not ingested again.
+- **Landing window.** After ingestion a file is kept ``LETHE_LANDING_RETENTION_DAYS``
+  days (default 7: time to re-process after a fault), then deleted. This bounds how long
+  raw extracts — and rows purged or pseudonymised in the warehouse — sit on disk.
+
+Matching is by HMAC token, computed over each file's distinct values only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import duckdb
+
+from pipelines.contracts import SourceContract, load_contracts
+from pipelines.enforce.suppression import suppressed_mask, suppression_tokens
+from pipelines.ingest.load import file_sha256, landing_files
+from pipelines.ingest.read import FileRejected, read_file
+from pipelines.ingest.tables import INGEST_LOG_TABLE
+from pipelines.pseudonym import hmac_token, load_key
+
+LANDING_RETENTION_ENV = "LETHE_LANDING_RETENTION_DAYS"
+DEFAULT_LANDING_RETENTION_DAYS = 7
+EMAIL_LIKE = re.compile(r"[^\s@,;\"'<>]+@[^\s@,;\"'<>]+\.[^\s@,;\"'<>]+")
+
+
+@dataclass
+class LandingOutcome:
+    files_rewritten: int = 0
+    rows_removed: int = 0
+    files_deleted_suppressed: int = 0
+    files_deleted_window: int = 0
+    rewritten: list[str] = field(default_factory=list)
+
+    def metadata(self) -> dict:
+        return {
+            "files_rewritten": self.files_rewritten, "rows_removed": self.rows_removed,
+            "files_deleted_holding_erased_subjects": self.files_deleted_suppressed,
+            "files_deleted_after_landing_window": self.files_deleted_window,
+        }
+
+
+def landing_retention_days() -> float:
+    return float(os.environ.get(LANDING_RETENTION_ENV, DEFAULT_LANDING_RETENTION_DAYS))
+
+
+def _line_is_suppressed(text: str, tokens: dict[str, set[str]], key: bytes) -> bool:
+    emails = tokens.get("email", set())
+    return any(hmac_token(m.group(0).strip().lower(), key) in emails for m in EMAIL_LIKE.finditer(text))
+
+
+def rewrite_file(path: Path, contract: SourceContract, tokens: dict[str, set[str]], key: bytes) -> tuple[int, str]:
+    """Rewrite one landing file without suppressed rows. Returns (rows removed, action)."""
+    data = path.read_bytes()
+    try:
+        read = read_file(data, contract.file_format, contract.column_names)
+    except FileRejected:
+        text = data.decode("utf-8", errors="replace")
+        if _line_is_suppressed(text, tokens, key):
+            path.unlink()
+            return 0, "deleted"
+        return 0, "unchanged"
+
+    frame = read.records
+    drop = suppressed_mask(frame, tokens, key)
+    bad_rejects = [r for r in read.rejects if _line_is_suppressed(r.raw_record, tokens, key)]
+    if drop is None and not bad_rejects:
+        return 0, "unchanged"
+
+    keep = frame if drop is None else frame.filter(~drop)
+    removed = (frame.height - keep.height) + len(bad_rejects)
+    kept_rejects = [r for r in read.rejects if r not in bad_rejects]
+    rows = keep.select(contract.column_names).rows()
+    if contract.file_format == "csv":
+        buf = io.StringIO(newline="")
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(contract.column_names)
+        writer.writerows(rows)
+        for reject in kept_rejects:  # malformed lines stay as they were, for the quarantine's sake
+            buf.write(reject.raw_record + "\n")
+        content = buf.getvalue()
+    else:
+        lines = [json.dumps(dict(zip(contract.column_names, row)), ensure_ascii=False) for row in rows]
+        lines += [r.raw_record for r in kept_rejects]
+        content = "\n".join(lines) + ("\n" if lines else "")
+    tmp = path.with_name("." + path.name + ".lethe-rewrite")
+    tmp.write_text(content, encoding="utf-8")
+    os.replace(tmp, path)
+    return removed, "rewritten"
+
+
+def remove_suppressed_subjects(
+    con: duckdb.DuckDBPyConnection, landing_dir: Path, contracts: list[SourceContract] | None = None,
+) -> LandingOutcome:
+    outcome = LandingOutcome()
+    tokens = suppression_tokens(con)
+    if not any(tokens.values()):
+        return outcome
+    key = load_key()
+    for contract in contracts or load_contracts():
+        for path in landing_files(landing_dir, contract):
+            old_hash = file_sha256(path.read_bytes())
+            removed, action = rewrite_file(path, contract, tokens, key)
+            if action == "unchanged":
+                continue
+            relative = path.relative_to(landing_dir).as_posix()
+            if action == "deleted":
+                outcome.files_deleted_suppressed += 1
+                con.execute(
+                    f"UPDATE {INGEST_LOG_TABLE} SET landing_removed_at = now()::TIMESTAMP "
+                    f"WHERE (file_hash = ? OR current_file_hash = ?)", [old_hash, old_hash])
+            else:
+                outcome.files_rewritten += 1
+                outcome.rows_removed += removed
+                outcome.rewritten.append(relative)
+                new_hash = file_sha256(path.read_bytes())
+                con.execute(
+                    f"UPDATE {INGEST_LOG_TABLE} SET current_file_hash = ? "
+                    f"WHERE (file_hash = ? OR current_file_hash = ?) AND source_table = ?",
+                    [new_hash, old_hash, old_hash, contract.qualified_table],
+                )
+    return outcome
+
+
+def remove_files_past_window(
+    con: duckdb.DuckDBPyConnection, landing_dir: Path, now: datetime, days: float | None = None,
+    contracts: list[SourceContract] | None = None,
+) -> int:
+    """Delete landing files ingested more than `days` ago. Returns files deleted."""
+    days = landing_retention_days() if days is None else days
+    limit = now.replace(tzinfo=None) - timedelta(days=days)
+    old = {
+        h for row in con.execute(
+            f"SELECT file_hash, current_file_hash FROM {INGEST_LOG_TABLE} WHERE ingested_at < ?", [limit]
+        ).fetchall() for h in row if h
+    }
+    deleted = 0
+    for contract in contracts or load_contracts():
+        for path in landing_files(landing_dir, contract):
+            digest = file_sha256(path.read_bytes())
+            if digest in old:
+                path.unlink()
+                con.execute(
+                    f"UPDATE {INGEST_LOG_TABLE} SET landing_removed_at = ? WHERE file_hash = ? OR current_file_hash = ?",
+                    [now.replace(tzinfo=None), digest, digest],
+                )
+                deleted += 1
+    return deleted

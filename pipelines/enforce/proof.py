@@ -1,0 +1,144 @@
+"""The proofs enforcement must pass, as counts (never values), validated by Great Expectations.
+
+Each proof is one set-based SQL query that counts offending rows; zero means proven.
+The counts — a single row, one column per proof — are then validated by a Great
+Expectations suite (one expectation per proof, result format BOOLEAN_ONLY), so the
+check results carry no personal data: GE only ever sees counts. Measured cost: the
+queries are a few scans of the warehouse; GE validating one row takes well under a
+second once imported. (GE on the raw rows through a SQL datasource or pandas was
+measured by the team at 9.5 s and 46 s / 5 GB for 10 M rows — not a design to keep.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+
+from pipelines.contracts import load_contracts
+from pipelines.enforce.erasure import overdue_requests
+from pipelines.enforce.tables import DECISIONS_TABLE, enforcement_targets
+from pipelines.ingest.reconcile import unreconciled_files
+
+TOKEN = "^[0-9a-f]{64}$"
+NETWORK = r"^[0-9a-f:.]+/[0-9]{1,3}$"
+
+
+@dataclass
+class Proof:
+    name: str
+    description: str
+    offending: int
+
+
+def rows_decided_purge_remaining(con) -> int:
+    total = 0
+    for t in enforcement_targets():
+        total += con.execute(
+            f"SELECT count(*) FROM {t.table} AS t JOIN {DECISIONS_TABLE} AS d "
+            f"ON d.source_table = '{t.table}' AND d.record_id = t.{t.id_column} WHERE d.action = 'purge'"
+        ).fetchall()[0][0]
+    return total
+
+
+def rows_past_retention(con) -> int:
+    """Event rows older than their table's retention that are not under a legal hold."""
+    total = 0
+    for table in ("raw_marketing.email_events", "raw_web.events"):
+        total += con.execute(
+            f"""SELECT count(*) FROM {table} AS t
+                JOIN policy.retention_policy AS p ON p.table_name = '{table}'
+                CROSS JOIN policy.run_context AS c
+                LEFT JOIN {DECISIONS_TABLE} AS d ON d.source_table = '{table}' AND d.record_id = t._record_id
+                WHERE t.occurred_at < c.as_of - CAST(p.retention AS INTERVAL)
+                  AND coalesce(d.reason, '') <> 'legal_hold'"""
+        ).fetchall()[0][0]
+    total += con.execute(
+        """SELECT count(*) FROM ingest.quarantine AS q
+           JOIN policy.retention_policy AS p ON p.table_name = 'ingest.quarantine'
+           CROSS JOIN policy.run_context AS c
+           LEFT JOIN retention.retention_decisions AS d ON d.source_table = 'ingest.quarantine' AND d.record_id = q.quarantine_id
+           WHERE q.quarantined_at + CAST(p.retention AS INTERVAL) <= c.as_of AND coalesce(d.reason, '') <> 'legal_hold'"""
+    ).fetchall()[0][0]
+    return total
+
+
+def erased_subject_rows(con) -> int:
+    """Rows naming an erased subject: clear values whose HMAC is on the suppression list,
+    and pseudonymised rows that carry a suppressed token itself."""
+    from pipelines.verify import suppression_matches
+
+    total = sum(f.count for f in suppression_matches(con) if f.check == "suppression_match")
+    for contract in load_contracts():
+        if contract.raw_schema == "raw_requests":
+            continue  # completed requests and holds keep exactly the token, on purpose
+        columns = [c.name for c in contract.columns if c.pii_category in ("email", "cookie_id")]
+        if columns:
+            total += con.execute(
+                f"""SELECT count(*) FROM {contract.qualified_table}
+                    WHERE _pseudonymised_at IS NOT NULL
+                      AND ({' OR '.join(f"{c} IN (SELECT token FROM erasure.suppression_list)" for c in columns)})"""
+            ).fetchall()[0][0]
+    return total
+
+
+def malformed_pseudonyms(con) -> int:
+    """Pseudonymised rows whose identifiers are not a 64-hex token / an IP network."""
+    total = 0
+    for contract in load_contracts():
+        checks = []
+        for column in contract.columns:
+            if column.pii_class != "direct_identifier":
+                continue
+            pattern = NETWORK if column.pii_category == "ip_address" else TOKEN
+            checks.append(f"({column.name} IS NOT NULL AND NOT regexp_matches({column.name}, '{pattern}'))")
+        if checks:
+            total += con.execute(
+                f"SELECT count(*) FROM {contract.qualified_table} WHERE _pseudonymised_at IS NOT NULL "
+                f"AND ({' OR '.join(checks)})"
+            ).fetchall()[0][0]
+    return total
+
+
+def unreconciled(con) -> int:
+    return sum(len(unreconciled_files(con, c)) for c in load_contracts())
+
+
+def compute_proofs(con: duckdb.DuckDBPyConnection, now: datetime) -> list[Proof]:
+    return [
+        Proof("no_rows_decided_purge_remain", "0 rows in any table whose current decision is purge",
+              rows_decided_purge_remaining(con)),
+        Proof("no_rows_past_retention", "0 event or quarantine rows past retention (legal holds excepted)",
+              rows_past_retention(con)),
+        Proof("no_erased_subject_rows", "0 rows of an erased subject anywhere (HMAC match on the suppression list)",
+              erased_subject_rows(con)),
+        Proof("pseudonyms_well_formed", "every pseudonymised identifier is a 64-hex token or an IP network",
+              malformed_pseudonyms(con)),
+        Proof("rows_reconcile", "per landing file: read = loaded + quarantined + suppressed, minus purges",
+              unreconciled(con)),
+        Proof("erasure_within_sla", "no verified erasure request older than the SLA is still open",
+              len(overdue_requests(con, now))),
+    ]
+
+
+def validate_with_great_expectations(proofs: list[Proof]) -> dict[str, bool]:
+    """One GE expectation per proof over a one-row frame of counts (BOOLEAN_ONLY results)."""
+    import great_expectations as gx
+    import pandas as pd
+
+    frame = pd.DataFrame([{p.name: p.offending for p in proofs}])
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = {"globally": False}
+    source = context.data_sources.add_pandas("lethe_proofs")
+    batch = source.add_dataframe_asset("proof_counts").add_batch_definition_whole_dataframe("run")
+    suite = context.suites.add(gx.ExpectationSuite(name="lethe_enforcement_proofs"))
+    for proof in proofs:
+        suite.add_expectation(gx.expectations.ExpectColumnValuesToBeBetween(
+            column=proof.name, min_value=0, max_value=0, description=proof.description,
+        ))
+    validation = context.validation_definitions.add(
+        gx.ValidationDefinition(name="lethe_enforcement_proofs", data=batch, suite=suite)
+    )
+    result = validation.run(batch_parameters={"dataframe": frame}, result_format="BOOLEAN_ONLY")
+    return {r.expectation_config.kwargs["column"]: bool(r.success) for r in result.results}
