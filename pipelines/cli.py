@@ -142,6 +142,12 @@ def cmd_erase(args: argparse.Namespace) -> int:
         print("error: --request-id must be 1-64 letters, digits, '_', '.', ':' or '-'", file=sys.stderr)
         return 2
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if args.verified_at:
+        from pipelines.resources import parse_as_of
+
+        verified = parse_as_of(args.verified_at).strftime("%Y-%m-%dT%H:%M:%SZ")
+    else:
+        verified = now
     folder = paths.landing / "requests" / "erasure"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"lethe-erase-{request_id}.csv"
@@ -151,7 +157,7 @@ def cmd_erase(args: argparse.Namespace) -> int:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["request_id", "email", "received_at", "verified_at", "channel"])
-    writer.writerow([request_id, email, now, now, "lethe_cli"])
+    writer.writerow([request_id, email, min(now, verified), verified, "lethe_cli"])
     tmp = path.with_name("." + path.name + ".tmp")
     tmp.write_text(buf.getvalue(), encoding="utf-8")
     os.replace(tmp, path)
@@ -251,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     erase.add_argument("--email", required=True, help="the subject's email (the operator has verified the requester)")
     erase.add_argument("--request-id", help="your ticket id (default: a new UUID)")
     erase.add_argument("--landing", help="landing directory (default $LETHE_LANDING or $LETHE_HOME/landing)")
+    erase.add_argument("--verified-at", help="when the requester was verified (default now), e.g. 2026-11-29T12:00:00Z")
     erase.set_defaults(func=cmd_erase)
 
     verify = sub.add_parser("verify", help="re-run every proof; with --email, search everywhere for one person")

@@ -29,7 +29,9 @@ class WarehouseResource(ConfigurableResource):
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
         path = self.resolved_path()
         path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(path))
+        from pipelines.enforce.compact import connect_config
+
+        con = duckdb.connect(str(path), config=connect_config())
         try:
             yield con
         finally:

@@ -143,7 +143,22 @@ def enforce_decisions(
     dry_run: bool = False, targets: list[Target] | None = None,
 ) -> list[TableOutcome]:
     ensure_audit_table(con)
-    return [
-        enforce_table(con, target, run_id=run_id, policy_version=policy_version, now=now, dry_run=dry_run)
-        for target in (targets or enforcement_targets())
-    ]
+    outcomes = []
+    for target in targets or enforcement_targets():
+        outcomes.append(
+            enforce_table(con, target, run_id=run_id, policy_version=policy_version, now=now, dry_run=dry_run)
+        )
+        _pause_for_crash_test(target.table)
+    return outcomes
+
+
+def _pause_for_crash_test(table: str) -> None:
+    """Test hook: with LETHE_TEST_PAUSE_AFTER_TABLE=<table>, stop after that table's commit,
+    signal it with a file, and wait — so a test can kill -9 the process mid-run."""
+    import os
+    import time
+    from pathlib import Path
+
+    if os.environ.get("LETHE_TEST_PAUSE_AFTER_TABLE") == table:
+        Path(os.environ["LETHE_TEST_PAUSE_SIGNAL"]).write_text("paused")
+        time.sleep(600)

@@ -158,8 +158,11 @@ def retention_enforcement(
             asset_key=ENFORCEMENT_KEY,
             check_name=proof.name,
             passed=ok,
-            severity=AssetCheckSeverity.ERROR,
-            metadata={"offending_rows": proof.offending, "validated_by": "great_expectations"},
+            # a dry run changed nothing, so its proofs describe the untouched state: report
+            # them (what enforcement would fix) without blocking
+            severity=AssetCheckSeverity.WARN if dry_run else AssetCheckSeverity.ERROR,
+            metadata={"offending_rows": proof.offending, "validated_by": "great_expectations",
+                      "dry_run": dry_run},
         )
 
 

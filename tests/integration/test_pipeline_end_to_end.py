@@ -1,12 +1,21 @@
-"""`lethe generate` + `lethe run` on small generated data, checked against the ground truth.
+"""`lethe generate` + `lethe run` on small generated data, end to end.
 
-One module-scoped warehouse: generate, run, run again on the same landing zone. The
-assertions are row-level facts the generator wrote down independently of the
-pipeline: exactly which rows are quarantined and why, which files are rejected, and
-what each scenario subject's records must be decided.
+One module-scoped home, four runs on it:
+  A. `lethe run --dry-run`: ingest, decide, report — enforcement changes nothing. A copy
+     of this warehouse is what the ingestion and decision tests read.
+  B. `lethe erase` for one subject, then `lethe run`: enforce, erase, compact.
+  C. `lethe run` again at once: must change nothing.
+  D. the original extracts re-delivered (same files, and one re-exported with a new
+     hash), then `lethe run`: the erased subject must not come back.
+The warehouse is written with force_compression='uncompressed' so byte scans mean
+something. Assertions are row-level facts the generator wrote down independently.
 """
 
 import json
+import shutil
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -24,6 +33,7 @@ TABLES = [
     "raw_web.events", "raw_consent.events", "raw_requests.erasure_requests",
     "raw_requests.legal_holds", "ingest.quarantine", "ingest.ingest_log",
 ]
+ERASE_REQUEST = "TEST-ERASE-1"
 
 
 def _counts(con) -> dict[str, int]:
@@ -37,26 +47,58 @@ def _decisions(con) -> list[tuple]:
     ).fetchall()
 
 
+def _audit(con) -> list[tuple]:
+    return con.execute("SELECT table_name, action, reason, rows_affected FROM audit.audit_log ORDER BY seq").fetchall()
+
+
+def _state(path: Path) -> dict:
+    with duckdb.connect(str(path), read_only=True) as con:
+        return {"counts": _counts(con), "decisions": _decisions(con), "audit": _audit(con)}
+
+
 @pytest.fixture(scope="module")
 def lethe(tmp_path_factory, pseudonym_key):
     home = tmp_path_factory.mktemp("lethe")
+    gen = tmp_path_factory.mktemp("generated")  # outside LETHE_HOME: its ground truth names people
+    landing = gen / "landing"
     mp = pytest.MonkeyPatch()
     for var in ("LETHE_HOME", "LETHE_LANDING", "LETHE_WAREHOUSE", "DAGSTER_HOME"):
         mp.delenv(var, raising=False)
     mp.setenv("LETHE_HOME", str(home))
+    mp.setenv("LETHE_LANDING", str(landing))
+    mp.setenv("LETHE_DUCKDB_FORCE_COMPRESSION", "uncompressed")
     try:
-        landing = home / "landing"
         assert main(["generate", "--out", str(landing), "--contacts", "400", "--seed", "11",
                      "--as-of", AS_OF[:10]]) == 0
-        assert main(["run", "--as-of", AS_OF, "--quiet"]) == 0
-        with duckdb.connect(str(home / "warehouse.duckdb")) as con:
-            first = {"counts": _counts(con), "decisions": _decisions(con)}
-        second_exit = main(["run", "--as-of", AS_OF, "--quiet"])
+        truth = json.loads((gen / "ground_truth.json").read_text())
+        originals = gen / "originals"
+        shutil.copytree(landing, originals)
+        warehouse = home / "warehouse.duckdb"
+
+        assert main(["run", "--as-of", AS_OF, "--quiet", "--dry-run"]) == 0  # A
+        dry = gen / "dry_run.duckdb"
+        shutil.copy(warehouse, dry)
+
+        erased = next(e for e, labels in sorted(truth["scenarios"].items()) if "erasure_unverified" in labels)
+        assert main(["erase", "--email", erased, "--request-id", ERASE_REQUEST,
+                     "--verified-at", "2026-11-29T12:00:00Z"]) == 0
+        exit_b = main(["run", "--as-of", AS_OF, "--quiet"])  # B
+        state_b = _state(warehouse)
+        exit_c = main(["run", "--as-of", AS_OF, "--quiet"])  # C
+        state_c = _state(warehouse)
+
+        # D: re-delivery. Identical files are recognised by hash; a re-export with a new
+        # hash is parsed, and the erased subject's rows must be dropped on arrival.
+        redelivered = landing / "crm" / "contacts" / "redelivered"
+        redelivered.mkdir()
+        for path in (originals / "crm" / "contacts").glob("*.csv"):
+            shutil.copy(path, redelivered / path.name)
+            if "broken" not in path.name:
+                (redelivered / f"reexport_{path.name}").write_bytes(path.read_bytes() + b"\n")
+        exit_d = main(["run", "--as-of", AS_OF, "--quiet"])  # D
         yield {
-            "home": home,
-            "truth": json.loads((home / "ground_truth.json").read_text()),
-            "first": first,
-            "second_exit": second_exit,
+            "home": home, "gen": gen, "landing": landing, "truth": truth, "dry": dry,
+            "erased": erased, "exits": (exit_b, exit_c, exit_d), "b": state_b, "c": state_c,
             "key": pseudonym_key.encode(),
         }
     finally:
@@ -65,6 +107,14 @@ def lethe(tmp_path_factory, pseudonym_key):
 
 @pytest.fixture
 def con(lethe):
+    """The dry-run warehouse: everything ingested and decided, nothing enforced."""
+    c = duckdb.connect(str(lethe["dry"]), read_only=True)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def final(lethe):
     c = duckdb.connect(str(lethe["home"] / "warehouse.duckdb"), read_only=True)
     yield c
     c.close()
@@ -93,7 +143,7 @@ def test_rejected_files_and_per_file_counts_match_the_ground_truth(lethe, con):
 def test_raw_tables_hold_every_valid_row_and_staging_dedups(lethe, con):
     truth = lethe["truth"]
     total_records = sum(f["records"] for f in truth["files"].values())
-    raw_rows = sum(v for k, v in lethe["first"]["counts"].items() if k.startswith("raw_"))
+    raw_rows = sum(v for k, v in _counts(con).items() if k.startswith("raw_"))
     assert raw_rows + len(truth["quarantine"]) == total_records
     contacts_raw = con.execute("SELECT count(*), count(DISTINCT contact_id) FROM raw_crm.contacts").fetchall()[0]
     assert contacts_raw[0] > contacts_raw[1]  # the second extract repeats contacts
@@ -102,10 +152,28 @@ def test_raw_tables_hold_every_valid_row_and_staging_dedups(lethe, con):
     assert emails == 0
 
 
-def test_second_run_on_the_same_landing_changes_nothing(lethe, con):
-    assert lethe["second_exit"] == 0
-    assert _counts(con) == lethe["first"]["counts"]
-    assert _decisions(con) == lethe["first"]["decisions"]
+def test_enforcing_runs_succeed(lethe):
+    assert lethe["exits"] == (0, 0, 0)
+
+
+def test_second_run_right_after_changes_nothing(lethe):
+    b, c = lethe["b"], lethe["c"]
+    assert c["counts"] == b["counts"]
+    assert c["decisions"] == b["decisions"]
+    new_actions = [row for row in c["audit"][len(b["audit"]):] if row[1] in ("purge", "pseudonymise", "suppress")]
+    assert new_actions == []
+
+
+def test_dry_run_changed_nothing_but_enforcement_did(lethe, con):
+    dry_audit = con.execute("SELECT count(*) FROM audit.audit_log").fetchall()[0][0] if con.execute(
+        "SELECT 1 FROM information_schema.tables WHERE table_schema = 'audit'").fetchall() else 0
+    assert dry_audit == 0
+    purges = {r[0] for r in con.execute("SELECT DISTINCT source_table FROM retention.retention_decisions "
+                                         "WHERE action = 'purge'").fetchall()}
+    assert purges  # the dry run had work it did not do
+    after = lethe["b"]["counts"]
+    before = _counts(con)
+    assert after["raw_marketing.email_events"] < before["raw_marketing.email_events"]
 
 
 def _subjects(lethe, label: str, without: str | None = None) -> list[str]:
@@ -115,7 +183,7 @@ def _subjects(lethe, label: str, without: str | None = None) -> list[str]:
     return [hmac_token(e, lethe["key"]) for e in emails]
 
 
-def _decided(con, keys: list[str], table: str | None = None) -> set[tuple[str, str]]:
+def _decided(con, keys: list[str], table: str | None = None) -> set[tuple[str, str]]:  # on the dry run
     sql = "SELECT DISTINCT action, reason FROM retention.retention_decisions WHERE subject_key IN (SELECT unnest(?))"
     params: list = [keys]
     if table:
@@ -212,7 +280,7 @@ def test_marts_hold_no_direct_identifiers_and_only_kept_records(lethe, con):
 DBT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 
 
-def _dbt(args: list[str], warehouse: Path, tmp: Path):
+def _dbt(args: list[str], warehouse: Path, tmp: Path):  # noqa: D401
     from dbt.cli.main import dbtRunner
 
     mp = pytest.MonkeyPatch()
@@ -231,7 +299,7 @@ def warehouse_copy(lethe, tmp_path):
     import shutil
 
     copy = tmp_path / "copy.duckdb"
-    shutil.copy(lethe["home"] / "warehouse.duckdb", copy)
+    shutil.copy(lethe["dry"], copy)
     return copy
 
 
@@ -284,3 +352,143 @@ def test_mart_identifier_check_fails_on_a_planted_email_and_ip(lethe, warehouse_
     result = _dbt(["test", "--select", "test_name:no_direct_identifiers"], warehouse_copy, tmp_path)
     failed = {r.node.attached_node.split(".")[-1] for r in result.result.results if r.status == "fail"}
     assert failed == {"web_visits", "email_engagement"}
+
+
+# --- enforcement and erasure -------------------------------------------------------------
+
+def test_erased_subject_is_gone_everywhere_sql_statistics_and_bytes(lethe):
+    """`lethe verify --email`: SQL search of every table and view, storage statistics, and a
+    byte scan of the warehouse, WAL, landing zone, dbt artefacts, audit and DAGSTER_HOME."""
+    assert main(["verify", "--email", lethe["erased"]]) == 0
+
+
+def test_verify_fails_for_a_subject_still_present(lethe, final):
+    kept = final.execute("SELECT email FROM raw_crm.contacts WHERE _pseudonymised_at IS NULL LIMIT 1").fetchall()[0][0]
+    assert main(["verify", "--email", kept]) == 1
+
+
+def test_erasure_is_recorded_with_tokens_manifest_and_suppression(lethe, final):
+    key = hmac_token(lethe["erased"], lethe["key"])
+    log = final.execute("SELECT subject_key, completed_at, rows_purged, manifest_file FROM erasure.erasure_log "
+                        "WHERE request_id = ?", [ERASE_REQUEST]).fetchall()
+    assert len(log) == 1 and log[0][0] == key and log[0][1] is not None and log[0][2] > 0
+    manifest = json.loads(Path(log[0][3]).read_text())
+    assert manifest["subject_key"] == key and manifest["crm_contact_ids"]
+    assert lethe["erased"] not in Path(log[0][3]).read_text()
+    request = final.execute("SELECT email, _pseudonymised_at FROM raw_requests.erasure_requests "
+                            "WHERE request_id = ?", [ERASE_REQUEST]).fetchall()
+    assert request == [(key, request[0][1])] and request[0][1] is not None
+    suppressed = {r[0] for r in final.execute("SELECT identifier_type FROM erasure.suppression_list "
+                                              "WHERE subject_key = ?", [key]).fetchall()}
+    assert "email" in suppressed
+    outcome = final.execute("SELECT outcome FROM retention.erasure_request_outcomes WHERE request_id = ?",
+                            [ERASE_REQUEST]).fetchall()
+    assert outcome == [("completed",)]
+
+
+def test_redelivered_extract_does_not_bring_the_subject_back(lethe, final):
+    suppressed = final.execute(
+        "SELECT coalesce(sum(rows_suppressed), 0) FROM ingest.ingest_log WHERE source_file LIKE '%reexport_%'"
+    ).fetchall()[0][0]
+    assert suppressed > 0
+    skipped_same_content = final.execute(
+        "SELECT count(*) FROM ingest.ingest_log WHERE source_file LIKE 'crm/contacts/redelivered/contacts_%'"
+    ).fetchall()[0][0]
+    assert skipped_same_content == 0  # identical re-deliveries were recognised by hash
+
+
+def test_landing_files_no_longer_hold_the_subject(lethe):
+    from pipelines.verify import byte_scan
+
+    assert byte_scan([lethe["landing"]], [lethe["erased"]]) == []
+
+
+def test_pseudonymised_rows_carry_tokens_and_networks(final):
+    rows = final.execute(
+        "SELECT email, ip_address FROM raw_marketing.email_events WHERE _pseudonymised_at IS NOT NULL"
+    ).fetchall()
+    assert rows
+    assert all(len(e) == 64 and all(ch in "0123456789abcdef" for ch in e) for e, _ in rows)
+    assert all(ip is None or "/" in ip for _, ip in rows)
+
+
+def test_audit_log_is_intact_and_tampering_is_detected(lethe, tmp_path, capsys):
+    assert main(["audit", "verify"]) == 0
+    copy = tmp_path / "tampered.duckdb"
+    shutil.copy(lethe["home"] / "warehouse.duckdb", copy)
+    with duckdb.connect(str(copy)) as c:
+        c.execute("UPDATE audit.audit_log SET rows_affected = rows_affected + 1 "
+                  "WHERE seq = (SELECT min(seq) FROM audit.audit_log WHERE action = 'purge')")
+    assert main(["audit", "verify", "--warehouse", str(copy)]) == 1
+    assert "FAILED" in capsys.readouterr().out
+
+
+def test_no_personal_data_in_dagster_home_or_dbt_artefacts(lethe):
+    from pipelines.settings import DBT_PROJECT_DIR
+    from pipelines.verify import byte_scan
+
+    scenarios = sorted(lethe["truth"]["scenarios"])[:25]
+    roots = [lethe["home"] / "dagster_home", lethe["home"] / "logs", lethe["home"] / "audit",
+             DBT_PROJECT_DIR / "target", DBT_PROJECT_DIR / "logs"]
+    assert byte_scan(roots, scenarios) == []
+
+
+CRASH_SCRIPT = """
+import sys, duckdb
+from datetime import datetime, timezone
+from pipelines.enforce.apply import enforce_decisions
+from pipelines.sql_functions import install_sql_functions
+con = duckdb.connect(sys.argv[1])
+install_sql_functions(con)
+enforce_decisions(con, run_id="crash-test", policy_version="test", now=datetime(2026, 11, 30, tzinfo=timezone.utc))
+"""
+
+
+def _enforced_state(path: Path) -> dict:
+    with duckdb.connect(str(path), read_only=True) as c:
+        state = {t: sorted(r[0] for r in c.execute(f"SELECT _record_id FROM {t}").fetchall())
+                 for t in TABLES if t.startswith("raw_")}
+        state["pseudonymised"] = c.execute(
+            "SELECT count(*) FROM raw_marketing.email_events WHERE _pseudonymised_at IS NOT NULL").fetchall()[0][0]
+        state["audited"] = dict(((t, a), n) for t, a, n in c.execute(
+            "SELECT table_name, action, sum(rows_affected) FROM audit.audit_log GROUP BY ALL").fetchall())
+    return state
+
+
+def test_kill_9_mid_enforcement_then_rerun_converges(lethe, tmp_path):
+    """A real SIGKILL after one table committed: the re-run converges to the same state as an
+    uninterrupted run, and the audit log counts every row exactly once."""
+    from datetime import datetime, timezone
+
+    from pipelines.enforce.apply import enforce_decisions
+    from pipelines.sql_functions import install_sql_functions
+
+    crashed, clean = tmp_path / "crashed.duckdb", tmp_path / "clean.duckdb"
+    shutil.copy(lethe["dry"], crashed)
+    shutil.copy(lethe["dry"], clean)
+    signal = tmp_path / "paused"
+    env = {**__import__("os").environ, "LETHE_TEST_PAUSE_AFTER_TABLE": "raw_marketing.email_events",
+           "LETHE_TEST_PAUSE_SIGNAL": str(signal)}
+    proc = subprocess.Popen([sys.executable, "-c", CRASH_SCRIPT, str(crashed)], env=env)
+    try:
+        deadline = time.monotonic() + 120
+        while not signal.exists():
+            assert proc.poll() is None, "enforcement exited before the pause"
+            assert time.monotonic() < deadline, "enforcement never reached the pause"
+            time.sleep(0.1)
+        proc.kill()  # SIGKILL: no cleanup, no rollback handler
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == -9
+    with duckdb.connect(str(crashed), read_only=True) as c:  # some tables done, others not
+        done = c.execute("SELECT count(DISTINCT table_name) FROM audit.audit_log").fetchall()[0][0]
+    assert done >= 1
+
+    now = datetime(2026, 11, 30, tzinfo=timezone.utc)
+    for path in (crashed, clean):
+        with duckdb.connect(str(path)) as c:
+            install_sql_functions(c)
+            enforce_decisions(c, run_id="rerun", policy_version="test", now=now)
+    assert _enforced_state(crashed) == _enforced_state(clean)
