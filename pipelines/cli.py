@@ -108,8 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     passed, failed = check_outcomes(result)
     with duckdb.connect(str(paths.warehouse), read_only=True) as con:
         text = format_summary(
-            table_summaries(con, load_contracts()), quarantine_reasons(con), passed, failed,
-            decisions=decision_reasons(con),
+            table_summaries(con, load_contracts(), result.run_id), quarantine_reasons(con), passed, failed,
+            decisions=decision_reasons(con, result.run_id),
         )
     print(text)
     print(f"\nRun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.monotonic() - started:.1f}s")

@@ -36,9 +36,24 @@ def _relation_exists(con, schema: str, name: str) -> bool:
     return bool(rows)
 
 
-def table_summaries(con: duckdb.DuckDBPyConnection, contracts: list[SourceContract]) -> list[TableSummary]:
+def _purged_this_run(con, run_id: str | None) -> dict[str, int]:
+    """Rows enforcement deleted in this run, per table, from the audit log."""
+    if not run_id or not _relation_exists(con, "audit", "audit_log"):
+        return {}
+    return dict(con.execute(
+        "SELECT table_name, sum(rows_affected) FROM audit.audit_log "
+        "WHERE run_id = ? AND action = 'purge' AND NOT dry_run GROUP BY ALL", [run_id]
+    ).fetchall())
+
+
+def table_summaries(
+    con: duckdb.DuckDBPyConnection, contracts: list[SourceContract], run_id: str | None = None,
+) -> list[TableSummary]:
+    """Per raw table: ingestion counts, and kept / pseudonymised (current decisions) and
+    purged (by this run's enforcement, from the audit log; in a dry run, what it would purge)."""
     out = []
     decisions = _relation_exists(con, "retention", "retention_decisions")
+    purged_now = _purged_this_run(con, run_id)
     for c in contracts:
         files, read, loaded, quarantined = con.execute(
             f"""SELECT count(*), coalesce(sum(rows_read), 0), coalesce(sum(rows_loaded), 0),
@@ -56,7 +71,9 @@ def table_summaries(con: duckdb.DuckDBPyConnection, contracts: list[SourceContra
             ).fetchall())
             summary.kept = counts.get("keep", 0)
             summary.pseudonymised = counts.get("pseudonymise", 0)
-            summary.purged = counts.get("purge", 0)
+            # after enforcement the rebuilt decisions no longer see deleted rows; what was
+            # purged is in the audit log. Rows still decided purge (a dry run) count too.
+            summary.purged = purged_now.get(c.qualified_table, 0) + counts.get("purge", 0)
         out.append(summary)
     return out
 
@@ -69,13 +86,21 @@ def quarantine_reasons(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, i
     ).fetchall()
 
 
-def decision_reasons(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str, int]]:
-    if not _relation_exists(con, "retention", "retention_decisions"):
-        return []
-    return con.execute(
-        "SELECT source_table, action, reason, count(*) FROM retention.retention_decisions "
-        "GROUP BY ALL ORDER BY 1, 2, 3"
-    ).fetchall()
+def decision_reasons(con: duckdb.DuckDBPyConnection, run_id: str | None = None) -> list[tuple[str, str, str, int]]:
+    """table × action × reason: this run's purges (audit log) plus the current decisions."""
+    rows: dict[tuple[str, str, str], int] = {}
+    if run_id and _relation_exists(con, "audit", "audit_log"):
+        for table, reason, n in con.execute(
+            "SELECT table_name, reason, sum(rows_affected) FROM audit.audit_log "
+            "WHERE run_id = ? AND action = 'purge' AND NOT dry_run GROUP BY ALL", [run_id]
+        ).fetchall():
+            rows[(table, "purge", reason)] = rows.get((table, "purge", reason), 0) + n
+    if _relation_exists(con, "retention", "retention_decisions"):
+        for table, action, reason, n in con.execute(
+            "SELECT source_table, action, reason, count(*) FROM retention.retention_decisions GROUP BY ALL"
+        ).fetchall():
+            rows[(table, action, reason)] = rows.get((table, action, reason), 0) + n
+    return [(*key, n) for key, n in sorted(rows.items())]
 
 
 def _cell(value) -> str:
