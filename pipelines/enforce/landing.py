@@ -78,12 +78,27 @@ def rewrite_file(path: Path, contract: SourceContract, tokens: dict[str, set[str
     frame = read.records
     drop = suppressed_mask(frame, tokens, key)
     bad_rejects = [r for r in read.rejects if _line_is_suppressed(r.raw_record, tokens, key)]
+    if contract.landing_path == "requests/erasure" and drop is not None:
+        # the request file keeps the request (id, timestamps) with the subject's token
+        # in place of the email, like the request table does
+        import polars as pl
+
+        tokens_for = {v: hmac_token(v.strip().lower(), key) for v in frame.filter(drop)["email"].to_list() if v}
+        frame = frame.with_columns(
+            pl.when(drop).then(pl.col("email").replace_strict(tokens_for, default=None))
+            .otherwise(pl.col("email")).alias("email")
+        )
+        return _write(path, contract, frame, read.rejects, bad_rejects, int(drop.sum()) + len(bad_rejects))
     if drop is None and not bad_rejects:
         return 0, "unchanged"
 
     keep = frame if drop is None else frame.filter(~drop)
     removed = (frame.height - keep.height) + len(bad_rejects)
-    kept_rejects = [r for r in read.rejects if r not in bad_rejects]
+    return _write(path, contract, keep, read.rejects, bad_rejects, removed)
+
+
+def _write(path: Path, contract: SourceContract, keep, rejects, bad_rejects, removed: int) -> tuple[int, str]:
+    kept_rejects = [r for r in rejects if r not in bad_rejects]
     rows = keep.select(contract.column_names).rows()
     if contract.file_format == "csv":
         buf = io.StringIO(newline="")

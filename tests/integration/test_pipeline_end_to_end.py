@@ -401,6 +401,19 @@ def test_landing_files_no_longer_hold_the_subject(lethe):
     from pipelines.verify import byte_scan
 
     assert byte_scan([lethe["landing"]], [lethe["erased"]]) == []
+    request_file = lethe["landing"] / "requests" / "erasure" / f"lethe-erase-{ERASE_REQUEST}.csv"
+    rows = request_file.read_text().splitlines()
+    assert rows[1].startswith(ERASE_REQUEST + "," + hmac_token(lethe["erased"], lethe["key"]) + ",")
+
+
+def test_verify_fails_on_a_planted_row_of_an_erased_subject(lethe, tmp_path):
+    copy = tmp_path / "planted.duckdb"
+    shutil.copy(lethe["home"] / "warehouse.duckdb", copy)
+    with duckdb.connect(str(copy)) as c:
+        c.execute("INSERT INTO raw_web.events (event_id, cookie_id, email, occurred_at, page_url, _record_id) "
+                  "VALUES ('planted', 'ck-planted', ?, TIMESTAMP '2026-11-29', 'https://x.io/', 'planted:1')",
+                  [lethe["erased"]])
+    assert main(["verify", "--warehouse", str(copy)]) == 1
 
 
 def test_pseudonymised_rows_carry_tokens_and_networks(final):
