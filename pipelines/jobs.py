@@ -4,6 +4,8 @@ import hashlib
 
 from dagster import (
     AssetKey,
+    DefaultScheduleStatus,
+    DefaultSensorStatus,
     AssetSelection,
     RunRequest,
     ScheduleEvaluationContext,
@@ -52,19 +54,21 @@ def _clock_config(context: ScheduleEvaluationContext) -> dict:
     return {"resources": {"clock": {"config": {"as_of": as_of}}}}
 
 
-@schedule(job=run_pipeline_job, cron_schedule="0 2 * * *", execution_timezone="UTC")
+@schedule(job=run_pipeline_job, cron_schedule="0 2 * * *", execution_timezone="UTC",
+          default_status=DefaultScheduleStatus.RUNNING)
 def run_pipeline_schedule(context: ScheduleEvaluationContext):
     """Daily at 02:00 UTC, with the run's clock pinned to the scheduled time."""
     return RunRequest(run_config=_clock_config(context))
 
 
-@schedule(job=enforce_retention_job, cron_schedule="0 3 * * *", execution_timezone="UTC")
+@schedule(job=enforce_retention_job, cron_schedule="0 3 * * *", execution_timezone="UTC",
+          default_status=DefaultScheduleStatus.RUNNING)
 def enforce_retention_schedule(context: ScheduleEvaluationContext):
     """Daily at 03:00 UTC: records expire with time even when no new data arrives."""
     return RunRequest(run_config=_clock_config(context))
 
 
-@sensor(job=erase_subjects_job, minimum_interval_seconds=60)
+@sensor(job=erase_subjects_job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING)
 def erasure_requests_sensor(context: SensorEvaluationContext):
     """Starts erase_subjects_job when the erasure-request landing folder changes
     (a new request file, or `lethe erase`). Looks at names, sizes and times only."""

@@ -74,3 +74,31 @@ def test_jobs_schedules_and_checks_are_declared():
     checks = {k.name for k in defs.resolve_asset_graph().asset_check_keys}
     assert "rows_reconcile_per_file" in checks
     assert any(name.startswith("no_direct_identifiers") for name in checks)
+
+
+def test_enforcement_and_erasure_jobs_are_scheduled_and_sensed():
+    from pipelines.definitions import defs
+
+    enforce = defs.resolve_job_def("enforce_retention_job")
+    erase = defs.resolve_job_def("erase_subjects_job")
+    assert enforce is not None and erase is not None
+    assert defs.resolve_schedule_def("enforce_retention_schedule").cron_schedule == "0 3 * * *"
+    assert defs.resolve_sensor_def("erasure_requests_sensor").job_name == "erase_subjects_job"
+
+
+def test_erasure_sensor_starts_the_job_only_when_the_request_folder_changes(tmp_path, monkeypatch):
+    from dagster import RunRequest, SkipReason, build_sensor_context
+
+    from pipelines.jobs import erasure_requests_sensor
+
+    monkeypatch.setenv("LETHE_LANDING", str(tmp_path / "landing"))
+    folder = tmp_path / "landing" / "requests" / "erasure"
+    assert isinstance(erasure_requests_sensor(build_sensor_context()), SkipReason)  # no folder yet
+    folder.mkdir(parents=True)
+    (folder / "r1.csv").write_text("request_id,email,received_at,verified_at,channel\n")
+    first = build_sensor_context()
+    request = erasure_requests_sensor(first)
+    assert isinstance(request, RunRequest)
+    assert isinstance(erasure_requests_sensor(build_sensor_context(cursor=first.cursor)), SkipReason)
+    (folder / "r2.csv").write_text("request_id,email,received_at,verified_at,channel\n")
+    assert isinstance(erasure_requests_sensor(build_sensor_context(cursor=first.cursor)), RunRequest)
