@@ -61,3 +61,7 @@ class LethePaths:
     def ensure_dirs(self) -> None:
         for path in (self.home, self.landing, self.warehouse.parent, self.dagster_home):
             path.mkdir(parents=True, exist_ok=True)
+        instance_config = self.dagster_home / "dagster.yaml"
+        if not instance_config.exists():
+            # an explicit (local, SQLite) instance, and no usage statistics sent anywhere
+            instance_config.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
