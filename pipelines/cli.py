@@ -126,11 +126,10 @@ def cmd_erase(args: argparse.Namespace) -> int:
     import csv
     import io
     import os
+    import re
     import uuid
 
     from pipelines.ingest.validate import EMAIL_PATTERN
-
-    import re
 
     paths = LethePaths.resolve(landing=args.landing)
     email = args.email.strip().lower()
