@@ -21,3 +21,13 @@ def pseudonym_key():
         os.environ.pop("LETHE_PSEUDONYM_KEY", None)
     else:
         os.environ["LETHE_PSEUDONYM_KEY"] = previous
+
+
+@pytest.fixture(autouse=True)
+def restore_environment():
+    """`lethe run` exports its resolved paths (LETHE_*, DAGSTER_HOME) for dbt and Dagster
+    child processes; give every test back the environment it started with."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
