@@ -118,6 +118,38 @@ def _write(path: Path, contract: SourceContract, keep, rejects, bad_rejects, rem
     return removed, "rewritten"
 
 
+def vendor_files(landing_dir: Path) -> list[Path]:
+    """Vendor exports (landing/vendors/<vendor>/<object>/…), which are not in canonical form."""
+    folder = landing_dir / "vendors"
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _remove_vendor_files_naming(con, landing_dir: Path, tokens: dict[str, set[str]], key: bytes) -> int:
+    """A vendor export that names an erased subject is deleted whole once ingested: its
+    rows are in the warehouse, and re-serialising every vendor format just to drop one
+    person is not worth the risk of mangling the rest. Not-yet-ingested files wait (the
+    suppression list drops the person when they are loaded)."""
+    deleted = 0
+    for path in vendor_files(landing_dir):
+        data = path.read_bytes()
+        digest = file_sha256(data)
+        ingested = con.execute(
+            f"SELECT 1 FROM {INGEST_LOG_TABLE} WHERE file_hash = ? OR current_file_hash = ?", [digest, digest]
+        ).fetchall()
+        if ingested and _line_is_suppressed(data.decode("utf-8", errors="replace"), tokens, key):
+            path.unlink()
+            con.execute(
+                f"UPDATE {INGEST_LOG_TABLE} SET landing_removed_at = now()::TIMESTAMP "
+                f"WHERE file_hash = ? OR current_file_hash = ?", [digest, digest])
+            deleted += 1
+    return deleted
+
+
 def remove_suppressed_subjects(
     con: duckdb.DuckDBPyConnection, landing_dir: Path, contracts: list[SourceContract] | None = None,
 ) -> LandingOutcome:
@@ -148,6 +180,7 @@ def remove_suppressed_subjects(
                     f"WHERE (file_hash = ? OR current_file_hash = ?) AND source_table = ?",
                     [new_hash, old_hash, old_hash, contract.qualified_table],
                 )
+    outcome.files_deleted_suppressed += _remove_vendor_files_naming(con, landing_dir, tokens, key)
     return outcome
 
 
@@ -164,14 +197,14 @@ def remove_files_past_window(
         ).fetchall() for h in row if h
     }
     deleted = 0
-    for contract in contracts or load_contracts():
-        for path in landing_files(landing_dir, contract):
-            digest = file_sha256(path.read_bytes())
-            if digest in old:
-                path.unlink()
-                con.execute(
-                    f"UPDATE {INGEST_LOG_TABLE} SET landing_removed_at = ? WHERE file_hash = ? OR current_file_hash = ?",
-                    [now.replace(tzinfo=None), digest, digest],
-                )
-                deleted += 1
+    paths = [p for c in (contracts or load_contracts()) for p in landing_files(landing_dir, c)]
+    for path in paths + vendor_files(landing_dir):
+        digest = file_sha256(path.read_bytes())
+        if digest in old:
+            path.unlink()
+            con.execute(
+                f"UPDATE {INGEST_LOG_TABLE} SET landing_removed_at = ? WHERE file_hash = ? OR current_file_hash = ?",
+                [now.replace(tzinfo=None), digest, digest],
+            )
+            deleted += 1
     return deleted

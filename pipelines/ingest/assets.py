@@ -61,14 +61,15 @@ def landing_spec(contract: SourceContract) -> AssetSpec:
 RECONCILED_CHECK = "rows_reconcile_per_file"
 
 
-def build_ingestion_asset(contract: SourceContract):
+def build_ingestion_asset(contract: SourceContract, extra_deps: list[AssetKey] | None = None):
+    """``extra_deps``: vendor assets writing into the same raw table, so they run first."""
     key = AssetKey(contract.asset_key_path)
 
     @multi_asset(
         name=f"ingest_{contract.system}_{contract.entity}",
         specs=[AssetSpec(
             key=key,
-            deps=[landing_key(contract)],
+            deps=[landing_key(contract), *(extra_deps or [])],
             description=(
                 f"Raw {contract.entity} from {contract.system}, validated against "
                 f"{contract.path.name}; bad rows go to ingest.quarantine with a reason. "
@@ -115,5 +116,9 @@ def build_ingestion_asset(contract: SourceContract):
 
 
 def ingestion_definitions() -> tuple[list[AssetSpec], list]:
+    from pipelines.vendors.assets import vendor_assets, vendor_deps_by_table
+
     contracts = load_contracts()
-    return [landing_spec(c) for c in contracts], [build_ingestion_asset(c) for c in contracts]
+    vendor_deps = vendor_deps_by_table()
+    canonical = [build_ingestion_asset(c, vendor_deps.get(c.qualified_table)) for c in contracts]
+    return [landing_spec(c) for c in contracts], canonical + vendor_assets()

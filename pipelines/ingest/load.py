@@ -20,7 +20,7 @@ import polars as pl
 from pipelines.contracts import SourceContract
 from pipelines.enforce.suppression import suppressed_mask, suppression_tokens
 from pipelines.pseudonym import load_key
-from pipelines.ingest.read import LINE_COLUMN, FileRejected, ReadResult, read_file
+from pipelines.ingest.read import LINE_COLUMN, RECORD_KEY_COLUMN, FileRejected, ReadResult, read_file
 from pipelines.ingest.tables import (
     INGEST_LOG_DDL,
     INGEST_LOG_TABLE,
@@ -117,7 +117,11 @@ def ensure_ingest_tables(con: duckdb.DuckDBPyConnection, contracts: list[SourceC
 
 def landing_files(landing_dir: Path, contract: SourceContract) -> list[Path]:
     """Every regular, non-hidden file under ``landing/<system>/<entity>/``, in name order."""
-    folder = landing_dir / contract.landing_path
+    return files_in(landing_dir / contract.landing_path)
+
+
+def files_in(folder: Path) -> list[Path]:
+    """Every regular, non-hidden file under ``folder`` (recursively), in name order."""
     if not folder.is_dir():
         return []
     return sorted(
@@ -130,7 +134,7 @@ def file_sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _already_ingested(con, file_hash: str, table: str) -> bool:
+def already_ingested(con, file_hash: str, table: str) -> bool:
     # fetchall, not fetchone: DuckDB 2 refuses new work on a connection whose last
     # result was not read to the end.
     # a file counts as seen under its original hash or, once enforcement rewrote it
@@ -141,6 +145,18 @@ def _already_ingested(con, file_hash: str, table: str) -> bool:
         [file_hash, file_hash, table],
     ).fetchall()
     return bool(rows)
+
+
+def _record_suffix(frame: pl.DataFrame) -> pl.Expr:
+    """What follows the file-hash prefix in ``_record_id`` / ``quarantine_id``.
+
+    The physical line number, unless the reader derived several records from one line
+    (vendor adapters do): then its ``RECORD_KEY_COLUMN`` keeps the ids unique.
+    """
+    line = pl.col(LINE_COLUMN).cast(pl.Utf8)
+    if RECORD_KEY_COLUMN in frame.columns:
+        return pl.coalesce(pl.col(RECORD_KEY_COLUMN), line)
+    return line
 
 
 def _quarantine_frame(
@@ -160,6 +176,7 @@ def _quarantine_frame(
     if quarantined.height:
         parts.append(quarantined.select(
             pl.col(LINE_COLUMN).alias("line_number"),
+            _record_suffix(quarantined).alias("_suffix"),
             pl.col(FAILED_COLUMN).alias("column_name"),
             pl.col(REASON_COLUMN).alias("reason"),
             pl.col(VIOLATIONS_COLUMN).alias("violations"),
@@ -170,6 +187,7 @@ def _quarantine_frame(
     if read.rejects:
         parts.append(pl.DataFrame({
             "line_number": [r.line_number for r in read.rejects],
+            "_suffix": [str(r.line_number) for r in read.rejects],
             "column_name": [None] * len(read.rejects),
             "reason": [r.reason for r in read.rejects],
             "violations": [r.reason for r in read.rejects],
@@ -177,21 +195,20 @@ def _quarantine_frame(
             "email": [None] * len(read.rejects),
             "cookie_id": [None] * len(read.rejects),
         }, schema={
-            "line_number": pl.Int64, "column_name": pl.Utf8, "reason": pl.Utf8,
+            "line_number": pl.Int64, "_suffix": pl.Utf8, "column_name": pl.Utf8, "reason": pl.Utf8,
             "violations": pl.Utf8, "raw_record": pl.Utf8, "email": pl.Utf8, "cookie_id": pl.Utf8,
         }))
     if not parts:
         return pl.DataFrame()
     frame = pl.concat(parts, how="vertical")
     return frame.with_columns(
-        (pl.lit(file_hash[:RECORD_ID_HASH_CHARS] + ":") + pl.col("line_number").cast(pl.Utf8))
-        .alias("quarantine_id"),
+        (pl.lit(file_hash[:RECORD_ID_HASH_CHARS] + ":") + pl.col("_suffix")).alias("quarantine_id"),
         pl.lit(contract.qualified_table).alias("source_table"),
         pl.lit(source_file).alias("source_file"),
         pl.lit(file_hash).alias("file_hash"),
         pl.lit(now).cast(pl.Datetime("us")).alias("quarantined_at"),
         pl.lit(run_id).alias("run_id"),
-    )
+    ).drop("_suffix")
 
 
 @dataclass
@@ -216,22 +233,47 @@ def ingest_file(
     data = path.read_bytes()
     file_hash = file_sha256(data)
     source_file = path.relative_to(landing_dir).as_posix()
-    table = contract.qualified_table
-    if _already_ingested(con, file_hash, table):
+    if already_ingested(con, file_hash, contract.qualified_table):
         return FileOutcome(source_file, file_hash, "skipped")
-
-    log_row = {
-        "file_hash": file_hash, "source_file": source_file, "source_table": table,
-        "contract_id": contract.contract_id, "contract_version": contract.version,
-        "file_bytes": len(data), "ingested_at": now, "run_id": run_id,
-    }
     try:
         read = read_file(data, contract.file_format, contract.column_names)
     except FileRejected as rejected:
-        outcome = FileOutcome(source_file, file_hash, "rejected", rejection_reason=rejected.reason)
-        _insert_log(con, log_row, outcome)
-        return outcome
+        return reject_file(con, contract, rejected, source_file, file_hash, len(data), run_id, now)
+    return load_records(con, contract, read, source_file, file_hash, len(data), run_id, now, suppression)
 
+
+def _log_row(contract: SourceContract, source_file: str, file_hash: str, file_bytes: int,
+             run_id: str, now: datetime) -> dict:
+    return {
+        "file_hash": file_hash, "source_file": source_file, "source_table": contract.qualified_table,
+        "contract_id": contract.contract_id, "contract_version": contract.version,
+        "file_bytes": file_bytes, "ingested_at": now, "run_id": run_id,
+    }
+
+
+def reject_file(
+    con: duckdb.DuckDBPyConnection, contract: SourceContract, rejected: FileRejected,
+    source_file: str, file_hash: str, file_bytes: int, run_id: str, now: datetime,
+) -> FileOutcome:
+    """Log a whole file as unusable for ``contract``'s table (reason only, no data)."""
+    outcome = FileOutcome(source_file, file_hash, "rejected", rejection_reason=rejected.reason)
+    _insert_log(con, _log_row(contract, source_file, file_hash, file_bytes, run_id, now), outcome)
+    return outcome
+
+
+def load_records(
+    con: duckdb.DuckDBPyConnection, contract: SourceContract, read: ReadResult,
+    source_file: str, file_hash: str, file_bytes: int, run_id: str, now: datetime,
+    suppression: Suppression | None = None,
+) -> FileOutcome:
+    """Validate records already in canonical string form and load them in one transaction.
+
+    Shared by the contract readers and the vendor adapters, so every row — whatever
+    file format it came in — meets the same rules, quarantine, suppression and log.
+    The caller checks ``already_ingested`` first.
+    """
+    table = contract.qualified_table
+    log_row = _log_row(contract, source_file, file_hash, file_bytes, run_id, now)
     checked = validate(contract, read.records)
     quarantine = _quarantine_frame(contract, read, checked.quarantined, source_file, file_hash, now, run_id)
     # Erased subjects stay erased: rows naming a suppressed email or cookie are dropped
@@ -248,13 +290,15 @@ def ingest_file(
                 suppressed += int(q_mask.sum())
                 quarantine = quarantine.filter(~q_mask)
     valid = checked.valid.with_columns(
-        (pl.lit(file_hash[:RECORD_ID_HASH_CHARS] + ":") + pl.col(LINE_COLUMN).cast(pl.Utf8))
+        (pl.lit(file_hash[:RECORD_ID_HASH_CHARS] + ":") + _record_suffix(checked.valid))
         .alias("_record_id"),
         pl.lit(source_file).alias("_source_file"),
         pl.lit(file_hash).alias("_file_hash"),
         pl.lit(now).cast(pl.Datetime("us")).alias("_ingested_at"),
         pl.lit(run_id).alias("_run_id"),
     )  # LINE_COLUMN is already the raw table's _line_number
+    if RECORD_KEY_COLUMN in valid.columns:
+        valid = valid.drop(RECORD_KEY_COLUMN)
 
     outcome = FileOutcome(
         source_file, file_hash, "loaded",

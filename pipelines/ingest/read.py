@@ -18,6 +18,9 @@ import polars as pl
 
 LINE_COLUMN = "_line_number"
 WRONG_TYPE_COLUMN = "_wrong_types"  # ";col;col;" for JSON values of the wrong type
+# Optional columns set by vendor adapters (pipelines.vendors), which derive records:
+RECORD_KEY_COLUMN = "_record_key"  # unique per record when one line yields several records
+FLAG_COLUMN = "_flag"  # "column:reason" when the adapter already knows the row is unusable
 
 
 class FileRejected(Exception):

@@ -15,6 +15,10 @@ Then for the row:
                             occurrence loads, later ones are quarantined. Repeats across
                             files are legitimate re-deliveries and are left to staging.
 
+A vendor adapter may flag a row it knows is unusable (``FLAG_COLUMN`` = "column:reason",
+e.g. ``contact_id:mangled_id`` for an id Excel turned into 3.00024E+10): the flag comes
+first, because the adapter saw damage no contract rule can.
+
 Normalisation of good rows: strings trimmed, emails lower-cased, enum values
 lower-cased, timestamps converted to UTC (naive input means UTC) and stored without
 a zone. Nothing is dropped: every input record is either in ``valid`` or in
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from pipelines.contracts import Column, SourceContract
-from pipelines.ingest.read import LINE_COLUMN, WRONG_TYPE_COLUMN
+from pipelines.ingest.read import FLAG_COLUMN, LINE_COLUMN, RECORD_KEY_COLUMN, WRONG_TYPE_COLUMN
 
 EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
 IDENTIFIER_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -58,6 +62,7 @@ REASONS = (
     "invalid_identifier", "invalid_value", "too_long", "missing_subject", "duplicate_key",
     "malformed_row", "malformed_json",
     "invalid_date", "invalid_integer", "invalid_number", "invalid_boolean",
+    "mangled_id",
 )
 
 REASON_COLUMN = "_reason"
@@ -194,6 +199,19 @@ def validate(contract: SourceContract, records: pl.DataFrame) -> Validated:
         violations.cast(pl.Utf8).alias(VIOLATIONS_COLUMN),
     )
 
+    if FLAG_COLUMN in records.columns:
+        flag = pl.col(FLAG_COLUMN)
+        flagged = flag.is_not_null()
+        checked = checked.with_columns(
+            pl.when(flagged).then(flag.str.extract(r":([^:]*)$")).otherwise(pl.col(REASON_COLUMN))
+            .alias(REASON_COLUMN),
+            pl.when(flagged).then(flag.str.extract(r"^([^:]*):")).otherwise(pl.col(FAILED_COLUMN))
+            .alias(FAILED_COLUMN),
+            pl.when(flagged).then(pl.concat_str([flag, pl.col(VIOLATIONS_COLUMN)], separator=";")
+                                  .str.strip_chars_end(";"))
+            .otherwise(pl.col(VIOLATIONS_COLUMN)).alias(VIOLATIONS_COLUMN),
+        )
+
     if contract.require_one_of:
         no_subject = pl.all_horizontal([_text(c).is_null() for c in contract.require_one_of])
         checked = checked.with_columns(
@@ -223,9 +241,10 @@ def validate(contract: SourceContract, records: pl.DataFrame) -> Validated:
         .alias(VIOLATIONS_COLUMN)
     )
 
+    keys = [RECORD_KEY_COLUMN] if RECORD_KEY_COLUMN in records.columns else []
     ok = checked.filter(pl.col(REASON_COLUMN).is_null())
-    valid = ok.select([_normalised(c) for c in contract.columns] + [pl.col(LINE_COLUMN)])
+    valid = ok.select([_normalised(c) for c in contract.columns] + [pl.col(LINE_COLUMN), *keys])
     quarantined = checked.filter(pl.col(REASON_COLUMN).is_not_null()).select(
-        contract.column_names + [LINE_COLUMN, REASON_COLUMN, FAILED_COLUMN, VIOLATIONS_COLUMN]
+        contract.column_names + [LINE_COLUMN, *keys, REASON_COLUMN, FAILED_COLUMN, VIOLATIONS_COLUMN]
     )
     return Validated(valid=valid, quarantined=quarantined)

@@ -1,0 +1,1 @@
+"""Adapters that turn real vendor exports into Lethe's canonical raw tables."""

@@ -1,0 +1,160 @@
+"""A small declarative model for vendor exports: files in, canonical records out.
+
+An adapter only *converts*: it maps a vendor's layout onto the canonical contract
+columns as text (plus derived consent events). Validation, quarantine, suppression of
+erased subjects and the ingest log stay in ``pipelines.ingest.load`` so a vendor row
+meets exactly the rules a canonical row does. Adapters never guess: an unknown layout
+rejects the file, and a value they cannot trust is passed on (or flagged) so that
+validation quarantines it with a reason instead of loading something wrong.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cache
+from typing import Callable
+from zoneinfo import ZoneInfo
+
+import polars as pl
+
+from pipelines.contracts import SourceContract, load_contracts
+from pipelines.ingest.read import (
+    FLAG_COLUMN,
+    LINE_COLUMN,
+    RECORD_KEY_COLUMN,
+    FileRejected,
+    ReadResult,
+    StructuralReject,
+    decode,
+)
+from pipelines.vendors.config import VendorConfig
+
+Converter = Callable[[bytes, str, VendorConfig], dict[str, ReadResult]]
+
+# Excel turns long numeric ids into 3.00024E+10: the digits are gone for good.
+MANGLED_ID = re.compile(r"^\s*[+-]?\d+(\.\d+)?[eE][+-]?\d+\s*$")
+
+
+@dataclass(frozen=True)
+class VendorAdapter:
+    name: str            # asset name, e.g. "hubspot_contacts"
+    vendor: str          # key in vendors.yaml
+    landing_path: str    # under the landing dir, e.g. "vendors/hubspot/contacts"
+    targets: tuple[str, ...]  # canonical tables it feeds, e.g. ("raw_crm.contacts", ...)
+    convert: Converter
+    description: str = ""
+
+
+@cache
+def contract_for(table: str) -> SourceContract:
+    return next(c for c in load_contracts() if c.qualified_table == table)
+
+
+@dataclass
+class VendorRows:
+    """Data rows of a vendor CSV, keyed by case-folded header, with their line numbers."""
+
+    rows: list[tuple[int, dict[str, str]]]
+    header: list[str]  # as delivered (stripped), for prefix columns like "Opted out of email: X"
+    rejects: list[StructuralReject]
+
+
+def read_vendor_csv(data: bytes, expected: list[str], what: str) -> VendorRows:
+    """Parse a CSV whose header must contain ``expected`` (case-insensitive, BOM tolerated).
+
+    Quoted cells may hold commas and newlines; a row of the wrong width is a structural
+    reject. The error for an unknown layout names the expected columns, never a value.
+    """
+    reader = csv.reader(io.StringIO(decode(data), newline=""), strict=False)
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        header = []
+    except csv.Error:
+        raise FileRejected("unparseable_csv", "CSV parser stopped in the header") from None
+    keys = [h.casefold() for h in header]
+    missing = [c for c in expected if c.casefold() not in keys]
+    if missing or len(set(keys)) != len(keys):
+        raise FileRejected(
+            "unknown_layout",
+            f"not a {what}: expected columns {expected}; missing {missing}, "
+            f"duplicated {len(keys) - len(set(keys))}",
+        )
+    rows, rejects = [], []
+    next_start = reader.line_num + 1
+    try:
+        for row in reader:
+            start, next_start = next_start, reader.line_num + 1
+            if not row:
+                continue
+            if len(row) != len(keys):
+                buf = io.StringIO()
+                csv.writer(buf, lineterminator="").writerow(row)
+                rejects.append(StructuralReject(start, "malformed_row", buf.getvalue()))
+                continue
+            rows.append((start, dict(zip(keys, row))))
+    except csv.Error as exc:
+        raise FileRejected("unparseable_csv", f"CSV parser stopped near line {next_start}: {exc}") from None
+    return VendorRows(rows, header, rejects)
+
+
+def blank(value: str | None) -> str | None:
+    value = (value or "").strip()
+    return value or None
+
+
+def to_utc(value: str | None, zone: ZoneInfo, formats: tuple[str, ...]) -> tuple[str | None, datetime | None]:
+    """Naive vendor time in ``zone`` → (ISO UTC text, aware datetime).
+
+    Unparseable text is returned unchanged (with no datetime) so that validation
+    quarantines it as ``invalid_timestamp`` rather than the adapter dropping it.
+    """
+    text = blank(value)
+    if text is None:
+        return None, None
+    for fmt in formats:
+        try:
+            local = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        at = local.replace(tzinfo=zone).astimezone(timezone.utc)
+        return at.strftime("%Y-%m-%dT%H:%M:%SZ"), at
+    return text, None
+
+
+def is_true(value: str | None) -> bool:
+    return (value or "").strip().casefold() in ("true", "yes", "1")
+
+
+def records_frame(table: str, records: list[dict], rejects: list[StructuralReject] | None = None) -> ReadResult:
+    """Records (dicts of contract column → text, plus line/key/flag) → a loadable ReadResult."""
+    names = contract_for(table).column_names
+    frame = pl.DataFrame(
+        {n: pl.Series(n, [r.get(n) for r in records], dtype=pl.Utf8) for n in names}
+        | {
+            LINE_COLUMN: pl.Series(LINE_COLUMN, [r[LINE_COLUMN] for r in records], dtype=pl.Int64),
+            RECORD_KEY_COLUMN: pl.Series(RECORD_KEY_COLUMN, [r.get(RECORD_KEY_COLUMN) for r in records], dtype=pl.Utf8),
+            FLAG_COLUMN: pl.Series(FLAG_COLUMN, [r.get(FLAG_COLUMN) for r in records], dtype=pl.Utf8),
+        }
+    )
+    return ReadResult(frame, list(rejects or []))
+
+
+def consent_event(
+    source: str, subject_id: str, line: int, purpose: str, action: str, occurred_at: str | None,
+    email: str | None, entry_point: str, evidence: str, notice_version: str | None = None,
+    captured_ip: str | None = None, id_flag: bool = False,
+) -> dict:
+    """One derived raw_consent.events record; its id is deterministic so re-exports agree."""
+    return {
+        "consent_event_id": f"{source}:{subject_id}:{purpose}:{action}",
+        "email": email, "purpose": purpose, "action": action, "occurred_at": occurred_at,
+        "source_system": source, "entry_point": entry_point, "evidence": evidence,
+        "notice_version": notice_version, "captured_ip": captured_ip,
+        LINE_COLUMN: line, RECORD_KEY_COLUMN: f"{line}:{purpose}:{action}",
+        FLAG_COLUMN: "consent_event_id:mangled_id" if id_flag else None,
+    }
