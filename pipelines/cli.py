@@ -79,7 +79,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     import duckdb
 
     from pipelines.contracts import load_contracts
-    from pipelines.summary import decision_reasons, format_summary, quarantine_reasons, table_summaries
+    from pipelines.summary import (
+        consent_quality,
+        decision_reasons,
+        format_summary,
+        quarantine_reasons,
+        table_summaries,
+    )
 
     paths = LethePaths.resolve(landing=args.landing, warehouse=args.warehouse, dagster_home=args.dagster_home)
     as_of = _as_of_text(args.as_of)
@@ -110,6 +116,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         text = format_summary(
             table_summaries(con, load_contracts(), result.run_id), quarantine_reasons(con), passed, failed,
             decisions=decision_reasons(con, result.run_id),
+            consent=consent_quality(con),
         )
     print(text)
     print(f"\nRun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.monotonic() - started:.1f}s")

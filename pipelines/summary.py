@@ -103,6 +103,30 @@ def decision_reasons(con: duckdb.DuckDBPyConnection, run_id: str | None = None) 
     return [(*key, n) for key, n in sorted(rows.items())]
 
 
+def consent_quality(con: duckdb.DuckDBPyConnection) -> tuple[list[tuple[str, int, str]], int]:
+    """(source system, undocumented grants, what is missing) rows and the number of
+    cross-system conflicts — for the summary line on consent evidence."""
+    rows: list[tuple[str, int, str]] = []
+    if _relation_exists(con, "consent", "undocumented_consents"):
+        for source, n, miss_entry, miss_notice, miss_evidence in con.execute(
+            """SELECT source_system, sum(undocumented_grants),
+                      sum(undocumented_grants) FILTER (WHERE missing_entry_point),
+                      sum(undocumented_grants) FILTER (WHERE missing_notice_version),
+                      sum(undocumented_grants) FILTER (WHERE missing_evidence)
+               FROM consent.undocumented_consents GROUP BY 1 ORDER BY 1"""
+        ).fetchall():
+            missing = ", ".join(
+                f"{label} {count:,}" for label, count in
+                (("no entry point", miss_entry), ("no notice version", miss_notice), ("no evidence", miss_evidence))
+                if count
+            )
+            rows.append((source, int(n), missing))
+    conflicts = 0
+    if _relation_exists(con, "consent", "consent_source_conflicts"):
+        conflicts = con.execute("SELECT count(*) FROM consent.consent_source_conflicts").fetchall()[0][0]
+    return rows, conflicts
+
+
 def _cell(value) -> str:
     return "-" if value is None else f"{value:,}"
 
@@ -128,6 +152,7 @@ def format_summary(
     tables: list[TableSummary], reasons: list[tuple[str, str, int]],
     checks_passed: int, checks_failed: list[str],
     decisions: list[tuple[str, str, str, int]] | None = None,
+    consent: tuple[list[tuple[str, int, str]], int] | None = None,
 ) -> str:
     header = ("table", "files", "read", "ingested", "quarantined", "kept", "pseudonymised", "purged")
     rows = [header] + [
@@ -147,6 +172,12 @@ def format_summary(
         lines += ["", "Quarantined rows by reason:"] + _grouped(reasons)
     if decisions:
         lines += ["", "Decisions by action/reason:"] + _grouped(decisions)
+    if consent is not None:
+        undocumented, conflicts = consent
+        total = sum(n for _, n, _ in undocumented)
+        lines += ["", f"Undocumented consents (do not count): {total:,}"]
+        lines += [f"  {source:<30} {n:>8,}  ({missing})" for source, n, missing in undocumented]
+        lines += [f"Subjects/purposes where systems disagree (latest documented event decides): {conflicts:,}"]
     lines += ["", f"Checks: {checks_passed} passed, {len(checks_failed)} failed"]
     lines += [f"  FAILED: {name}" for name in checks_failed]
     return "\n".join(lines)
