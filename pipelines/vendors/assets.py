@@ -12,7 +12,7 @@ from dagster import AssetExecutionContext, AssetKey, MaterializeResult, Metadata
 
 from pipelines.resources import LandingZoneResource, WarehouseResource
 from pipelines.vendors.base import VendorAdapter
-from pipelines.vendors.ingest import ADAPTERS, ingest_vendor
+from pipelines.vendors.ingest import ADAPTERS, RUN_AFTER, ingest_vendor
 
 INGEST_GROUP = "ingest"
 
@@ -33,8 +33,9 @@ def vendor_deps_by_table() -> dict[str, list[AssetKey]]:
 def build_vendor_asset(adapter: VendorAdapter):
     @asset(
         key=vendor_key(adapter),
+        deps=[AssetKey(["vendors", name]) for name in RUN_AFTER.get(adapter.name, ())],
         group_name=INGEST_GROUP,
-        kinds={"csv", "duckdb"},
+        kinds={"duckdb"},
         description=f"{adapter.description} Files under landing/{adapter.landing_path}/.",
         metadata={"landing_path": f"landing/{adapter.landing_path}/",
                   "tables": ", ".join(adapter.targets)},

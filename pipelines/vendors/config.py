@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+import os
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -56,7 +57,14 @@ class VendorConfig:
         return self.sources.get(name, SourceConfig())
 
 
+CONFIG_ENV = "LETHE_VENDORS_CONFIG"
+
+
 def default_config_path() -> Path:
+    """data_contracts/vendors.yaml, or the file named by LETHE_VENDORS_CONFIG."""
+    configured = os.environ.get(CONFIG_ENV)
+    if configured:
+        return Path(configured).expanduser()
     return Path(__file__).resolve().parents[2] / "data_contracts" / "vendors.yaml"
 
 

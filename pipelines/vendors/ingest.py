@@ -25,11 +25,30 @@ from pipelines.ingest.load import (
     reject_file,
 )
 from pipelines.ingest.read import FileRejected
-from pipelines.vendors import hubspot, mailchimp
+from pipelines.vendors import cmp, hubspot, mailchimp, marketo, onetrust, salesforce, segment
 from pipelines.vendors.base import VendorAdapter, contract_for
 from pipelines.vendors.config import VendorConfig, load_vendor_config
 
-ADAPTERS: tuple[VendorAdapter, ...] = (hubspot.ADAPTER, mailchimp.ADAPTER)
+ADAPTERS: tuple[VendorAdapter, ...] = (
+    hubspot.ADAPTER,
+    mailchimp.ADAPTER,
+    *salesforce.ADAPTERS,
+    marketo.LEADS,
+    marketo.ACTIVITIES,
+    segment.ADAPTER,
+    onetrust.ADAPTER,
+    cmp.ADAPTER,
+)
+# adapter → adapters whose files must be loaded first (Marketo activities resolve emails
+# through the leads export)
+RUN_AFTER: dict[str, tuple[str, ...]] = {"marketo_activities": ("marketo_leads",)}
+
+
+def bind_to_landing(adapter: VendorAdapter, landing_dir: Path) -> VendorAdapter:
+    """Adapters that read a sibling export (Marketo leads, Salesforce purposes) are bound
+    to the landing zone being ingested."""
+    for_landing = getattr(adapter, "for_landing", None)
+    return for_landing(landing_dir) if for_landing else adapter
 
 
 def ingest_vendor(
@@ -38,6 +57,7 @@ def ingest_vendor(
 ) -> dict[str, SourceOutcome]:
     """Every new file under ``landing/<adapter.landing_path>/`` → its canonical tables."""
     config = config or load_vendor_config()
+    adapter = bind_to_landing(adapter, landing_dir)
     contracts = [contract_for(t) for t in adapter.targets]
     ensure_ingest_tables(con, contracts)
     suppression = load_suppression(con)

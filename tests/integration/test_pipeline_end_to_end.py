@@ -72,7 +72,8 @@ def lethe(tmp_path_factory, pseudonym_key):
         assert main(["generate", "--out", str(landing), "--contacts", "400", "--seed", "11",
                      "--as-of", AS_OF[:10]]) == 0
         truth = json.loads((gen / "ground_truth.json").read_text())
-        shutil.copytree(VENDOR_FIXTURES, landing / "vendors", ignore=shutil.ignore_patterns("README.md"))
+        shutil.copytree(VENDOR_FIXTURES, landing / "vendors", ignore=shutil.ignore_patterns("README.md", "*.yaml"))
+        mp.setenv("LETHE_VENDORS_CONFIG", str(VENDOR_FIXTURES / "vendors.yaml"))
         originals = gen / "originals"
         shutil.copytree(landing, originals)
         warehouse = home / "warehouse.duckdb"
@@ -164,29 +165,30 @@ def test_enforcing_runs_succeed(lethe):
 
 
 def test_vendor_exports_load_through_the_same_pipeline_and_feed_the_ledger(con):
-    """Every vendor row is loaded or quarantined with a reason, and consents say where they came from."""
+    """Exports of all six kinds of tool: every row loaded, quarantined with a reason or
+    suppressed, and every derived consent says which system it came from."""
+    expected = {
+        p.relative_to(VENDOR_FIXTURES.parent).as_posix() for p in VENDOR_FIXTURES.rglob("*")
+        if p.is_file() and p.suffix not in (".md", ".yaml") and "data_use_purposes" not in p.parts  # reference data
+    }
     log = con.execute(
         "SELECT source_file, source_table, status, rows_read, rows_loaded, rows_quarantined, rows_suppressed "
         "FROM ingest.ingest_log WHERE source_file LIKE 'vendors/%'"
     ).fetchall()
-    files = {row[0] for row in log}
-    assert files == {
-        "vendors/hubspot/contacts/hubspot-crm-exports-all-contacts-2026-11-30.csv",
-        "vendors/mailchimp/members/subscribed_members_export_2026-11-30.csv",
-        "vendors/mailchimp/members/unsubscribed_members_export_2026-11-30.csv",
-    }
+    assert {row[0] for row in log} == expected
     assert all(status == "loaded" and read == loaded + quarantined + suppressed
                for _, _, status, read, loaded, quarantined, suppressed in log)
     reasons = {r[0] for r in con.execute(
         "SELECT DISTINCT reason FROM ingest.quarantine WHERE source_file LIKE 'vendors/%'").fetchall()}
-    assert {"mangled_id", "invalid_timestamp"} <= reasons
+    assert {"mangled_id", "invalid_timestamp", "duplicate_key"} <= reasons
     ledger = con.execute(
-        "SELECT source_system, action, count(*) FROM consent.consent_ledger "
-        "WHERE source_system IN ('hubspot', 'mailchimp') GROUP BY ALL"
+        "SELECT source_system, count(*), count(*) FILTER (WHERE entry_point IS NOT NULL) "
+        "FROM consent.consent_ledger GROUP BY ALL"
     ).fetchall()
-    systems = {(s, a) for s, a, _ in ledger}
-    assert ("hubspot", "granted") in systems and ("hubspot", "withdrawn") in systems
-    assert ("mailchimp", "granted") in systems and ("mailchimp", "withdrawn") in systems
+    by_system = {system: (n, with_entry) for system, n, with_entry in ledger}
+    for system in ("hubspot", "mailchimp", "salesforce", "marketo", "segment", "onetrust", "cmp"):
+        assert by_system.get(system, (0, 0))[0] > 0, system
+        assert by_system[system][1] == by_system[system][0], f"{system}: consents without an entry point"
     contacts = con.execute("SELECT count(*) FROM raw_crm.contacts WHERE _source_file LIKE 'vendors/hubspot/%'"
                            ).fetchall()[0][0]
     assert contacts == 2  # 90001, 90002; the mangled id and the impossible date are quarantined
