@@ -11,6 +11,7 @@ validation quarantines it with a reason instead of loading something wrong.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 from dataclasses import dataclass
@@ -142,6 +143,34 @@ def records_frame(table: str, records: list[dict], rejects: list[StructuralRejec
         }
     )
     return ReadResult(frame, list(rejects or []))
+
+
+MAX_ID = 64  # consent_event_id maxLength in the contract
+
+
+def event_id(source: str, *parts: str) -> str:
+    """``source:part:part`` when it fits the contract, else ``source:<sha256 prefix>`` (deterministic)."""
+    text = ":".join((source, *parts))
+    if len(text) <= MAX_ID:
+        return text
+    return f"{source}:{hashlib.sha256(text.encode()).hexdigest()[:40]}"
+
+
+def iso_to_utc(value, zone: ZoneInfo) -> str | None:
+    """ISO-8601 text → ``YYYY-MM-DDTHH:MM:SSZ``; an offset is honoured, naive means ``zone``.
+    Anything unparseable is returned unchanged so validation quarantines it."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    if not text:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=zone)
+    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def consent_event(

@@ -28,9 +28,17 @@ from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
 from pipelines.ingest.read import FLAG_COLUMN, RECORD_KEY_COLUMN, ReadResult
-from pipelines.vendors.base import MANGLED_ID, VendorAdapter, blank, consent_event, read_vendor_csv, records_frame
+from pipelines.vendors.base import (
+    MANGLED_ID,
+    VendorAdapter,
+    blank,
+    consent_event,
+    event_id,
+    iso_to_utc,
+    read_vendor_csv,
+    records_frame,
+)
 from pipelines.vendors.config import VendorConfig
-from pipelines.vendors.onetrust import event_id, iso_to_utc
 
 SOURCE = "cmp"
 CONSENT = "raw_consent.events"

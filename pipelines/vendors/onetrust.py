@@ -23,8 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import Counter
-from datetime import datetime, timezone
-from zoneinfo import ZoneInfo
+from datetime import datetime
 
 from pipelines.ingest.read import (
     FLAG_COLUMN,
@@ -34,43 +33,17 @@ from pipelines.ingest.read import (
     StructuralReject,
     decode,
 )
-from pipelines.vendors.base import VendorAdapter, consent_event, records_frame
+from pipelines.vendors.base import VendorAdapter, consent_event, event_id, iso_to_utc, records_frame
 from pipelines.vendors.config import VendorConfig
 
 SOURCE = "onetrust"
 CONSENT = "raw_consent.events"
 EVIDENCE = "onetrust_receipt"
-MAX_ID = 64  # consent_event_id maxLength in the contract
 ACTIONS = {
     "confirmed": "granted",
     "withdrawn": "withdrawn", "opt_out": "withdrawn", "hard_opt_out": "withdrawn", "expired": "withdrawn",
     "notgiven": None, "pending": None,  # no decision recorded: no event
 }
-
-
-def event_id(source: str, *parts: str) -> str:
-    """``source:part:part`` when it fits the contract, else ``source:<sha256 prefix>`` (deterministic)."""
-    text = ":".join((source, *parts))
-    if len(text) <= MAX_ID:
-        return text
-    return f"{source}:{hashlib.sha256(text.encode()).hexdigest()[:40]}"
-
-
-def iso_to_utc(value, zone: ZoneInfo) -> str | None:
-    """ISO-8601 text → ``YYYY-MM-DDTHH:MM:SSZ``; an offset is honoured, naive means ``zone``.
-    Anything unparseable is returned unchanged so validation quarantines it."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    if not text:
-        return None
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        return text
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=zone)
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _folded(obj: dict) -> dict:
