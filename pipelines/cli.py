@@ -86,6 +86,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         quarantine_reasons,
         table_summaries,
     )
+    from pipelines.vendors.file_log import skipped_totals
 
     paths = LethePaths.resolve(landing=args.landing, warehouse=args.warehouse, dagster_home=args.dagster_home)
     as_of = _as_of_text(args.as_of)
@@ -117,6 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             table_summaries(con, load_contracts(), result.run_id), quarantine_reasons(con), passed, failed,
             decisions=decision_reasons(con, result.run_id),
             consent=consent_quality(con),
+            vendor_skipped=skipped_totals(con),
         )
     print(text)
     print(f"\nRun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.monotonic() - started:.1f}s")

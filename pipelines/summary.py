@@ -153,6 +153,7 @@ def format_summary(
     checks_passed: int, checks_failed: list[str],
     decisions: list[tuple[str, str, str, int]] | None = None,
     consent: tuple[list[tuple[str, int, str]], int] | None = None,
+    vendor_skipped: list[tuple[str, str, int]] | None = None,
 ) -> str:
     header = ("table", "files", "read", "ingested", "quarantined", "kept", "pseudonymised", "purged")
     rows = [header] + [
@@ -170,6 +171,11 @@ def format_summary(
             lines.append("  ".join("-" * w for w in widths))
     if reasons:
         lines += ["", "Quarantined rows by reason:"] + _grouped(reasons)
+    if vendor_skipped:
+        total = sum(n for *_, n in vendor_skipped)
+        lines += ["", f"Vendor rows not carried over (no canonical counterpart; lines in "
+                      f"ingest.vendor_skipped_rows): {total:,}"]
+        lines += _grouped(vendor_skipped)
     if decisions:
         lines += ["", "Decisions by action/reason:"] + _grouped(decisions)
     if consent is not None:

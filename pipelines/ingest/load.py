@@ -44,11 +44,12 @@ RECORD_ID_HASH_CHARS = 16
 class FileOutcome:
     source_file: str
     file_hash: str
-    status: str  # loaded | rejected | skipped
+    status: str  # loaded | rejected | skipped | retried
     rows_read: int = 0
     rows_loaded: int = 0
     rows_quarantined: int = 0
     rows_suppressed: int = 0
+    rows_resolved: int = 0  # retried rows that left the quarantine (status "retried")
     rejection_reason: str | None = None
     quarantine_reasons: Counter = field(default_factory=Counter)
 
@@ -97,6 +98,7 @@ class SourceOutcome:
             "rows_loaded": self.rows_loaded,
             "rows_quarantined": self.rows_quarantined,
             "rows_suppressed_erased_subjects": self.rows_suppressed,
+            "rows_resolved_from_quarantine": self._sum("rows_resolved"),
             "quarantine_reasons": dict(sorted(self.quarantine_reasons.items())),
             "rejected_files": {
                 f.source_file: f.rejection_reason for f in self.files if f.status == "rejected"
@@ -261,19 +263,20 @@ def reject_file(
     return outcome
 
 
-def load_records(
-    con: duckdb.DuckDBPyConnection, contract: SourceContract, read: ReadResult,
-    source_file: str, file_hash: str, file_bytes: int, run_id: str, now: datetime,
-    suppression: Suppression | None = None,
-) -> FileOutcome:
-    """Validate records already in canonical string form and load them in one transaction.
+@dataclass
+class Prepared:
+    """Validated records of one file, split into what loads and what is quarantined."""
 
-    Shared by the contract readers and the vendor adapters, so every row — whatever
-    file format it came in — meets the same rules, quarantine, suppression and log.
-    The caller checks ``already_ingested`` first.
-    """
-    table = contract.qualified_table
-    log_row = _log_row(contract, source_file, file_hash, file_bytes, run_id, now)
+    valid: pl.DataFrame
+    quarantine: pl.DataFrame
+    suppressed: int
+    reasons: Counter
+
+
+def _prepare(
+    contract: SourceContract, read: ReadResult, source_file: str, file_hash: str,
+    run_id: str, now: datetime, suppression: Suppression | None,
+) -> Prepared:
     checked = validate(contract, read.records)
     quarantine = _quarantine_frame(contract, read, checked.quarantined, source_file, file_hash, now, run_id)
     # Erased subjects stay erased: rows naming a suppressed email or cookie are dropped
@@ -299,34 +302,102 @@ def load_records(
     )  # LINE_COLUMN is already the raw table's _line_number
     if RECORD_KEY_COLUMN in valid.columns:
         valid = valid.drop(RECORD_KEY_COLUMN)
+    reasons = Counter(quarantine["reason"].to_list()) if quarantine.height else Counter()
+    return Prepared(valid, quarantine, suppressed, reasons)
 
+
+def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, prepared: Prepared) -> None:
+    if prepared.valid.height:
+        con.register("lethe_valid_batch", prepared.valid.to_arrow())
+        con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM lethe_valid_batch")
+        con.unregister("lethe_valid_batch")
+    if prepared.quarantine.height:
+        con.register("lethe_quarantine_batch", prepared.quarantine.to_arrow())
+        con.execute(f"INSERT INTO {QUARANTINE_TABLE} BY NAME SELECT * FROM lethe_quarantine_batch")
+        con.unregister("lethe_quarantine_batch")
+
+
+def load_records(
+    con: duckdb.DuckDBPyConnection, contract: SourceContract, read: ReadResult,
+    source_file: str, file_hash: str, file_bytes: int, run_id: str, now: datetime,
+    suppression: Suppression | None = None,
+) -> FileOutcome:
+    """Validate records already in canonical string form and load them in one transaction.
+
+    Shared by the contract readers and the vendor adapters, so every row — whatever
+    file format it came in — meets the same rules, quarantine, suppression and log.
+    The caller checks ``already_ingested`` first.
+    """
+    table = contract.qualified_table
+    log_row = _log_row(contract, source_file, file_hash, file_bytes, run_id, now)
+    prepared = _prepare(contract, read, source_file, file_hash, run_id, now, suppression)
     outcome = FileOutcome(
         source_file, file_hash, "loaded",
         rows_read=read.rows_read,
-        rows_loaded=valid.height,
-        rows_quarantined=quarantine.height,
-        rows_suppressed=suppressed,
-        quarantine_reasons=Counter(quarantine["reason"].to_list()) if quarantine.height else Counter(),
+        rows_loaded=prepared.valid.height,
+        rows_quarantined=prepared.quarantine.height,
+        rows_suppressed=prepared.suppressed,
+        quarantine_reasons=prepared.reasons,
     )
     if outcome.rows_read != outcome.rows_loaded + outcome.rows_quarantined + outcome.rows_suppressed:
         raise AssertionError(f"{source_file}: rows do not reconcile")  # a bug, never data
 
     con.execute("BEGIN TRANSACTION")
     try:
-        if valid.height:
-            con.register("lethe_valid_batch", valid.to_arrow())
-            con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM lethe_valid_batch")
-            con.unregister("lethe_valid_batch")
-        if quarantine.height:
-            con.register("lethe_quarantine_batch", quarantine.to_arrow())
-            con.execute(f"INSERT INTO {QUARANTINE_TABLE} BY NAME SELECT * FROM lethe_quarantine_batch")
-            con.unregister("lethe_quarantine_batch")
+        _insert_rows(con, table, prepared)
         _insert_log(con, log_row, outcome, in_transaction=True)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
     return outcome
+
+
+UNRESOLVED = "unresolved_reference"
+
+
+def reload_quarantined(
+    con: duckdb.DuckDBPyConnection, contract: SourceContract, read: ReadResult, lines: list[int],
+    source_file: str, file_hash: str, run_id: str, now: datetime, suppression: Suppression | None = None,
+) -> FileOutcome:
+    """Give rows quarantined as ``unresolved_reference`` another go, in one transaction.
+
+    ``read`` holds the file's records for ``lines``, converted again now that the
+    reference may have arrived. Their old quarantine rows are replaced by the new
+    outcome (loaded, still quarantined, or suppressed) and the file's ingest-log counts
+    move with them, so the file still reconciles. Returns the change (``rows_resolved``
+    = rows that left the quarantine for the table).
+    """
+    table = contract.qualified_table
+    prepared = _prepare(contract, read, source_file, file_hash, run_id, now, suppression)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        removed = con.execute(
+            f"DELETE FROM {QUARANTINE_TABLE} WHERE file_hash = ? AND source_table = ? "
+            "AND reason = ? AND list_contains(?, line_number)",
+            [file_hash, table, UNRESOLVED, lines],
+        ).fetchall()[0][0]
+        _insert_rows(con, table, prepared)
+        added = prepared.valid.height + prepared.quarantine.height + prepared.suppressed
+        con.execute(
+            f"""
+            UPDATE {INGEST_LOG_TABLE} SET
+                rows_read = rows_read + ? - ?,
+                rows_loaded = rows_loaded + ?,
+                rows_quarantined = rows_quarantined + ? - ?,
+                rows_suppressed = coalesce(rows_suppressed, 0) + ?
+            WHERE file_hash = ? AND source_table = ?
+            """,
+            [added, removed, prepared.valid.height, prepared.quarantine.height, removed,
+             prepared.suppressed, file_hash, table],
+        )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    # counts of new files stay about new files: a retry reports only what it resolved
+    return FileOutcome(source_file, file_hash, "retried",
+                       rows_resolved=prepared.valid.height + prepared.suppressed)
 
 
 def _insert_log(con, log_row: dict, outcome: FileOutcome, in_transaction: bool = False) -> None:

@@ -16,8 +16,11 @@ Then for the row:
                             files are legitimate re-deliveries and are left to staging.
 
 A vendor adapter may flag a row it knows is unusable (``FLAG_COLUMN`` = "column:reason",
-e.g. ``contact_id:mangled_id`` for an id Excel turned into 3.00024E+10): the flag comes
-first, because the adapter saw damage no contract rule can.
+e.g. ``contact_id:mangled_id`` for an id Excel turned into 3.00024E+10, or
+``email:unresolved_reference`` for an activity whose lead is in no leads file yet): the
+flag comes first, because the adapter saw damage no contract rule can. Rows quarantined
+as ``unresolved_reference`` are retried when the reference arrives
+(``pipelines.vendors.retry``).
 
 Normalisation of good rows: strings trimmed, emails lower-cased, enum values
 lower-cased, timestamps converted to UTC (naive input means UTC) and stored without
@@ -62,7 +65,7 @@ REASONS = (
     "invalid_identifier", "invalid_value", "too_long", "missing_subject", "duplicate_key",
     "malformed_row", "malformed_json",
     "invalid_date", "invalid_integer", "invalid_number", "invalid_boolean",
-    "mangled_id",
+    "mangled_id", "unresolved_reference",
 )
 
 REASON_COLUMN = "_reason"

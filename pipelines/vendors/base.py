@@ -14,9 +14,11 @@ import csv
 import hashlib
 import io
 import re
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from functools import cache
+from functools import cache, partial
+from pathlib import Path
 from typing import Callable
 from zoneinfo import ZoneInfo
 
@@ -34,7 +36,7 @@ from pipelines.ingest.read import (
 )
 from pipelines.vendors.config import VendorConfig
 
-Converter = Callable[[bytes, str, VendorConfig], dict[str, ReadResult]]
+Converter = Callable[[bytes, str, VendorConfig], "Conversion"]
 
 # Excel turns long numeric ids into 3.00024E+10: the digits are gone for good.
 MANGLED_ID = re.compile(r"^\s*[+-]?\d+(\.\d+)?[eE][+-]?\d+\s*$")
@@ -50,6 +52,86 @@ class VendorAdapter:
     description: str = ""
 
 
+class Conversion(dict):
+    """What one vendor file became: canonical table → ``ReadResult``, plus its row account.
+
+    ``rows_read`` is the number of data rows the file holds (CSV records, JSON lines or
+    array items, structural rejects included). ``skipped`` lists ``(line, reason)`` for
+    what the adapter deliberately did not carry over because the canonical contracts
+    have no place for it (a Marketo "Email Delivered" activity, a OneTrust NOTGIVEN
+    purpose, a Salesforce "Seen" status): not carrying it is data minimisation, and the
+    reason is logged per line so that every row of the file is accounted for — loaded,
+    quarantined, suppressed or skipped with a reason (see ``account``).
+    """
+
+    def __init__(self, tables: dict[str, ReadResult], rows_read: int,
+                 skipped: list[tuple[int, str]] | None = None):
+        super().__init__(tables)
+        self.rows_read = rows_read
+        self.skipped = list(skipped or [])
+
+    def account(self) -> "RowAccount":
+        mapped: set[int] = set()
+        for read in self.values():
+            mapped.update(read.records[LINE_COLUMN].to_list())
+            mapped.update(r.line_number for r in read.rejects)
+        first_reason: dict[int, str] = {}
+        for line, reason in self.skipped:
+            first_reason.setdefault(line, reason)
+        skipped_rows = {line: r for line, r in first_reason.items() if line not in mapped}
+        return RowAccount(
+            rows_read=self.rows_read,
+            rows_mapped=len(mapped),
+            rows_skipped=len(skipped_rows),
+            skipped_reasons=dict(sorted(Counter(skipped_rows.values()).items())),
+            # parts of rows that were carried over (one NOTGIVEN purpose of a receipt)
+            parts_skipped=dict(sorted(Counter(r for line, r in self.skipped if line in mapped).items())),
+            skipped_lines=sorted(skipped_rows.items()),
+        )
+
+
+@dataclass(frozen=True)
+class RowAccount:
+    """Per vendor file: rows read = rows mapped (into a table or the quarantine) + rows skipped."""
+
+    rows_read: int
+    rows_mapped: int
+    rows_skipped: int
+    skipped_reasons: dict[str, int]
+    parts_skipped: dict[str, int]
+    skipped_lines: list[tuple[int, str]]
+
+    @property
+    def rows_unaccounted(self) -> int:
+        return self.rows_read - self.rows_mapped - self.rows_skipped
+
+
+@dataclass(frozen=True)
+class LandingAdapter(VendorAdapter):
+    """An adapter whose files name people or purposes only by ids that another export of
+    the same landing zone resolves (Marketo activities → leads, Salesforce consents →
+    purposes and contacts). ``reads_landing(data, name, config, landing_dir=...)`` does
+    the work; ``for_landing`` binds it to the landing zone being ingested, and the
+    unbound ``convert`` reads the configured one ($LETHE_LANDING or $LETHE_HOME/landing).
+    """
+
+    reads_landing: Callable[..., "Conversion"] | None = None
+
+    def __post_init__(self):
+        if self.convert is None:
+            object.__setattr__(self, "convert", partial(self.reads_landing, landing_dir=None))
+
+    def for_landing(self, landing_dir: Path) -> VendorAdapter:
+        return replace(self, convert=partial(self.reads_landing, landing_dir=Path(landing_dir)))
+
+
+def configured_landing(landing_dir: Path | None) -> Path:
+    if landing_dir is None:
+        from pipelines.settings import LethePaths
+        return LethePaths.resolve().landing
+    return Path(landing_dir)
+
+
 @cache
 def contract_for(table: str) -> SourceContract:
     return next(c for c in load_contracts() if c.qualified_table == table)
@@ -62,6 +144,10 @@ class VendorRows:
     rows: list[tuple[int, dict[str, str]]]
     header: list[str]  # as delivered (stripped), for prefix columns like "Opted out of email: X"
     rejects: list[StructuralReject]
+
+    @property
+    def rows_read(self) -> int:
+        return len(self.rows) + len(self.rejects)
 
 
 def read_vendor_csv(data: bytes, expected: list[str], what: str) -> VendorRows:

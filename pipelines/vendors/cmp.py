@@ -30,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pipelines.ingest.read import FLAG_COLUMN, RECORD_KEY_COLUMN, ReadResult
 from pipelines.vendors.base import (
     MANGLED_ID,
+    Conversion,
     VendorAdapter,
     blank,
     consent_event,
@@ -90,7 +91,7 @@ def categories(value: str | None) -> set[str] | None:
     return {i.strip().casefold() for i in items if i.strip()}
 
 
-def convert(data: bytes, file_name: str, config: VendorConfig) -> dict[str, ReadResult]:
+def convert(data: bytes, file_name: str, config: VendorConfig) -> Conversion:
     source = config.source(SOURCE)
     known = source.purposes or DEFAULT_CATEGORIES  # configured categories replace the defaults
     policy_purposes = sorted({p for mapped in known.values() for p in mapped})
@@ -127,7 +128,7 @@ def convert(data: bytes, file_name: str, config: VendorConfig) -> dict[str, Read
             if flag and not mangled:
                 event[FLAG_COLUMN] = flag
             events.append(event)
-    return {CONSENT: records_frame(CONSENT, events, parsed.rejects)}
+    return Conversion({CONSENT: records_frame(CONSENT, events, parsed.rejects)}, parsed.rows_read)
 
 
 ADAPTER = VendorAdapter(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pipelines.ingest.read import FLAG_COLUMN, LINE_COLUMN, ReadResult
 from pipelines.vendors.base import (
     MANGLED_ID,
+    Conversion,
     VendorAdapter,
     blank,
     consent_event,
@@ -58,7 +59,7 @@ def legal_basis(value: str | None) -> str | None:
     return next((b for b in STRENGTH if b in found), None)
 
 
-def convert(data: bytes, file_name: str, config: VendorConfig) -> dict[str, ReadResult]:
+def convert(data: bytes, file_name: str, config: VendorConfig) -> Conversion:
     source = config.source(SOURCE)
     parsed = read_vendor_csv(data, EXPECTED, "HubSpot contacts export")
     opt_outs = [(h.casefold(), h[len(OPT_OUT_PREFIX):].strip())
@@ -100,10 +101,10 @@ def convert(data: bytes, file_name: str, config: VendorConfig) -> dict[str, Read
                 for purpose in source.purposes_for(subscription):
                     add(purpose, "withdrawn", withdrawn_at, f"hubspot:opt_out:{subscription}", "crm_opt_out")
         events.extend(derived.values())
-    return {
+    return Conversion({
         CONTACTS: records_frame(CONTACTS, contacts, parsed.rejects),
         CONSENT: records_frame(CONSENT, events),
-    }
+    }, parsed.rows_read)
 
 
 ADAPTER = VendorAdapter(

@@ -28,6 +28,8 @@ from pipelines.ingest.read import FileRejected
 from pipelines.vendors import cmp, hubspot, mailchimp, marketo, onetrust, salesforce, segment
 from pipelines.vendors.base import VendorAdapter, contract_for
 from pipelines.vendors.config import VendorConfig, load_vendor_config
+from pipelines.vendors.file_log import already_logged, ensure_vendor_log, log_conversion, log_rejection
+from pipelines.vendors.retry import retry_unresolved
 
 ADAPTERS: tuple[VendorAdapter, ...] = (
     hubspot.ADAPTER,
@@ -39,9 +41,12 @@ ADAPTERS: tuple[VendorAdapter, ...] = (
     onetrust.ADAPTER,
     cmp.ADAPTER,
 )
-# adapter → adapters whose files must be loaded first (Marketo activities resolve emails
-# through the leads export)
-RUN_AFTER: dict[str, tuple[str, ...]] = {"marketo_activities": ("marketo_leads",)}
+# adapter → adapters whose files resolve its references, so they load first (a reference
+# that arrives later still resolves: see pipelines.vendors.retry)
+RUN_AFTER: dict[str, tuple[str, ...]] = {
+    "marketo_activities": ("marketo_leads",),
+    **salesforce.RUN_AFTER,
+}
 
 
 def bind_to_landing(adapter: VendorAdapter, landing_dir: Path) -> VendorAdapter:
@@ -55,13 +60,21 @@ def ingest_vendor(
     con: duckdb.DuckDBPyConnection, adapter: VendorAdapter, landing_dir: Path,
     run_id: str, now: datetime, config: VendorConfig | None = None,
 ) -> dict[str, SourceOutcome]:
-    """Every new file under ``landing/<adapter.landing_path>/`` → its canonical tables."""
+    """Every new file under ``landing/<adapter.landing_path>/`` → its canonical tables.
+
+    First, rows of earlier files that waited for a reference are retried. Then each new
+    file is converted once: its row account goes to the vendor file log, and its
+    records are loaded per canonical table that has not seen the file yet.
+    """
     config = config or load_vendor_config()
     adapter = bind_to_landing(adapter, landing_dir)
     contracts = [contract_for(t) for t in adapter.targets]
     ensure_ingest_tables(con, contracts)
+    ensure_vendor_log(con)
     suppression = load_suppression(con)
     outcomes = {c.qualified_table: SourceOutcome(c.qualified_table) for c in contracts}
+    for table, retried in retry_unresolved(con, adapter, landing_dir, run_id, now, config, suppression):
+        outcomes[table].files.append(retried)
     for path in files_in(landing_dir / adapter.landing_path):
         data = path.read_bytes()
         file_hash = file_sha256(data)
@@ -72,16 +85,20 @@ def ingest_vendor(
                 outcomes[c.qualified_table].files.append(FileOutcome(source_file, file_hash, "skipped"))
             else:
                 pending.append(c)
-        if not pending:
+        logged = already_logged(con, file_hash, adapter.name)
+        if not pending and logged:
             continue
         try:
-            results = adapter.convert(data, path.name, config)
+            conversion = adapter.convert(data, path.name, config)
         except FileRejected as rejected:
+            log_rejection(con, adapter.name, source_file, file_hash, rejected.reason, run_id, now)
             for c in pending:
                 outcomes[c.qualified_table].files.append(
                     reject_file(con, c, rejected, source_file, file_hash, len(data), run_id, now))
             continue
+        if not logged:
+            log_conversion(con, adapter.name, source_file, file_hash, conversion.account(), run_id, now)
         for c in pending:
             outcomes[c.qualified_table].files.append(load_records(
-                con, c, results[c.qualified_table], source_file, file_hash, len(data), run_id, now, suppression))
+                con, c, conversion[c.qualified_table], source_file, file_hash, len(data), run_id, now, suppression))
     return outcomes

@@ -14,6 +14,7 @@ import re
 from pipelines.ingest.read import FLAG_COLUMN, LINE_COLUMN, FileRejected, ReadResult
 from pipelines.vendors.base import (
     MANGLED_ID,
+    Conversion,
     VendorAdapter,
     blank,
     consent_event,
@@ -45,7 +46,7 @@ def status_of(file_name: str) -> str:
     return STATUS[match.group(1).lower()]
 
 
-def convert(data: bytes, file_name: str, config: VendorConfig) -> dict[str, ReadResult]:
+def convert(data: bytes, file_name: str, config: VendorConfig) -> Conversion:
     source = config.source(SOURCE)
     status = status_of(file_name)
     parsed = read_vendor_csv(data, EXPECTED, "Mailchimp audience export")
@@ -89,10 +90,10 @@ def convert(data: bytes, file_name: str, config: VendorConfig) -> dict[str, Read
                 events.append(consent_event(
                     SOURCE, subscriber_id, line, purpose, "withdrawn", unsub, email, ENTRY_POINT,
                     "mailchimp_unsubscribe", id_flag=mangled))
-    return {
+    return Conversion({
         SUBSCRIBERS: records_frame(SUBSCRIBERS, members, parsed.rejects),
         CONSENT: records_frame(CONSENT, events),
-    }
+    }, parsed.rows_read)
 
 
 ADAPTER = VendorAdapter(

@@ -8,16 +8,16 @@ Activities (``marketoGUID, leadId, activityDate, activityTypeId, campaignId,
 primaryAttributeValueId, primaryAttributeValue, attributes``) carry JSON in the
 ``attributes`` cell and the literal ``null`` for empty cells. They name the lead only by
 id, so the adapter reads every file of the sibling leads folder to find the email: an
-activity whose lead is unknown is quarantined (``missing_required`` on email), never
-loaded without a subject. Type 7 "Email Delivered" is skipped: the contract has no such
-event type and the send (type 6) is already an event. Other unknown types are passed on
+activity whose lead is unknown is quarantined (``unresolved_reference`` on email), never
+loaded without a subject, and retried on every run until a leads file names the lead
+(see ``pipelines.vendors.retry``). Type 7 "Email Delivered" is skipped and logged per
+line: the contract has no such event type and the send (type 6) is already an event. Other unknown types are passed on
 as ``marketo:<type>`` so validation quarantines them (``invalid_value``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -25,7 +25,10 @@ from pipelines.ingest.load import files_in
 from pipelines.ingest.read import FLAG_COLUMN, LINE_COLUMN, FileRejected, ReadResult
 from pipelines.vendors.base import (
     MANGLED_ID,
+    Conversion,
+    LandingAdapter,
     VendorAdapter,
+    configured_landing,
     consent_event,
     is_true,
     read_vendor_csv,
@@ -54,7 +57,7 @@ def value(text: str | None) -> str | None:
 
 # --- leads -------------------------------------------------------------------------------
 
-def convert_leads(data: bytes, file_name: str, config: VendorConfig) -> dict[str, ReadResult]:
+def convert_leads(data: bytes, file_name: str, config: VendorConfig) -> Conversion:
     parsed = read_vendor_csv(data, LEAD_COLUMNS, "Marketo leads extract")
     contacts, events = [], []
     for line, row in parsed.rows:
@@ -76,8 +79,8 @@ def convert_leads(data: bytes, file_name: str, config: VendorConfig) -> dict[str
                 events.append(consent_event(
                     SOURCE, f"lead-{lead_id}", line, purpose, "withdrawn", updated, email,
                     "marketo:lead_unsubscribed", "marketo_unsubscribe", id_flag=mangled))
-    return {CONTACTS: records_frame(CONTACTS, contacts, parsed.rejects),
-            CONSENT: records_frame(CONSENT, events)}
+    return Conversion({CONTACTS: records_frame(CONTACTS, contacts, parsed.rejects),
+                       CONSENT: records_frame(CONSENT, events)}, parsed.rows_read)
 
 
 def lead_emails(leads_dir: Path) -> dict[str, str]:
@@ -117,14 +120,18 @@ def attr(attrs: dict, name: str) -> str | None:
     return value(found if isinstance(found, str) else None if found is None else str(found))
 
 
-def convert_activities(data: bytes, file_name: str, config: VendorConfig,
-                       emails: dict[str, str]) -> dict[str, ReadResult]:
+def convert_activities(data: bytes, file_name: str, config: VendorConfig, *,
+                       landing_dir: Path | None = None, emails: dict[str, str] | None = None) -> Conversion:
+    """``emails`` (leadId → email) defaults to what the landing zone's leads files say."""
+    if emails is None:
+        emails = lead_emails(configured_landing(landing_dir) / LEADS_PATH)
     parsed = read_vendor_csv(data, ACTIVITY_COLUMNS, "Marketo bulk activity extract")
-    mail, web, events = [], [], []
+    mail, web, events, skipped = [], [], [], []
     for line, row in parsed.rows:
         guid, lead_id = value(row["marketoguid"]) or "", value(row["leadid"]) or ""
         type_id = value(row["activitytypeid"]) or ""
         if type_id == EMAIL_DELIVERED:
+            skipped.append((line, "marketo_email_delivered:no_canonical_event"))
             continue
         attrs, bad_json = attributes_of(row["attributes"])
         email = emails.get(lead_id)
@@ -133,7 +140,8 @@ def convert_activities(data: bytes, file_name: str, config: VendorConfig,
             "event_id:mangled_id" if MANGLED_ID.match(guid) else None,
             f"{'cookie_id' if is_web else 'subscriber_id'}:mangled_id" if MANGLED_ID.match(lead_id) else None,
             f"{'page_url' if is_web else 'url'}:{bad_json}" if bad_json else None,
-            "email:missing_required" if email is None else None,  # unknown lead
+            # unknown lead: quarantined, and retried when a leads file names it
+            "email:unresolved_reference" if email is None else None,
         ]
         common = {
             "event_id": f"marketo:{guid}" if guid else None, "email": email,
@@ -163,28 +171,11 @@ def convert_activities(data: bytes, file_name: str, config: VendorConfig,
                 events.append(consent_event(
                     SOURCE, f"activity-{guid}", line, purpose, "withdrawn", common["occurred_at"],
                     email, "marketo:unsubscribe_email", "marketo_unsubscribe",
-                    captured_ip=common["ip_address"], id_flag=bool(MANGLED_ID.match(guid))))
-    return {EMAIL_EVENTS: records_frame(EMAIL_EVENTS, mail, parsed.rejects),
-            WEB_EVENTS: records_frame(WEB_EVENTS, web),
-            CONSENT: records_frame(CONSENT, events)}
-
-
-def _unbound(data: bytes, file_name: str, config: VendorConfig) -> dict[str, ReadResult]:
-    # a wiring bug, not bad data: raising FileRejected would log the file as rejected for good
-    raise RuntimeError("marketo activities need the leads folder: ingest ACTIVITIES.for_landing(landing_dir)")
-
-
-@dataclass(frozen=True)
-class ActivitiesAdapter(VendorAdapter):
-    """Activities need the leads of the same landing zone to resolve emails."""
-
-    def for_landing(self, landing_dir: Path) -> VendorAdapter:
-        leads_dir = Path(landing_dir) / LEADS_PATH
-
-        def convert(data: bytes, file_name: str, config: VendorConfig) -> dict[str, ReadResult]:
-            return convert_activities(data, file_name, config, lead_emails(leads_dir))
-
-        return VendorAdapter(self.name, self.vendor, self.landing_path, self.targets, convert, self.description)
+                    captured_ip=common["ip_address"], id_flag=bool(MANGLED_ID.match(guid)))
+                    | ({FLAG_COLUMN: "email:unresolved_reference"} if email is None and not MANGLED_ID.match(guid) else {}))
+    return Conversion({EMAIL_EVENTS: records_frame(EMAIL_EVENTS, mail, parsed.rejects),
+                       WEB_EVENTS: records_frame(WEB_EVENTS, web),
+                       CONSENT: records_frame(CONSENT, events)}, parsed.rows_read, skipped)
 
 
 LEADS = VendorAdapter(
@@ -196,12 +187,13 @@ LEADS = VendorAdapter(
     description="Marketo leads bulk extract (CSV) → CRM contacts and their unsubscribes.",
 )
 
-ACTIVITIES = ActivitiesAdapter(
+ACTIVITIES = LandingAdapter(
     name="marketo_activities",
     vendor=SOURCE,
     landing_path="vendors/marketo/activities",
     targets=(EMAIL_EVENTS, WEB_EVENTS, CONSENT),
-    convert=_unbound,
+    convert=None,
+    reads_landing=convert_activities,
     description="Marketo bulk activity extract (CSV) → email events, web visits and unsubscribes; "
                 "emails come from the Marketo leads files.",
 )

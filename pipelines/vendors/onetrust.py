@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
 from datetime import datetime
 
 from pipelines.ingest.read import (
@@ -33,7 +32,7 @@ from pipelines.ingest.read import (
     StructuralReject,
     decode,
 )
-from pipelines.vendors.base import VendorAdapter, consent_event, event_id, iso_to_utc, records_frame
+from pipelines.vendors.base import Conversion, VendorAdapter, consent_event, event_id, iso_to_utc, records_frame
 from pipelines.vendors.config import VendorConfig
 
 SOURCE = "onetrust"
@@ -87,14 +86,15 @@ def receipts(data: bytes) -> tuple[list[tuple[int, dict]], list[StructuralReject
     return found, rejects
 
 
-def convert_counted(data: bytes, file_name: str, config: VendorConfig) -> tuple[dict[str, ReadResult], Counter]:
-    """The conversion plus counts of what yields no event (``no_decision:<type>``, ``no_purposes``)."""
+def convert(data: bytes, file_name: str, config: VendorConfig) -> Conversion:
+    """Receipts → consent events; what yields no event is skipped with a reason per line
+    (``onetrust:no_decision:NOTGIVEN``, ``onetrust:no_purposes``)."""
     source = config.source(SOURCE)
     found, rejects = receipts(data)
     if found and not any("purposes" in _folded(r) and "identifier" in _folded(r) for _, r in found):
         raise FileRejected("unknown_layout",
                            "not OneTrust consent receipts: expected keys identifier, identifierType, purposes")
-    events, counts = [], Counter()
+    events, skipped = [], []
     for line, raw in found:
         receipt = _folded(raw)
         purposes = receipt.get("purposes")
@@ -102,7 +102,7 @@ def convert_counted(data: bytes, file_name: str, config: VendorConfig) -> tuple[
             rejects.append(StructuralReject(line, "malformed_json", json.dumps(raw, ensure_ascii=False)))
             continue
         if not purposes:
-            counts["no_purposes"] += 1
+            skipped.append((line, "onetrust:no_purposes"))
         identifier = _text(receipt.get("identifier"))
         kind = (_text(receipt.get("identifiertype")) or "").casefold()
         email = identifier if kind == "email" else None
@@ -117,7 +117,7 @@ def convert_counted(data: bytes, file_name: str, config: VendorConfig) -> tuple[
             transaction = _text(purpose.get("transactiontype")) or ""
             key = transaction.casefold().replace("-", "_")
             if key in ACTIONS and ACTIONS[key] is None:
-                counts[f"no_decision:{transaction.upper()}"] += 1
+                skipped.append((line, f"onetrust:no_decision:{transaction.upper()}"))
                 continue
             action = ACTIONS.get(key)
             mapped = (source.purposes.get(purpose_id.casefold())
@@ -150,11 +150,7 @@ def convert_counted(data: bytes, file_name: str, config: VendorConfig) -> tuple[
                     FLAG_COLUMN: flag,
                 }
                 events.append(event)
-    return {CONSENT: records_frame(CONSENT, events, rejects)}, counts
-
-
-def convert(data: bytes, file_name: str, config: VendorConfig) -> dict[str, ReadResult]:
-    return convert_counted(data, file_name, config)[0]
+    return Conversion({CONSENT: records_frame(CONSENT, events, rejects)}, len(found) + len(rejects), skipped)
 
 
 ADAPTER = VendorAdapter(

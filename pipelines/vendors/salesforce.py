@@ -20,8 +20,6 @@ defines deterministically, so both export styles give the same record and event 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
 import hashlib
 import re
 from functools import partial
@@ -31,7 +29,10 @@ from zoneinfo import ZoneInfo
 from pipelines.ingest.read import FLAG_COLUMN, LINE_COLUMN, FileRejected, ReadResult
 from pipelines.vendors.base import (
     MANGLED_ID,
+    Conversion,
+    LandingAdapter,
     VendorAdapter,
+    configured_landing,
     blank,
     consent_event,
     is_true,
@@ -39,7 +40,8 @@ from pipelines.vendors.base import (
     records_frame,
     to_utc,
 )
-from pipelines.vendors.config import SourceConfig, VendorConfig
+from pipelines.ingest.load import files_in
+from pipelines.vendors.config import POLICY_PURPOSES, SourceConfig, VendorConfig
 
 SOURCE = "salesforce"
 CONTACTS = "raw_crm.contacts"
@@ -82,7 +84,7 @@ def slug(name: str) -> str:
 CONTACT_COLUMNS = ["Id", "Email", "HasOptedOutOfEmail", "CreatedDate", "LastModifiedDate"]
 
 
-def convert_people(data: bytes, file_name: str, config: VendorConfig, *, kind: str) -> dict[str, ReadResult]:
+def convert_people(data: bytes, file_name: str, config: VendorConfig, *, kind: str) -> Conversion:
     """Contact or Lead export (``kind`` = "contact" / "lead") → contacts + opt-out events."""
     parsed = read_vendor_csv(data, CONTACT_COLUMNS, f"Salesforce {kind} export")
     contacts, events = [], []
@@ -106,48 +108,99 @@ def convert_people(data: bytes, file_name: str, config: VendorConfig, *, kind: s
             events.append(consent_event(
                 SOURCE, subject, line, "email_marketing", "withdrawn", modified, email,
                 "salesforce:HasOptedOutOfEmail", "crm_opt_out", id_flag=mangled))
-    return {
+    return Conversion({
         CONTACTS: records_frame(CONTACTS, contacts, parsed.rejects),
         CONSENT: records_frame(CONSENT, events),
-    }
+    }, parsed.rows_read)
 
 
 # --- individuals ----------------------------------------------------------------------
 
 INDIVIDUAL_COLUMNS = ["Id", "HasOptedOutTracking", "HasOptedOutProcessing", "HasOptedOutSolicit", "ShouldForget"]
-INDIVIDUAL_OPT_OUTS = (("HasOptedOutSolicit", "email_marketing"), ("HasOptedOutTracking", "web_analytics"))
+INDIVIDUAL_OPT_OUTS = (("HasOptedOutSolicit", ("email_marketing",)), ("HasOptedOutTracking", ("web_analytics",)))
+PEOPLE_FOLDERS = ("vendors/salesforce/contacts", "vendors/salesforce/leads")
 
 
-def convert_individuals(data: bytes, file_name: str, config: VendorConfig) -> dict[str, ReadResult]:
+def party_emails(landing_dir: Path) -> dict[str, str]:
+    """Salesforce id → email, from every Contact and Lead export of the landing zone.
+
+    Keys are the record's own Id and its ``IndividualId``: Individual rows and
+    ContactPointTypeConsent ``PartyId``s name a person only by these ids. Later files
+    (in name order) win; files of another layout are left to their adapter to reject.
+    """
+    emails: dict[str, str] = {}
+    for folder in PEOPLE_FOLDERS:
+        for path in files_in(landing_dir / folder):
+            try:
+                parsed = read_vendor_csv(path.read_bytes(), ["Id", "Email"], "Salesforce contact export")
+            except FileRejected:
+                continue
+            for _, row in parsed.rows:
+                email = blank(row["email"])
+                if not email:
+                    continue
+                for key in (row["id"], row.get("individualid")):
+                    if blank(key):
+                        emails[sf_id(key)] = email
+    return emails
+
+
+def email_of(row: dict[str, str], party_id: str | None, parties: dict[str, str]) -> tuple[str | None, bool]:
+    """(email, unresolved?): the row's own email column, else the person its id names."""
+    own = next((blank(row[c]) for c in EMAIL_COLUMNS if blank(row.get(c))), None)
+    if own or not blank(party_id):
+        return own, False
+    found = parties.get(sf_id(party_id))
+    return found, found is None
+
+
+def convert_individuals(data: bytes, file_name: str, config: VendorConfig, *,
+                        landing_dir: Path | None = None) -> Conversion:
     """Individual export → erasure requests (ShouldForget) + withdrawn consents.
 
-    Rows without an email are emitted all the same so that they are quarantined with a
-    reason; HasOptedOutProcessing has no policy purpose and is not converted.
+    The email comes from an email column if the export has one, else from the Contact
+    or Lead whose ``IndividualId`` is this Individual; while no such contact is in the
+    landing zone the rows are quarantined as ``unresolved_reference`` and retried.
+    ``HasOptedOutProcessing`` (an objection to processing) withdraws the purposes
+    configured under ``salesforce.purposes.HasOptedOutProcessing`` — by default all.
+    A row with nothing to carry (no request, no opt-out) is skipped and logged.
     """
+    source = config.source(SOURCE)
     parsed = read_vendor_csv(data, INDIVIDUAL_COLUMNS, "Salesforce Individual export")
-    requests, events = [], []
+    parties = party_emails(configured_landing(landing_dir))
+    opt_outs = INDIVIDUAL_OPT_OUTS + (
+        ("HasOptedOutProcessing", source.purposes.get("hasoptedoutprocessing", POLICY_PURPOSES)),)
+    requests, events, skipped = [], [], []
     for line, row in parsed.rows:
         record_id = sf_id(row["id"])
         mangled = bool(MANGLED_ID.match(record_id))
-        email = next((blank(row[c]) for c in EMAIL_COLUMNS if blank(row.get(c))), None)
+        email, unresolved = email_of(row, record_id, parties)
+        flag = "email:unresolved_reference" if unresolved else None
         modified, _ = sf_time(row.get("lastmodifieddate"))
         created, _ = sf_time(row.get("createddate"))
         at = modified or created
-        if is_true(row["shouldforget"]):
+        forget = is_true(row["shouldforget"])
+        if forget:
             requests.append({
                 "request_id": f"{SOURCE}:{record_id}", "email": email,
                 "received_at": at, "verified_at": at, "channel": "salesforce_should_forget",
-                LINE_COLUMN: line, FLAG_COLUMN: "request_id:mangled_id" if mangled else None,
+                LINE_COLUMN: line, FLAG_COLUMN: "request_id:mangled_id" if mangled else flag,
             })
-        for column, purpose in INDIVIDUAL_OPT_OUTS:
+        derived: dict[str, dict] = {}  # first opt-out column per purpose wins
+        for column, purposes in opt_outs:
             if is_true(row[column.casefold()]):
-                events.append(consent_event(
-                    SOURCE, record_id, line, purpose, "withdrawn", at, email,
-                    f"salesforce:{column}", "crm_opt_out", id_flag=mangled))
-    return {
+                for purpose in purposes:
+                    derived.setdefault(purpose, consent_event(
+                        SOURCE, record_id, line, purpose, "withdrawn", at, email,
+                        f"salesforce:{column}", "crm_opt_out", id_flag=mangled))
+        for event in derived.values():
+            events.append(event if mangled or not flag else event | {FLAG_COLUMN: flag})
+        if not forget and not derived:
+            skipped.append((line, "salesforce_individual:no_request_or_opt_out"))
+    return Conversion({
         ERASURE: records_frame(ERASURE, requests, parsed.rejects),
         CONSENT: records_frame(CONSENT, events),
-    }
+    }, parsed.rows_read, skipped)
 
 
 # --- contact point type consents ------------------------------------------------------
@@ -160,13 +213,12 @@ NO_EVENT = ("seen", "notseen")  # the subject saw (or did not see) the notice: n
 def purpose_names(landing_dir: Path) -> dict[str, str]:
     """DataUsePurpose Id (18-char) → Name, from every CSV under data_use_purposes/.
 
-    A file there that is not a purposes export is skipped: it feeds no table, and the
-    consents that need it are quarantined (``invalid_identifier`` on purpose) instead."""
+    A file there that is not a purposes export is rejected by the purposes adapter; the
+    consents that need it are quarantined (``unresolved_reference`` on purpose) meanwhile."""
     names: dict[str, str] = {}
-    folder = landing_dir / PURPOSES_FOLDER
-    for path in sorted(folder.glob("*.csv")) if folder.is_dir() else []:
+    for path in files_in(landing_dir / PURPOSES_FOLDER):
         try:
-            parsed = read_vendor_csv(path.read_bytes(), ["Id", "Name"], "Salesforce DataUsePurpose export")
+            parsed = read_vendor_csv(path.read_bytes(), PURPOSE_COLUMNS, "Salesforce DataUsePurpose export")
         except FileRejected:
             continue
         for _, row in parsed.rows:
@@ -188,57 +240,74 @@ def resolve_purpose(source: SourceConfig, purpose_id: str | None, names: dict[st
 
 
 def convert_consents(data: bytes, file_name: str, config: VendorConfig, *,
-                     landing_dir: Path | None = None) -> dict[str, ReadResult]:
-    """ContactPointTypeConsent export → consent events (OptIn granted, OptOut withdrawn)."""
+                     landing_dir: Path | None = None) -> Conversion:
+    """ContactPointTypeConsent export → consent events (OptIn granted, OptOut withdrawn).
+
+    The subject is the row's email column if present, else the Contact / Individual its
+    ``PartyId`` names; the purpose name comes from the DataUsePurpose export. Either one
+    missing → ``unresolved_reference``, retried when the file that resolves it arrives.
+    ``EffectiveTo`` ends an opt-in: a second, ``withdrawn`` event at that instant
+    (evidence ``consent_expired``). Seen / NotSeen record no decision: skipped, logged.
+    """
     source = config.source(SOURCE)
     parsed = read_vendor_csv(data, CONSENT_COLUMNS, "Salesforce ContactPointTypeConsent export")
-    if landing_dir is None:
-        from pipelines.settings import LethePaths
-        landing_dir = LethePaths.resolve().landing
-    names = purpose_names(landing_dir)
-    events = []
+    landing = configured_landing(landing_dir)
+    names, parties = purpose_names(landing), party_emails(landing)
+    events, skipped = [], []
     for line, row in parsed.rows:
         status = blank(row["privacyconsentstatus"])
         if status and status.casefold() in NO_EVENT:
+            skipped.append((line, f"salesforce_consent_status:{status.casefold()}"))
             continue
         record_id = sf_id(row["id"])
         mangled = bool(MANGLED_ID.match(record_id))
-        email = next((blank(row[c]) for c in EMAIL_COLUMNS if blank(row.get(c))), None)
+        email, party_unknown = email_of(row, row.get("partyid"), parties)
         # an unknown status passes on as the action, for validation to quarantine (invalid_value)
         action = STATUS_ACTION.get(status.casefold(), status) if status else None
         at, at_dt = sf_time(row.get("capturedate"))
         if at is None:
             at, at_dt = sf_time(row.get("effectivefrom"))
+        until, _ = sf_time(row.get("effectiveto"))
         double = blank(row.get("doubleconsentcapturedate")) is not None
         purposes, resolved = resolve_purpose(source, row["datausepurposeid"], names)
         flag = ("consent_event_id:mangled_id" if mangled
-                else None if resolved else "purpose:invalid_identifier")
+                else "purpose:unresolved_reference" if not resolved
+                else "email:unresolved_reference" if party_unknown else None)
+        entry_point = blank(row.get("capturesource")) or "salesforce:ContactPointTypeConsent"
         for purpose in purposes:
             granted = action == "granted"
-            event = consent_event(
-                SOURCE, record_id, line, purpose or "", action or "", at, email,
-                blank(row.get("capturesource")) or "salesforce:ContactPointTypeConsent",
-                ("double_opt_in" if double else "salesforce_consent_record") if granted else "salesforce_consent_record",
-                notice_version=source.notice_version(at_dt.date()) if granted and at_dt else None)
-            if len(event["consent_event_id"]) > ID_MAX:  # a long purpose name: keep the id within the contract
-                digest = hashlib.sha256((purpose or "").encode()).hexdigest()[:12]
-                event["consent_event_id"] = f"{SOURCE}:{record_id}:{digest}:{action}"
-            event.update(purpose=purpose, action=action, **{FLAG_COLUMN: flag})
-            events.append(event)
-    return {CONSENT: records_frame(CONSENT, events, parsed.rejects)}
+            happened = [(action or "", at, entry_point,
+                         ("double_opt_in" if double else "salesforce_consent_record") if granted
+                         else "salesforce_consent_record")]
+            if granted and until:
+                happened.append(("withdrawn", until, "salesforce:EffectiveTo", "consent_expired"))
+            for act, when, entry, evidence in happened:
+                event = consent_event(
+                    SOURCE, record_id, line, purpose or "", act, when, email, entry, evidence,
+                    notice_version=source.notice_version(at_dt.date()) if act == "granted" and at_dt else None)
+                if len(event["consent_event_id"]) > ID_MAX:  # a long purpose name: keep the id within the contract
+                    digest = hashlib.sha256((purpose or "").encode()).hexdigest()[:12]
+                    event["consent_event_id"] = f"{SOURCE}:{record_id}:{digest}:{act}"
+                event.update(purpose=purpose, action=act or None, **{FLAG_COLUMN: flag})
+                events.append(event)
+    return Conversion({CONSENT: records_frame(CONSENT, events, parsed.rejects)}, parsed.rows_read, skipped)
 
 
-def consents_adapter(landing_dir: Path | None = None) -> VendorAdapter:
-    """The consents adapter; ``landing_dir`` is where data_use_purposes/ is read from
-    (default: the configured landing zone, $LETHE_LANDING or $LETHE_HOME/landing)."""
-    return VendorAdapter(
-        name="salesforce_contact_point_type_consents",
-        vendor=SOURCE,
-        landing_path="vendors/salesforce/contact_point_type_consents",
-        targets=(CONSENT,),
-        convert=partial(convert_consents, landing_dir=landing_dir),
-        description="Salesforce ContactPointTypeConsent export → per-purpose consent events.",
-    )
+# --- data use purposes ----------------------------------------------------------------
+
+PURPOSE_COLUMNS = ["Id", "Name"]
+
+
+def convert_purposes(data: bytes, file_name: str, config: VendorConfig) -> Conversion:
+    """DataUsePurpose export: reference data only (Id → Name for the consents adapter).
+
+    It feeds no table; converting it checks the layout (an unknown one is a rejected
+    file, not a silent gap) and logs every row as used for reference.
+    """
+    parsed = read_vendor_csv(data, PURPOSE_COLUMNS, "Salesforce DataUsePurpose export")
+    skipped = [(line, "salesforce_data_use_purpose:reference_only") for line, _ in parsed.rows]
+    skipped += [(r.line_number, f"salesforce_data_use_purpose:{r.reason}") for r in parsed.rejects]
+    return Conversion({}, parsed.rows_read, skipped)
 
 
 CONTACTS_ADAPTER = VendorAdapter(
@@ -257,21 +326,38 @@ LEADS_ADAPTER = VendorAdapter(
     convert=partial(convert_people, kind="lead"),
     description="Salesforce Lead export → CRM contacts (ids lead:<Id>) and their email opt-outs.",
 )
-INDIVIDUALS_ADAPTER = VendorAdapter(
+PURPOSES_ADAPTER = VendorAdapter(
+    name="salesforce_data_use_purposes",
+    vendor=SOURCE,
+    landing_path=PURPOSES_FOLDER,
+    targets=(),
+    convert=convert_purposes,
+    description="Salesforce DataUsePurpose export → reference data (purpose names) for the consents; "
+                "feeds no table, every row is logged.",
+)
+INDIVIDUALS_ADAPTER = LandingAdapter(
     name="salesforce_individuals",
     vendor=SOURCE,
     landing_path="vendors/salesforce/individuals",
     targets=(ERASURE, CONSENT),
-    convert=convert_individuals,
-    description="Salesforce Individual export → erasure requests (ShouldForget) and opt-outs.",
+    convert=None,
+    reads_landing=convert_individuals,
+    description="Salesforce Individual export → erasure requests (ShouldForget) and opt-outs; "
+                "emails come from the Contact / Lead exports (IndividualId).",
 )
-@dataclass(frozen=True)
-class ConsentsAdapter(VendorAdapter):
-    """Consents read the purposes export of the same landing zone (Id → Name)."""
-
-    def for_landing(self, landing_dir: Path) -> VendorAdapter:
-        return consents_adapter(landing_dir)
-
-
-CONSENTS_ADAPTER = ConsentsAdapter(*(getattr(consents_adapter(), f.name) for f in fields(VendorAdapter)))
-ADAPTERS = (CONTACTS_ADAPTER, LEADS_ADAPTER, INDIVIDUALS_ADAPTER, CONSENTS_ADAPTER)
+CONSENTS_ADAPTER = LandingAdapter(
+    name="salesforce_contact_point_type_consents",
+    vendor=SOURCE,
+    landing_path="vendors/salesforce/contact_point_type_consents",
+    targets=(CONSENT,),
+    convert=None,
+    reads_landing=convert_consents,
+    description="Salesforce ContactPointTypeConsent export → per-purpose consent events; "
+                "purpose names from DataUsePurpose, people from Contact / Lead (PartyId).",
+)
+ADAPTERS = (CONTACTS_ADAPTER, LEADS_ADAPTER, PURPOSES_ADAPTER, INDIVIDUALS_ADAPTER, CONSENTS_ADAPTER)
+# adapter → adapters whose files resolve its references, so they load first
+RUN_AFTER = {
+    INDIVIDUALS_ADAPTER.name: (CONTACTS_ADAPTER.name, LEADS_ADAPTER.name),
+    CONSENTS_ADAPTER.name: (CONTACTS_ADAPTER.name, LEADS_ADAPTER.name, PURPOSES_ADAPTER.name),
+}

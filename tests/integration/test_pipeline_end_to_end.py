@@ -178,6 +178,22 @@ def test_vendor_exports_load_through_the_same_pipeline_and_feed_the_ledger(con):
     assert {row[0] for row in log} == expected
     assert all(status == "loaded" and read == loaded + quarantined + suppressed
                for _, _, status, read, loaded, quarantined, suppressed in log)
+    # per vendor file (reference data included): rows read = rows mapped + rows skipped with a reason
+    files = con.execute(
+        "SELECT source_file, rows_read, rows_mapped, rows_skipped, "
+        "(SELECT count(*) FROM ingest.vendor_skipped_rows s WHERE s.file_hash = v.file_hash AND s.adapter = v.adapter) "
+        "FROM ingest.vendor_file_log v WHERE status = 'converted'").fetchall()
+    all_files = {p.relative_to(VENDOR_FIXTURES.parent).as_posix() for p in VENDOR_FIXTURES.rglob("*")
+                 if p.is_file() and p.suffix not in (".md", ".yaml")}
+    assert {f[0] for f in files} == all_files
+    data_rows = {p.relative_to(VENDOR_FIXTURES.parent).as_posix(): _data_rows(p)
+                 for p in VENDOR_FIXTURES.rglob("*") if p.is_file() and p.suffix not in (".md", ".yaml")}
+    for source_file, read, mapped, skipped, skipped_lines in files:
+        assert read == data_rows[source_file] == mapped + skipped, source_file
+        assert skipped == skipped_lines, source_file
+    skipped_reasons = {r[0] for r in con.execute("SELECT DISTINCT reason FROM ingest.vendor_skipped_rows").fetchall()}
+    assert {"marketo_email_delivered:no_canonical_event", "salesforce_consent_status:seen",
+            "salesforce_data_use_purpose:reference_only"} <= skipped_reasons
     reasons = {r[0] for r in con.execute(
         "SELECT DISTINCT reason FROM ingest.quarantine WHERE source_file LIKE 'vendors/%'").fetchall()}
     assert {"mangled_id", "invalid_timestamp", "duplicate_key"} <= reasons
@@ -192,6 +208,17 @@ def test_vendor_exports_load_through_the_same_pipeline_and_feed_the_ledger(con):
     contacts = con.execute("SELECT count(*) FROM raw_crm.contacts WHERE _source_file LIKE 'vendors/hubspot/%'"
                            ).fetchall()[0][0]
     assert contacts == 2  # 90001, 90002; the mangled id and the impossible date are quarantined
+
+
+def _data_rows(path: Path) -> int:
+    """Data rows of a fixture export, counted independently of the adapters: CSV records
+    (quoted newlines included) without the header, or non-blank JSON lines."""
+    import csv
+    import io
+    text = path.read_text(encoding="utf-8-sig")
+    if path.suffix == ".csv":
+        return sum(1 for row in csv.reader(io.StringIO(text, newline="")) if row) - 1
+    return sum(1 for line in text.splitlines() if line.strip())
 
 
 def test_second_run_right_after_changes_nothing(lethe):

@@ -59,7 +59,7 @@ def rows(result, *cols):
 
 
 def test_receipts_become_consent_events():
-    result, counts = onetrust.convert_counted(jsonl(), "receipts.jsonl", CONFIG)
+    result = onetrust.convert(jsonl(), "receipts.jsonl", CONFIG)
     events = result["raw_consent.events"]
     assert rows(events, "consent_event_id", "email", "cookie_id", "purpose", "action", "occurred_at",
                 "entry_point", "evidence", "notice_version", "_flag") == [
@@ -81,7 +81,22 @@ def test_receipts_become_consent_events():
          "onetrust:cp-3", "onetrust_receipt", "1", None),
     ]
     assert [(r.line_number, r.reason) for r in events.rejects] == [(5, "malformed_json")]
-    assert counts == {"no_decision:NOTGIVEN": 1}
+    account = result.account()
+    # the NOTGIVEN purpose of line 2 is a skipped part: line 2 still yields an event
+    assert (account.rows_read, account.rows_mapped, account.rows_skipped) == (5, 5, 0)
+    assert account.parts_skipped == {"onetrust:no_decision:NOTGIVEN": 1}
+
+
+def test_receipts_without_any_decision_are_skipped_per_line_with_the_reason():
+    receipts = RECEIPTS[:1] + [
+        {"receiptId": "r5", "identifier": "cy@example.com", "identifierType": "Email", "collectionPointId": "cp-1",
+         "purposes": [purpose("p-news", "PENDING"), purpose("p-web", "NOTGIVEN")]},
+        {"receiptId": "r6", "identifier": "di@example.com", "identifierType": "Email", "collectionPointId": "cp-1",
+         "purposes": []},
+    ]
+    account = onetrust.convert(jsonl(receipts, bad_line=False), "r.jsonl", CONFIG).account()
+    assert (account.rows_read, account.rows_mapped, account.rows_skipped, account.rows_unaccounted) == (3, 1, 2, 0)
+    assert account.skipped_lines == [(2, "onetrust:no_decision:PENDING"), (3, "onetrust:no_purposes")]
 
 
 def test_json_array_and_long_ids_are_hashed_deterministically():

@@ -10,6 +10,7 @@ from pipelines.ingest.reconcile import unreconciled_files
 from pipelines.vendors import salesforce
 from pipelines.vendors.base import contract_for
 from pipelines.vendors.config import VendorConfig, parse_vendor_config
+from pipelines.vendors.file_log import unaccounted_vendor_files
 from pipelines.vendors.ingest import ingest_vendor
 
 NOW = datetime(2026, 11, 30)
@@ -57,6 +58,9 @@ CONSENTS = csv(
     "0ZY000000000004,0PK000000000004,Email,0ZW000000000001,OptIn,2024-03-03T09:00:00.000Z,,Email,,,,",
     "0ZY000000000005,0PK000000000005,Email,0ZW000000000009,OptIn,2024-03-04T09:00:00.000Z,,Email,,,,ivy@example.org",
     "0ZY000000000006,0PK000000000006,Email,0ZW000000000001,OptIn,2024-02-30T10:00:00.000Z,,Email,,,,jo@example.com",
+    # line 8: no email column value: PartyId is Ada's Individual (Contact.IndividualId); expires at EffectiveTo
+    "0ZY000000000007,0PK000000000001,Email,0ZW000000000001,OptIn,2024-03-05T09:00:00.000Z,,Email,,"
+    "2024-12-31T23:59:59.000Z,,",
 )
 
 
@@ -94,20 +98,41 @@ def test_leads_have_their_own_id_namespace():
         "salesforce:lead:00Q5g00000AbCdEEAV:email_marketing:withdrawn"]
 
 
-def test_individuals_give_erasure_requests_and_opt_outs():
-    out = salesforce.convert_individuals(INDIVIDUALS, "Individual.csv", CONFIG)
+def test_individuals_give_erasure_requests_and_opt_outs(tmp_path):
+    out = salesforce.convert_individuals(INDIVIDUALS, "Individual.csv", CONFIG, landing_dir=tmp_path)
     assert records(out["raw_requests.erasure_requests"], "request_id", "email", "received_at", "verified_at", "channel") == [
         ("salesforce:0PK000000000001GAA", "eve@example.org", "2024-05-01T10:00:00Z", "2024-05-01T10:00:00Z",
          "salesforce_should_forget"),
         ("salesforce:0PK000000000002AAA", None, "2024-05-02T10:00:00Z", "2024-05-02T10:00:00Z",
          "salesforce_should_forget"),
     ]
+    # the second Individual has no email and no Contact names it yet: waits for its reference
+    assert out["raw_requests.erasure_requests"].records["_flag"].to_list() == [None, "email:unresolved_reference"]
     assert records(out["raw_consent.events"], "consent_event_id", "purpose", "entry_point") == [
         ("salesforce:0PK000000000001GAA:email_marketing:withdrawn", "email_marketing",
          "salesforce:HasOptedOutSolicit"),
         ("salesforce:0PK000000000001GAA:web_analytics:withdrawn", "web_analytics",
          "salesforce:HasOptedOutTracking"),
+        # HasOptedOutProcessing: an objection to processing withdraws every policy purpose by default
+        ("salesforce:0PK000000000003AAA:email_marketing:withdrawn", "email_marketing",
+         "salesforce:HasOptedOutProcessing"),
+        ("salesforce:0PK000000000003AAA:web_analytics:withdrawn", "web_analytics",
+         "salesforce:HasOptedOutProcessing"),
+        ("salesforce:0PK000000000003AAA:personalisation:withdrawn", "personalisation",
+         "salesforce:HasOptedOutProcessing"),
     ]
+
+
+def test_processing_opt_out_follows_configuration_and_rows_with_nothing_are_skipped(tmp_path):
+    config = parse_vendor_config({"salesforce": {"purposes": {"HasOptedOutProcessing": "personalisation"}}})
+    data = csv("Id,HasOptedOutTracking,HasOptedOutProcessing,HasOptedOutSolicit,ShouldForget,Email",
+               "0PK000000000003AAA,0,1,0,0,gus@example.com",
+               "0PK000000000004AAA,0,0,0,0,hu@example.com")
+    out = salesforce.convert_individuals(data, "Individual.csv", config, landing_dir=tmp_path)
+    assert records(out["raw_consent.events"], "purpose", "action") == [("personalisation", "withdrawn")]
+    account = out.account()
+    assert account.skipped_lines == [(3, "salesforce_individual:no_request_or_opt_out")]
+    assert account.rows_unaccounted == 0
 
 
 @pytest.fixture
@@ -135,16 +160,24 @@ def test_consents_map_status_purpose_and_evidence(landing):
          "withdrawn", "2024-04-01T00:00:00Z", "salesforce:ContactPointTypeConsent", "salesforce_consent_record",
          None, None, 3),
         # line 4 is Seen: no consent event
+        # line 5: PartyId names nobody in the Contact / Lead exports: waits for its reference
         ("salesforce:0ZY000000000004GAA:email_marketing:granted", None, "email_marketing", "granted",
          "2024-03-03T09:00:00Z", "salesforce:ContactPointTypeConsent", "salesforce_consent_record",
-         "privacy-2024", None, 5),
+         "privacy-2024", "email:unresolved_reference", 5),
         ("salesforce:0ZY000000000005GAA:0ZW000000000009:granted", "ivy@example.org", "0ZW000000000009", "granted",
          "2024-03-04T09:00:00Z", "salesforce:ContactPointTypeConsent", "salesforce_consent_record",
-         "privacy-2024", "purpose:invalid_identifier", 6),
+         "privacy-2024", "purpose:unresolved_reference", 6),
         ("salesforce:0ZY000000000006GAA:email_marketing:granted", "jo@example.com", "email_marketing", "granted",
          "2024-02-30T10:00:00.000Z", "salesforce:ContactPointTypeConsent", "salesforce_consent_record",
          None, None, 7),
+        # the Individual of Ada's Contact; the opt-in ends at EffectiveTo
+        ("salesforce:0ZY000000000007GAA:email_marketing:granted", "Ada@Example.com", "email_marketing", "granted",
+         "2024-03-05T09:00:00Z", "salesforce:ContactPointTypeConsent", "salesforce_consent_record",
+         "privacy-2024", None, 8),
+        ("salesforce:0ZY000000000007GAA:email_marketing:withdrawn", "Ada@Example.com", "email_marketing",
+         "withdrawn", "2024-12-31T23:59:59Z", "salesforce:EffectiveTo", "consent_expired", None, None, 8),
     ]
+    assert out.account().skipped_lines == [(4, "salesforce_consent_status:seen")]
 
 
 def test_unknown_status_is_passed_on_for_validation():
@@ -181,8 +214,8 @@ def con(tmp_path):
 
 
 def test_load_through_the_shared_path(con, landing):
-    adapters = [salesforce.CONTACTS_ADAPTER, salesforce.LEADS_ADAPTER, salesforce.INDIVIDUALS_ADAPTER,
-                salesforce.consents_adapter(landing)]
+    adapters = [salesforce.CONTACTS_ADAPTER, salesforce.LEADS_ADAPTER, salesforce.PURPOSES_ADAPTER,
+                salesforce.INDIVIDUALS_ADAPTER.for_landing(landing), salesforce.CONSENTS_ADAPTER.for_landing(landing)]
     for adapter in adapters:
         ingest_vendor(con, adapter, landing, "run-1", NOW, CONFIG)
 
@@ -197,8 +230,13 @@ def test_load_through_the_shared_path(con, landing):
         "salesforce:003D000000QV9n2IAD:email_marketing:withdrawn",
         "salesforce:0PK000000000001GAA:email_marketing:withdrawn",
         "salesforce:0PK000000000001GAA:web_analytics:withdrawn",
+        "salesforce:0PK000000000003AAA:email_marketing:withdrawn",
+        "salesforce:0PK000000000003AAA:personalisation:withdrawn",
+        "salesforce:0PK000000000003AAA:web_analytics:withdrawn",
         "salesforce:0ZY000000000001GAA:email_marketing:granted",
         "salesforce:0ZY000000000002GAA:product_analytics:withdrawn",
+        "salesforce:0ZY000000000007GAA:email_marketing:granted",
+        "salesforce:0ZY000000000007GAA:email_marketing:withdrawn",
         "salesforce:lead:00Q5g00000AbCdEEAV:email_marketing:withdrawn",
     ]
     quarantine = con.execute(
@@ -208,13 +246,60 @@ def test_load_through_the_shared_path(con, landing):
         ("Contact.csv", "raw_consent.events", 4, None, "missing_subject"),
         ("Contact.csv", "raw_crm.contacts", 4, "email", "missing_required"),
         ("Contact.csv", "raw_crm.contacts", 5, "created_at", "invalid_timestamp"),
-        ("ContactPointTypeConsent.csv", "raw_consent.events", 5, None, "missing_subject"),
-        ("ContactPointTypeConsent.csv", "raw_consent.events", 6, "purpose", "invalid_identifier"),
+        ("ContactPointTypeConsent.csv", "raw_consent.events", 5, "email", "unresolved_reference"),
+        ("ContactPointTypeConsent.csv", "raw_consent.events", 6, "purpose", "unresolved_reference"),
         ("ContactPointTypeConsent.csv", "raw_consent.events", 7, "occurred_at", "invalid_timestamp"),
-        ("Individual.csv", "raw_requests.erasure_requests", 3, "email", "missing_required"),
+        ("Individual.csv", "raw_requests.erasure_requests", 3, "email", "unresolved_reference"),
     ]
+    # every row of every file: mapped, or skipped with a reason (the purposes are reference data)
+    assert con.execute("SELECT adapter, rows_read, rows_mapped, rows_skipped FROM ingest.vendor_file_log "
+                       "ORDER BY 1").fetchall() == [
+        ("salesforce_contact_point_type_consents", 7, 6, 1), ("salesforce_contacts", 4, 4, 0),
+        ("salesforce_data_use_purposes", 2, 0, 2), ("salesforce_individuals", 3, 3, 0), ("salesforce_leads", 1, 1, 0)]
+    for adapter in adapters:
+        assert unaccounted_vendor_files(con, adapter.name) == []
     for adapter in adapters:
         for table in adapter.targets:
             assert unreconciled_files(con, contract_for(table)) == []
     again = ingest_vendor(con, salesforce.CONTACTS_ADAPTER, landing, "run-2", NOW, CONFIG)
     assert all(o.count("skipped") == 1 and o.rows_read == 0 for o in again.values())
+
+
+def test_consents_and_individuals_that_arrive_first_resolve_when_their_references_arrive(con, tmp_path):
+    root = tmp_path / "landing"
+    sf = root / "vendors" / "salesforce"
+    for folder, name, data in [("individuals", "Individual.csv", INDIVIDUALS),
+                               ("contact_point_type_consents", "ContactPointTypeConsent.csv", CONSENTS)]:
+        (sf / folder).mkdir(parents=True)
+        (sf / folder / name).write_bytes(data)
+    waiting = [salesforce.INDIVIDUALS_ADAPTER.for_landing(root), salesforce.CONSENTS_ADAPTER.for_landing(root)]
+    for adapter in waiting:
+        ingest_vendor(con, adapter, root, "run-1", NOW, CONFIG)
+    unresolved = "SELECT source_table, line_number FROM ingest.quarantine WHERE reason = 'unresolved_reference' ORDER BY 1, 2"
+    assert con.execute(unresolved).fetchall() == [
+        ("raw_consent.events", 2), ("raw_consent.events", 3), ("raw_consent.events", 5),
+        ("raw_consent.events", 6), ("raw_consent.events", 7),
+        ("raw_consent.events", 8), ("raw_consent.events", 8),  # the opt-in and its expiry
+        ("raw_requests.erasure_requests", 3)]
+
+    # a day later the purposes and the contacts land; Individual 0PK…2 is a Contact's now too
+    (sf / "data_use_purposes").mkdir()
+    (sf / "data_use_purposes" / "DataUsePurpose.csv").write_bytes(PURPOSES)
+    (sf / "contacts").mkdir()
+    (sf / "contacts" / "Contact.csv").write_bytes(CONTACTS)
+    (sf / "contacts" / "Contact-2.csv").write_bytes(csv(
+        "Id,Email,HasOptedOutOfEmail,CreatedDate,LastModifiedDate,IndividualId",
+        "003D000000QV9n9,max@example.com,0,2024-01-01T00:00:00.000Z,2024-01-01T00:00:00.000Z,0PK000000000002AAA"))
+    for adapter in [salesforce.CONTACTS_ADAPTER, salesforce.PURPOSES_ADAPTER, *waiting]:
+        ingest_vendor(con, adapter, root, "run-2", NOW, CONFIG)
+
+    # what waited for a reference is now loaded, or quarantined for a fault of its own
+    assert con.execute(unresolved).fetchall() == [("raw_consent.events", 5), ("raw_consent.events", 6)]
+    assert con.execute("SELECT request_id, email FROM raw_requests.erasure_requests ORDER BY 1").fetchall() == [
+        ("salesforce:0PK000000000001GAA", "eve@example.org"), ("salesforce:0PK000000000002AAA", "max@example.com")]
+    assert con.execute("SELECT line_number, reason FROM ingest.quarantine WHERE source_file LIKE '%Consent.csv' "
+                       "ORDER BY 1").fetchall() == [
+        (5, "unresolved_reference"), (6, "unresolved_reference"), (7, "invalid_timestamp")]
+    for table in ("raw_consent.events", "raw_requests.erasure_requests", "raw_crm.contacts"):
+        assert unreconciled_files(con, contract_for(table)) == []
+

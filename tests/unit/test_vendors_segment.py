@@ -49,6 +49,11 @@ LINES = [
      "timestamp": "2024-03-04T10:00:00Z", "context": {"consent": {"categoryPreferences": {"Analytics": False}}}},
     # line 7: anonymousId of the wrong type
     msg("m-5", anonymousId=["a", "b"], timestamp="2024-03-05T10:00:00Z", context={"ip": "198.51.100.9"}),
+    # line 8: identify without consent: nothing to carry, skipped with the reason
+    {"type": "identify", "messageId": "m-6", "anonymousId": "anon-6", "userId": "di@example.com",
+     "timestamp": "2024-03-06T10:00:00Z", "traits": {"plan": "pro"}},
+    # line 9: JSON, but no Segment message (no type)
+    {"messageId": "m-7", "anonymousId": "anon-7"},
 ]
 
 
@@ -75,7 +80,14 @@ def test_web_events(converted):
         ("m-3", "anon-3", None, "03/02/2024 09:00", "192.0.2.10", None, 4, None),
         ("m-5", '["a", "b"]', None, "2024-03-05T10:00:00Z", "198.51.100.9", None, 7, "cookie_id:wrong_type"),
     ]
-    assert [(r.line_number, r.reason) for r in web.rejects] == [(5, "malformed_json")]
+    assert [(r.line_number, r.reason) for r in web.rejects] == [(5, "malformed_json"), (9, "malformed_row")]
+
+
+def test_every_line_is_accounted_for(converted):
+    account = converted.account()
+    assert (account.rows_read, account.rows_mapped, account.rows_skipped, account.rows_unaccounted) == (9, 8, 1, 0)
+    assert account.skipped_lines == [(8, "segment_identify:no_page_view_or_consent")]
+    assert account.parts_skipped == {"segment:duplicate_message_id": 1}  # line 2's consent, already on line 1
 
 
 def test_consent_events_per_mapped_category(converted):
@@ -131,6 +143,7 @@ def test_load_through_the_shared_path(con, tmp_path):
         ("raw_web.events", 4, "occurred_at", "invalid_timestamp"),
         ("raw_web.events", 5, None, "malformed_json"),
         ("raw_web.events", 7, "cookie_id", "wrong_type"),
+        ("raw_web.events", 9, None, "malformed_row"),
     ]
     assert con.execute("SELECT purpose, action, occurred_at FROM raw_consent.events ORDER BY cookie_id, 1").fetchall() == [
         ("email_marketing", "withdrawn", datetime(2024, 3, 1, 10)),
