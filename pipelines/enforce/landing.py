@@ -32,6 +32,7 @@ from pipelines.ingest.load import file_sha256, landing_files
 from pipelines.ingest.read import FileRejected, read_file
 from pipelines.ingest.tables import INGEST_LOG_TABLE
 from pipelines.pseudonym import hmac_token, load_key
+from pipelines.vendors.config import load_vendor_config
 
 LANDING_RETENTION_ENV = "LETHE_LANDING_RETENTION_DAYS"
 DEFAULT_LANDING_RETENTION_DAYS = 7
@@ -129,6 +130,29 @@ def vendor_files(landing_dir: Path) -> list[Path]:
     )
 
 
+def _vendor_file_names_suppressed(path: Path, data: bytes, landing_dir: Path,
+                                  tokens: dict[str, set[str]], key: bytes) -> bool:
+    """Does this vendor export name an erased subject — by email anywhere in the text, or
+    by any identifier its adapter reads (cookie ids, anonymousIds, an email resolved
+    through a Salesforce PartyId or a Marketo leadId)?"""
+    if _line_is_suppressed(data.decode("utf-8", errors="replace"), tokens, key):
+        return True
+    from pipelines.vendors.ingest import adapter_for_file
+
+    adapter = adapter_for_file(path, landing_dir)
+    if adapter is None:
+        return False
+    try:
+        conversion = adapter.convert(data, path.name, load_vendor_config())
+    except FileRejected:
+        return False  # unreadable by its adapter: nothing was loaded from it
+    for read in conversion.values():
+        mask = suppressed_mask(read.records, tokens, key)
+        if mask is not None and bool(mask.any()):
+            return True
+    return False
+
+
 def _remove_vendor_files_naming(con, landing_dir: Path, tokens: dict[str, set[str]], key: bytes) -> int:
     """A vendor export that names an erased subject is deleted whole once ingested: its
     rows are in the warehouse, and re-serialising every vendor format just to drop one
@@ -141,7 +165,7 @@ def _remove_vendor_files_naming(con, landing_dir: Path, tokens: dict[str, set[st
         ingested = con.execute(
             f"SELECT 1 FROM {INGEST_LOG_TABLE} WHERE file_hash = ? OR current_file_hash = ?", [digest, digest]
         ).fetchall()
-        if ingested and _line_is_suppressed(data.decode("utf-8", errors="replace"), tokens, key):
+        if ingested and _vendor_file_names_suppressed(path, data, landing_dir, tokens, key):
             path.unlink()
             con.execute(
                 f"UPDATE {INGEST_LOG_TABLE} SET landing_removed_at = now()::TIMESTAMP "

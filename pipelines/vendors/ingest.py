@@ -56,6 +56,15 @@ def bind_to_landing(adapter: VendorAdapter, landing_dir: Path) -> VendorAdapter:
     return for_landing(landing_dir) if for_landing else adapter
 
 
+def adapter_for_file(path: Path, landing_dir: Path) -> VendorAdapter | None:
+    """The adapter (bound to ``landing_dir``) whose landing folder holds ``path``."""
+    relative = path.relative_to(landing_dir).as_posix()
+    for adapter in ADAPTERS:
+        if relative.startswith(adapter.landing_path.rstrip("/") + "/"):
+            return bind_to_landing(adapter, landing_dir)
+    return None
+
+
 def ingest_vendor(
     con: duckdb.DuckDBPyConnection, adapter: VendorAdapter, landing_dir: Path,
     run_id: str, now: datetime, config: VendorConfig | None = None,

@@ -60,3 +60,24 @@ def test_files_are_deleted_after_the_landing_window(setup):
     assert remove_files_past_window(con, landing, NOW + timedelta(days=3), days=7) == 0
     assert remove_files_past_window(con, landing, NOW + timedelta(days=8), days=7) == 2
     assert not any(p.is_file() for p in landing.rglob("*"))
+
+
+def test_vendor_exports_naming_an_erased_cookie_are_deleted_too(setup):
+    """A Segment export names the person only by anonymousId: found through the adapter."""
+    con, landing = setup
+    folder = landing / "vendors" / "segment" / "tracks"
+    folder.mkdir(parents=True)
+    line = ('{"type": "page", "messageId": "m-%d", "anonymousId": "%s", '
+            '"timestamp": "2026-11-01T10:00:00Z", "context": {"ip": "192.0.2.1"}}')
+    (folder / "erased.jsonl").write_text(line % (1, "anon-gone") + "\n", encoding="utf-8")
+    (folder / "other.jsonl").write_text(line % (2, "anon-stays") + "\n", encoding="utf-8")
+    for name in ("erased.jsonl", "other.jsonl"):
+        con.execute("INSERT INTO ingest.ingest_log (file_hash, source_file, source_table, contract_id, "
+                    "contract_version, status, rows_read, rows_loaded, rows_quarantined, file_bytes, ingested_at) "
+                    "SELECT sha256(content), ?, 'raw_web.events', 'v', '1', 'loaded', 1, 1, 0, 1, ? FROM read_blob(?)",
+                    [f"vendors/segment/tracks/{name}", NOW, str(folder / name)])
+    token = hmac_token("anon-gone", load_key())
+    con.execute(f"INSERT INTO {SUPPRESSION_TABLE} VALUES (?, 'cookie_id', ?, 'R2', ?)", [token, token, NOW])
+    remove_suppressed_subjects(con, landing)
+    assert not (folder / "erased.jsonl").exists()
+    assert (folder / "other.jsonl").exists()
