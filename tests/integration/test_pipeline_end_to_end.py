@@ -419,6 +419,30 @@ def test_mart_identifier_check_fails_on_a_planted_email_and_ip(lethe, warehouse_
     assert failed == {"web_visits", "email_engagement"}
 
 
+def test_mart_consent_checks_fail_when_consent_is_gone(lethe, tmp_path):
+    """The per-mart consent tests catch rows whose subject has no valid consent — plain
+    and pseudonymised (token-keyed) rows alike. Run on a copy of the enforced warehouse,
+    where pseudonymised email events exist."""
+    import shutil
+
+    copy = tmp_path / "enforced.duckdb"
+    shutil.copy(lethe["home"] / "warehouse.duckdb", copy)
+    with duckdb.connect(str(copy)) as con:
+        tokens_in_mart = con.execute(
+            "SELECT count(*) FROM marts.email_engagement m JOIN staging.stg_marketing__email_events e "
+            "USING (event_id) WHERE e.pseudonymised_at IS NOT NULL").fetchall()[0][0]
+        assert tokens_in_mart > 0, "the scenario needs pseudonymised events in the mart"
+        con.execute("DELETE FROM consent.consent_state WHERE key_type = 'cookie_id' AND purpose = 'web_analytics'")
+        # only the token side of email consent: plain rows still have theirs
+        con.execute("UPDATE consent.consent_state SET key_token = 'gone' "
+                    "WHERE key_type = 'email' AND purpose = 'email_marketing'")
+    result = _dbt(["test", "--select", "assert_web_visits_rows_have_consent",
+                   "assert_email_engagement_rows_have_consent"], copy, tmp_path)
+    status = {r.node.name: (r.status, r.failures) for r in result.result.results}
+    assert status["assert_web_visits_rows_have_consent"][0] == "fail"
+    assert status["assert_email_engagement_rows_have_consent"][0] == "fail"
+
+
 # --- enforcement and erasure -------------------------------------------------------------
 
 def test_erased_subject_is_gone_everywhere_sql_statistics_and_bytes(lethe):
