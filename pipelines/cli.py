@@ -120,6 +120,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             consent=consent_quality(con),
             vendor_skipped=skipped_totals(con),
         )
+    from pipelines.enforce.compact import clean_spill_directory
+
+    clean_spill_directory()  # every connection is closed: nothing may still spill
     print(text)
     print(f"\nRun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.monotonic() - started:.1f}s")
     if not result.success:
@@ -260,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="also show dbt's console output")
     run.add_argument("--dry-run", action="store_true",
                      help="enforcement computes and reports what it would purge / pseudonymise / erase, changes nothing")
+    run.add_argument("--job", default="run_pipeline_job",
+                     choices=["run_pipeline_job", "enforce_retention_job", "erase_subjects_job"],
+                     help="which job to run (default: the whole pipeline)")
     run.set_defaults(func=cmd_run)
     erase = sub.add_parser("erase", help="record a verified erasure request (carried out by the sensor or next run)")
     erase.add_argument("--email", required=True, help="the subject's email (the operator has verified the requester)")

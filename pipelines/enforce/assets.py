@@ -8,6 +8,7 @@ Metadata holds counts only.
 """
 
 import os
+import time
 import shutil
 
 from dagster import (
@@ -89,6 +90,8 @@ def retention_enforcement(
     now = clock.now()
     dry_run = enforcement.dry_run
     paths = LethePaths.resolve()
+    seconds: dict[str, float] = {}  # per part, for benchmarks and operators (no data)
+    started = time.perf_counter()
     with warehouse.connect() as con:
         install_sql_functions(con)
         ensure_audit_table(con)
@@ -100,6 +103,7 @@ def retention_enforcement(
             policy_version=version, now=now, dry_run=dry_run,
         )
         outcomes = enforce_decisions(con, run_id=context.run_id, policy_version=version, now=now, dry_run=dry_run)
+        seconds["purge_and_pseudonymise"] = time.perf_counter() - started
         completed = 0
         landing_meta: dict = {}
         if not dry_run:
@@ -121,6 +125,7 @@ def retention_enforcement(
                 )], now=now)
                 con.execute("COMMIT")
             sync_mirror(con, audit_mirror_path())
+    seconds["erasure_and_landing"] = time.perf_counter() - started - sum(seconds.values())
 
     changed_rows = sum(o.purged + o.newly_pseudonymised for o in outcomes)
     if not dry_run and (changed_rows or completed):
@@ -128,11 +133,13 @@ def retention_enforcement(
         # model keeps a purged row
         os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
         dbt.cli(["build", "--exclude", "test_type:unit"], manifest=lethe_dbt_project().manifest_path).wait()
+    seconds["dbt_rebuild"] = time.perf_counter() - started - sum(seconds.values())
 
     with warehouse.connect() as con:
         install_sql_functions(con)
         proofs = compute_proofs(con, now)
     passed = validate_with_great_expectations(proofs)
+    seconds["proofs"] = time.perf_counter() - started - sum(seconds.values())
     reconciles = all(o.reconciles for o in outcomes)
 
     context.log.info(
@@ -150,6 +157,7 @@ def retention_enforcement(
             "erasures_completed": completed,
             "tables": MetadataValue.json({o.table: o.metadata() for o in outcomes}),
             "landing": MetadataValue.json(landing_meta),
+            "seconds": MetadataValue.json({k: round(v, 3) for k, v in seconds.items()}),
         },
     )
     for proof in proofs:

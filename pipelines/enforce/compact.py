@@ -36,8 +36,44 @@ def _size(path: Path) -> int:
 
 
 def connect_config() -> dict:
+    """Settings for every Lethe connection to the warehouse (see ``duckdb_settings``)."""
     value = os.environ.get(FORCE_COMPRESSION_ENV)
-    return {"force_compression": value} if value else {}
+    return ({"force_compression": value} if value else {}) | duckdb_settings()
+
+
+MEMORY_LIMIT_ENV = "LETHE_DUCKDB_MEMORY_LIMIT"
+
+
+def spill_directory() -> Path:
+    """Where DuckDB spills when a query outgrows ``memory_limit``: under LETHE_HOME, because
+    spill files hold personal data and must stay where erasure and cleanup can reach them
+    (DuckDB's default is ``<database>.tmp`` beside the file, wherever that is)."""
+    from pipelines.settings import LethePaths
+
+    return LethePaths.resolve().home / "spill"
+
+
+def duckdb_settings() -> dict[str, str]:
+    """memory_limit (``LETHE_DUCKDB_MEMORY_LIMIT``, e.g. ``12GB``; default DuckDB's 80 % of
+    RAM) and the spill directory, set deliberately on every connection, dbt's included."""
+    settings = {"temp_directory": str(spill_directory())}
+    limit = os.environ.get(MEMORY_LIMIT_ENV)
+    if limit:
+        settings["memory_limit"] = limit
+    return settings
+
+
+def clean_spill_directory() -> int:
+    """Remove spill files left behind (DuckDB deletes its own on a clean close; a crash
+    leaves them). Call only when no connection is open. Returns files removed."""
+    folder = spill_directory()
+    removed = 0
+    if folder.is_dir():
+        for path in folder.rglob("*"):
+            if path.is_file():
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def compact_warehouse(path: Path) -> CompactionOutcome:

@@ -14,6 +14,7 @@ import io
 import json
 from dataclasses import dataclass, field
 
+import duckdb
 import polars as pl
 
 LINE_COLUMN = "_line_number"
@@ -74,22 +75,24 @@ def read_csv(data: bytes, columns: list[str]) -> ReadResult:
             f"unexpected={extra}, duplicated={len(header) - len(set(header))}",
         )
     width = len(header)
+    first = reader.line_num + 1  # physical line of the first record
+    try:
+        parsed = list(reader)
+    except csv.Error as exc:
+        raise FileRejected("unparseable_csv", f"CSV parser stopped near line {reader.line_num + 1}: {exc}") from None
+    if reader.line_num - first + 1 == len(parsed):
+        starts = range(first, first + len(parsed))  # one physical line per record: numbers follow
+    else:
+        starts = _record_starts(text)  # quoted newlines: count again, record by record
     rows: list[list[str]] = []
     lines: list[int] = []
     rejects: list[StructuralReject] = []
-    next_start = reader.line_num + 1
-    try:
-        for row in reader:
-            start, next_start = next_start, reader.line_num + 1
-            if not row:
-                continue  # a blank line carries no record
-            if len(row) != width:
-                rejects.append(StructuralReject(start, "malformed_row", _csv_line(row)))
-                continue
+    for start, row in zip(starts, parsed):
+        if len(row) == width:
             rows.append(row)
             lines.append(start)
-    except csv.Error as exc:
-        raise FileRejected("unparseable_csv", f"CSV parser stopped near line {next_start}: {exc}") from None
+        elif row:  # a blank line carries no record
+            rejects.append(StructuralReject(start, "malformed_row", _csv_line(row)))
 
     if rows:
         by_header = list(zip(*rows))
@@ -101,6 +104,17 @@ def read_csv(data: bytes, columns: list[str]) -> ReadResult:
         | {LINE_COLUMN: pl.Series(LINE_COLUMN, lines, dtype=pl.Int64)}
     )
     return ReadResult(frame, rejects)
+
+
+def _record_starts(text: str) -> list[int]:
+    """Physical line where each data record starts (the slow path, for quoted newlines)."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=False)
+    next(reader)
+    starts, next_start = [], reader.line_num + 1
+    for _ in reader:
+        starts.append(next_start)
+        next_start = reader.line_num + 1
+    return starts
 
 
 def _csv_line(row: list[str]) -> str:
@@ -121,41 +135,69 @@ def _json_scalar_to_text(value) -> tuple[str | None, bool]:
 
 
 def read_jsonl(data: bytes, columns: list[str]) -> ReadResult:
+    """JSON Lines → text columns, set-based in DuckDB's JSON functions (one pass per file,
+    no per-line Python): the file's lines go in as one column with their numbers.
+
+    Per line: not valid JSON, not an object, or an object with a repeated key (which
+    value was meant is ambiguous) → ``malformed_json``. Per contract column: absent or
+    null → NULL; string → as is; integer → its digits; anything else (float, boolean,
+    object, array) → its JSON text, flagged in ``WRONG_TYPE_COLUMN``.
+    """
     text = decode(data)
-    out: dict[str, list] = {name: [] for name in columns}
-    lines: list[int] = []
-    wrong: list[str | None] = []
-    rejects: list[StructuralReject] = []
     # split on "\n" only: str.splitlines() also breaks on U+2028, U+0085 … which JSON
     # strings may hold, and would shift every later line number
-    for number, line in enumerate(text.split("\n"), start=1):
-        line = line.removesuffix("\r")
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            rejects.append(StructuralReject(number, "malformed_json", line))
-            continue
-        if not isinstance(obj, dict):
-            rejects.append(StructuralReject(number, "malformed_json", line))
-            continue
-        bad = []
-        for name in columns:
-            value, wrong_type = _json_scalar_to_text(obj.get(name))
-            out[name].append(value)
-            if wrong_type:
-                bad.append(name)
-        lines.append(number)
-        wrong.append(";" + ";".join(bad) + ";" if bad else None)
-    frame = pl.DataFrame(
-        {name: pl.Series(name, out[name], dtype=pl.Utf8) for name in columns}
-        | {
-            LINE_COLUMN: pl.Series(LINE_COLUMN, lines, dtype=pl.Int64),
-            WRONG_TYPE_COLUMN: pl.Series(WRONG_TYPE_COLUMN, wrong, dtype=pl.Utf8),
-        }
+    lines = pl.DataFrame({"line": text.split("\n")}).with_row_index("number", offset=1).with_columns(
+        pl.col("number").cast(pl.Int64), pl.col("line").str.strip_suffix("\r"))
+    lines = lines.filter(pl.col("line").str.strip_chars() != "")
+    con = duckdb.connect()
+    try:
+        con.register("lethe_lines", lines.to_arrow())
+        # each step parses a line once: valid JSON → an object → all columns in one extract
+        con.execute("CREATE TEMP TABLE lethe_valid AS SELECT number, line FROM lethe_lines WHERE json_valid(line)")
+        con.execute("CREATE TEMP TABLE lethe_objects AS SELECT number, line::JSON AS doc FROM lethe_valid "
+                    "WHERE json_type(line) = 'OBJECT'")
+        paths = "[" + ", ".join(_json_path(name) for name in columns) + "]"
+        con.execute(f"CREATE TEMP TABLE lethe_values AS SELECT number, json_extract(doc, {paths}) AS vals, "
+                    "json_keys(doc) AS keys FROM lethe_objects")
+        typed = ", ".join(
+            f"json_type(vals[{i}]) AS {_quote(name + '__type')}, "
+            f"CASE WHEN json_type(vals[{i}]) IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN vals[{i}] ->> '$' "
+            f"ELSE vals[{i}]::VARCHAR END AS {_quote(name)}"
+            for i, name in enumerate(columns, start=1)
+        )
+        records = con.sql(f"SELECT number, {typed} FROM lethe_values "
+                          "WHERE len(keys) = len(list_distinct(keys)) ORDER BY number").to_arrow_table()
+        # everything else is a structural reject: not JSON, not an object, a repeated key
+        bad = con.execute(
+            "SELECT number, line FROM lethe_lines WHERE number NOT IN ("
+            "SELECT number FROM lethe_values WHERE len(keys) = len(list_distinct(keys))) ORDER BY number"
+        ).fetchall()
+    finally:
+        con.close()
+    frame = pl.from_arrow(records)
+    wrong = pl.concat_str(
+        [pl.when(pl.col(name + "__type").is_in(["NULL", "VARCHAR", "BIGINT", "UBIGINT"]).not_())
+         .then(pl.lit(name + ";")).otherwise(pl.lit("")) for name in columns])
+    frame = frame.with_columns(
+        pl.when(pl.col(name + "__type") == "NULL").then(None).otherwise(pl.col(name)).cast(pl.Utf8).alias(name)
+        for name in columns
+    ).with_columns(
+        pl.when(wrong == "").then(None).otherwise(pl.lit(";") + wrong).alias(WRONG_TYPE_COLUMN)
+    ).select(
+        *[pl.col(name) for name in columns],
+        pl.col("number").cast(pl.Int64).alias(LINE_COLUMN),
+        pl.col(WRONG_TYPE_COLUMN).cast(pl.Utf8),
     )
+    rejects = [StructuralReject(number, "malformed_json", line) for number, line in bad]
     return ReadResult(frame, rejects)
+
+
+def _json_path(name: str) -> str:
+    return "'$.\"" + name.replace("'", "''").replace('"', '\\"') + "\"'"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _empty_frame(columns: list[str]) -> pl.DataFrame:

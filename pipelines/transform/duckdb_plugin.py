@@ -10,6 +10,7 @@ temporary macros do not carry over, so each cursor is configured too.
 
 from dbt.adapters.duckdb.plugins import BasePlugin
 
+from pipelines.enforce.compact import duckdb_settings
 from pipelines.pseudonym import load_key
 from pipelines.sql_functions import install_sql_functions
 
@@ -19,6 +20,10 @@ class Plugin(BasePlugin):
         self._key = load_key()
 
     def configure_connection(self, conn):
+        # memory limit and spill directory are database-wide: set once, like Lethe's own connections
+        for name, value in duckdb_settings().items():
+            quoted = value.replace("'", "''")
+            conn.execute(f"SET {name} = '{quoted}'")
         install_sql_functions(conn, self._key)
 
     def configure_cursor(self, cursor):

@@ -419,6 +419,18 @@ def test_mart_identifier_check_fails_on_a_planted_email_and_ip(lethe, warehouse_
     assert failed == {"web_visits", "email_engagement"}
 
 
+def test_dbt_unit_tests_pass(lethe, tmp_path):
+    """The rules' edge cases as dbt unit tests (the pipeline itself does not run them)."""
+    import shutil
+
+    copy = tmp_path / "unit.duckdb"
+    shutil.copy(lethe["home"] / "warehouse.duckdb", copy)
+    result = _dbt(["test", "--select", "test_type:unit"], copy, tmp_path)
+    statuses = {r.node.name: str(r.status) for r in result.result.results}
+    assert len(statuses) >= 8
+    assert all(s == "pass" for s in statuses.values()), statuses
+
+
 def test_mart_consent_checks_fail_when_consent_is_gone(lethe, tmp_path):
     """The per-mart consent tests catch rows whose subject has no valid consent — plain
     and pseudonymised (token-keyed) rows alike. Run on a copy of the enforced warehouse,

@@ -63,3 +63,15 @@ def test_jsonl_line_numbers_survive_unicode_line_separators_inside_strings():
     result = read_jsonl(data, COLS)
     assert result.records["_line_number"].to_list() == [1, 2]
     assert result.records["note"][0] == "a\u2028b\u0085c"
+
+
+def test_jsonl_escapes_booleans_big_integers_and_repeated_keys():
+    data = ('{"id": "\\u00e9\\"q\\"\\\\", "email": true, "note": 123456789012345678}\n'
+            '{"id": "1", "id": "2", "email": "a@x.io"}\n'      # which id? ambiguous → rejected
+            '{"id": "3", "email": "c@x.io", "note": [1, {"a": null}]}\n').encode()
+    result = read_jsonl(data, COLS)
+    assert result.records["id"].to_list() == ['é"q"\\', "3"]
+    assert result.records["email"].to_list() == ["true", "c@x.io"]
+    assert result.records["note"][0] == "123456789012345678"
+    assert result.records["_wrong_types"].to_list() == [";email;", ";note;"]
+    assert [(r.line_number, r.reason) for r in result.rejects] == [(2, "malformed_json")]

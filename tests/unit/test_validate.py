@@ -112,3 +112,16 @@ def test_ip_patterns_agree_with_the_standard_library(text):
         pl.col("ip").str.contains(IPV4_PATTERN) | pl.col("ip").str.contains(IPV6_PATTERN)
     )["ip"][0]
     assert got == expected, text
+
+
+def test_timestamps_parse_the_same_on_the_fast_and_the_general_path():
+    from pipelines.ingest.validate import parse_timestamp, parsed_name, with_parsed_timestamps, _text
+
+    values = ["2024-03-01T10:00:00Z", " 2024-03-01T10:00:00Z ", "2024-03-01T10:00:00z", "2024-02-30T10:00:00Z",
+              "2024-03-01T10:00:00+02:00", "2024-03-01 10:00", "2024-03-01", "2024-03-01T10:00:00.123Z",
+              "2024-03-01T25:00:00Z", "03/01/2024", "", None, "2024-03-01T10:00:00+0530", "2024-3-1T10:00:00Z"]
+    frame = pl.DataFrame({"t": pl.Series(values, dtype=pl.Utf8)})
+    fast = with_parsed_timestamps(frame, ["t"])[parsed_name("t")].to_list()
+    general = frame.select(parse_timestamp(_text("t")).alias("t"))["t"].to_list()
+    assert fast == general
+    assert fast[0] == fast[1] == fast[2] and fast[3] is None and fast[9] is None
