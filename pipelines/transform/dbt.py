@@ -8,6 +8,7 @@ the group from the model's folder, so the graph follows the data's journey.
 
 
 import os
+import shutil
 import sys
 from functools import cache
 from pathlib import Path
@@ -99,9 +100,30 @@ def build_dbt_assets():
     ):
         # profiles.yml reads the same variable as the warehouse resource.
         os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
-        yield from dbt.cli(dbt_build_args(), context=context).stream()
+        invocation = dbt.cli(dbt_build_args(), context=context)
+        yield from invocation.stream()
+        keep_partial_parse(invocation.target_path)
 
     return lethe_dbt_models
+
+
+def keep_partial_parse(invocation_target: Path) -> None:
+    """Copy an invocation's partial-parse state back to the project's target folder.
+
+    dagster-dbt starts each dbt command from a copy of ``target/partial_parse.msgpack``
+    but never writes it back. dbt reparses everything when the profile differs from the
+    one the file was made with — and the profile holds the warehouse path — so without
+    this every run (and the enforcement rebuild within it) paid a full parse. The file
+    holds the parsed project and hashes of the profile, no data and no credentials.
+    """
+    fresh = Path(invocation_target) / "partial_parse.msgpack"
+    if fresh.exists():
+        project = lethe_dbt_project()
+        target = Path(project.project_dir) / project.target_path  # target_path is relative to the project
+        target.mkdir(parents=True, exist_ok=True)
+        tmp = target / "partial_parse.msgpack.tmp"
+        shutil.copy(fresh, tmp)
+        os.replace(tmp, target / "partial_parse.msgpack")
 
 
 def dbt_executable() -> str:
