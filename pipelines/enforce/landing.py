@@ -28,6 +28,7 @@ import duckdb
 
 from pipelines.contracts import SourceContract, load_contracts
 from pipelines.enforce.suppression import suppressed_mask, suppression_tokens
+from pipelines.enforce.tables import SUPPRESSION_TABLE
 from pipelines.ingest.load import file_sha256, landing_files
 from pipelines.ingest.read import FileRejected, read_file
 from pipelines.ingest.tables import INGEST_LOG_TABLE
@@ -153,7 +154,8 @@ def _vendor_file_names_suppressed(path: Path, data: bytes, landing_dir: Path,
     return False
 
 
-def _remove_vendor_files_naming(con, landing_dir: Path, tokens: dict[str, set[str]], key: bytes) -> int:
+def _remove_vendor_files_naming(con, landing_dir: Path, tokens: dict[str, set[str]], key: bytes,
+                                state: str | None = None) -> int:
     """A vendor export that names an erased subject is deleted whole once ingested: its
     rows are in the warehouse, and re-serialising every vendor format just to drop one
     person is not worth the risk of mangling the rest. Not-yet-ingested files wait (the
@@ -165,28 +167,64 @@ def _remove_vendor_files_naming(con, landing_dir: Path, tokens: dict[str, set[st
         ingested = con.execute(
             f"SELECT 1 FROM {INGEST_LOG_TABLE} WHERE file_hash = ? OR current_file_hash = ?", [digest, digest]
         ).fetchall()
-        if ingested and _vendor_file_names_suppressed(path, data, landing_dir, tokens, key):
-            path.unlink()
-            con.execute(
-                f"UPDATE {INGEST_LOG_TABLE} SET landing_removed_at = now()::TIMESTAMP "
-                f"WHERE file_hash = ? OR current_file_hash = ?", [digest, digest])
-            deleted += 1
+        if not ingested or (state and _checked(con, digest, state)):
+            continue
+        if not _vendor_file_names_suppressed(path, data, landing_dir, tokens, key):
+            if state:
+                _mark_checked(con, digest, state)
+            continue
+        path.unlink()
+        con.execute(
+            f"UPDATE {INGEST_LOG_TABLE} SET landing_removed_at = now()::TIMESTAMP "
+            f"WHERE file_hash = ? OR current_file_hash = ?", [digest, digest])
+        deleted += 1
     return deleted
+
+
+LANDING_CHECKS_TABLE = "erasure.landing_checks"
+
+
+def _suppression_state(con: duckdb.DuckDBPyConnection) -> str:
+    """Changes whenever a token joins the (append-only) suppression list."""
+    count, latest = con.execute(
+        f"SELECT count(*), max(suppressed_at) FROM {SUPPRESSION_TABLE}").fetchall()[0]
+    return f"{count}:{latest}"
+
+
+def _checked(con: duckdb.DuckDBPyConnection, file_hash: str, state: str) -> bool:
+    return bool(con.execute(f"SELECT 1 FROM {LANDING_CHECKS_TABLE} WHERE file_hash = ? AND suppression_state = ?",
+                            [file_hash, state]).fetchall())
+
+
+def _mark_checked(con: duckdb.DuckDBPyConnection, file_hash: str, state: str) -> None:
+    con.execute(f"INSERT OR REPLACE INTO {LANDING_CHECKS_TABLE} VALUES (?, ?, now()::TIMESTAMP)", [file_hash, state])
 
 
 def remove_suppressed_subjects(
     con: duckdb.DuckDBPyConnection, landing_dir: Path, contracts: list[SourceContract] | None = None,
 ) -> LandingOutcome:
+    """Rewrite (or delete) every landing file that names an erased subject.
+
+    A file whose content was already checked against the current suppression list is
+    skipped: scanning the whole landing zone on every run cost ≈ 30 s per 1.5M rows,
+    though only a new erasure (or a new file) can change the answer.
+    """
     outcome = LandingOutcome()
     tokens = suppression_tokens(con)
     if not any(tokens.values()):
         return outcome
     key = load_key()
+    con.execute(f"CREATE TABLE IF NOT EXISTS {LANDING_CHECKS_TABLE} "
+                "(file_hash VARCHAR PRIMARY KEY, suppression_state VARCHAR NOT NULL, checked_at TIMESTAMP)")
+    state = _suppression_state(con)
     for contract in contracts or load_contracts():
         for path in landing_files(landing_dir, contract):
             old_hash = file_sha256(path.read_bytes())
+            if _checked(con, old_hash, state):
+                continue
             removed, action = rewrite_file(path, contract, tokens, key)
             if action == "unchanged":
+                _mark_checked(con, old_hash, state)
                 continue
             relative = path.relative_to(landing_dir).as_posix()
             if action == "deleted":
@@ -204,7 +242,8 @@ def remove_suppressed_subjects(
                     f"WHERE (file_hash = ? OR current_file_hash = ?) AND source_table = ?",
                     [new_hash, old_hash, old_hash, contract.qualified_table],
                 )
-    outcome.files_deleted_suppressed += _remove_vendor_files_naming(con, landing_dir, tokens, key)
+                _mark_checked(con, new_hash, state)
+    outcome.files_deleted_suppressed += _remove_vendor_files_naming(con, landing_dir, tokens, key, state)
     return outcome
 
 

@@ -81,3 +81,21 @@ def test_vendor_exports_naming_an_erased_cookie_are_deleted_too(setup):
     remove_suppressed_subjects(con, landing)
     assert not (folder / "erased.jsonl").exists()
     assert (folder / "other.jsonl").exists()
+
+
+def test_files_already_checked_against_the_same_suppression_list_are_not_read_again(setup, monkeypatch):
+    import pipelines.enforce.landing as landing_module
+
+    con, landing = setup
+    remove_suppressed_subjects(con, landing)
+    calls = []
+    real = landing_module.rewrite_file
+    monkeypatch.setattr(landing_module, "rewrite_file", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    remove_suppressed_subjects(con, landing)
+    assert calls == []  # nothing new to look for
+    # a new erasure: every file is checked again, and the new subject leaves it
+    token = hmac_token("stays@example.org", load_key())
+    con.execute(f"INSERT INTO {SUPPRESSION_TABLE} VALUES (?, 'email', ?, 'R3', ?)", [token, token, NOW])
+    outcome = remove_suppressed_subjects(con, landing)
+    assert calls and outcome.files_rewritten + outcome.files_deleted_suppressed == 1
+    assert "stays@example.org" not in (landing / "crm" / "contacts" / "a.csv").read_text()
