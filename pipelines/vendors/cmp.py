@@ -27,7 +27,7 @@ import re
 from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
-from pipelines.ingest.read import FLAG_COLUMN, RECORD_KEY_COLUMN, ReadResult
+from pipelines.ingest.read import FLAG_COLUMN, RECORD_KEY_COLUMN
 from pipelines.vendors.base import (
     MANGLED_ID,
     Conversion,

@@ -8,7 +8,7 @@ Consent evidence in the export becomes consent events: a consent legal basis gra
 
 from __future__ import annotations
 
-from pipelines.ingest.read import FLAG_COLUMN, LINE_COLUMN, ReadResult
+from pipelines.ingest.read import FLAG_COLUMN, LINE_COLUMN
 from pipelines.vendors.base import (
     MANGLED_ID,
     Conversion,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 
-from pipelines.ingest.read import FLAG_COLUMN, LINE_COLUMN, FileRejected, ReadResult
+from pipelines.ingest.read import FLAG_COLUMN, LINE_COLUMN, FileRejected
 from pipelines.vendors.base import (
     MANGLED_ID,
     Conversion,

@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 from pipelines.ingest.load import files_in
-from pipelines.ingest.read import FLAG_COLUMN, LINE_COLUMN, FileRejected, ReadResult
+from pipelines.ingest.read import FLAG_COLUMN, LINE_COLUMN, FileRejected
 from pipelines.vendors.base import (
     MANGLED_ID,
     Conversion,

@@ -28,7 +28,6 @@ from pipelines.ingest.read import (
     FLAG_COLUMN,
     RECORD_KEY_COLUMN,
     FileRejected,
-    ReadResult,
     StructuralReject,
     decode,
 )

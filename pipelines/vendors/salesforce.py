@@ -26,7 +26,7 @@ from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from pipelines.ingest.read import FLAG_COLUMN, LINE_COLUMN, FileRejected, ReadResult
+from pipelines.ingest.read import FLAG_COLUMN, LINE_COLUMN, FileRejected
 from pipelines.vendors.base import (
     MANGLED_ID,
     Conversion,

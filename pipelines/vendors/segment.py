@@ -22,7 +22,7 @@ import json
 import re
 from datetime import datetime
 
-from pipelines.ingest.read import FLAG_COLUMN, LINE_COLUMN, FileRejected, ReadResult, StructuralReject, decode
+from pipelines.ingest.read import FLAG_COLUMN, LINE_COLUMN, FileRejected, StructuralReject, decode
 from pipelines.vendors.base import Conversion, VendorAdapter, consent_event, records_frame
 from pipelines.vendors.config import VendorConfig
 
