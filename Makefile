@@ -25,7 +25,7 @@ demo: install
 	$(BIN)/lethe run
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 dev: install
 	$(BIN)/dagster dev -w workspace.yaml

@@ -34,7 +34,7 @@ from pipelines.enforce.proof import compute_proofs, validate_with_great_expectat
 from pipelines.resources import LandingZoneResource, RunClockResource, WarehouseResource
 from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV, LethePaths
 from pipelines.sql_functions import install_sql_functions
-from pipelines.transform.dbt import keep_partial_parse, lethe_dbt_project
+from pipelines.transform.dbt import finish_invocation, lethe_dbt_project
 
 ENFORCEMENT_GROUP = "enforcement"
 ENFORCEMENT_KEY = AssetKey(["enforcement", "retention_enforcement"])
@@ -133,7 +133,7 @@ def retention_enforcement(
         # model keeps a purged row
         os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
         rebuild = dbt.cli(["build", "--exclude", "test_type:unit"], manifest=lethe_dbt_project().manifest_path).wait()
-        keep_partial_parse(rebuild.target_path)
+        finish_invocation(rebuild.target_path)
     seconds["dbt_rebuild"] = time.perf_counter() - started - sum(seconds.values())
 
     with warehouse.connect() as con:
@@ -217,15 +217,21 @@ def compacted_warehouse(
     })
 
 
+STALE_INVOCATION_SECONDS = 24 * 3600
+
+
 def clean_artefacts(warehouse_path) -> int:
     """dagster-dbt runs every dbt command in a fresh target folder under dbt_project/target;
-    they hold compiled SQL and run results (no rows, but no reason to keep them). The
-    manifest and partial-parse file in target/ itself stay. DuckDB spill files go too."""
+    Lethe deletes each one when its command ends (``finish_invocation``). Folders left by
+    a run that crashed are swept here once a day old — not younger ones, which may belong
+    to a run going on beside this one. The manifest and partial-parse file in target/
+    itself stay. DuckDB spill files go too."""
     removed = 0
     target = DBT_PROJECT_DIR / "target"
     if target.is_dir():
+        cutoff = time.time() - STALE_INVOCATION_SECONDS
         for child in target.iterdir():
-            if child.is_dir() and child.name not in ("compiled", "run"):
+            if child.is_dir() and child.name not in ("compiled", "run") and child.stat().st_mtime < cutoff:
                 shutil.rmtree(child, ignore_errors=True)
                 removed += 1
     spill = warehouse_path.with_name(warehouse_path.name + ".tmp")

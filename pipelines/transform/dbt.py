@@ -7,6 +7,7 @@ the group from the model's folder, so the graph follows the data's journey.
 """
 
 
+import fcntl
 import os
 import shutil
 import sys
@@ -65,10 +66,17 @@ def lethe_dbt_project() -> DbtProject:
     """
     project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
     if manifest_is_stale(project):
-        # Not project.preparer.prepare(): it looks for `dbt` on PATH only.
-        DbtCliResource(project_dir=project, dbt_executable=dbt_executable()).cli(
-            ["parse", "--quiet"], target_path=project.target_path
-        ).wait()
+        target = Path(project.project_dir) / project.target_path
+        target.mkdir(parents=True, exist_ok=True)
+        # two processes starting at once (parallel test workers, `dagster dev` beside
+        # `lethe run`) must not write manifest.json at the same time
+        with open(target / ".parse.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if manifest_is_stale(project):
+                # Not project.preparer.prepare(): it looks for `dbt` on PATH only.
+                DbtCliResource(project_dir=project, dbt_executable=dbt_executable()).cli(
+                    ["parse", "--quiet"], target_path=project.target_path
+                ).wait()
     return project
 
 
@@ -102,9 +110,20 @@ def build_dbt_assets():
         os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
         invocation = dbt.cli(dbt_build_args(), context=context)
         yield from invocation.stream()
-        keep_partial_parse(invocation.target_path)
+        finish_invocation(invocation.target_path)
 
     return lethe_dbt_models
+
+
+def finish_invocation(invocation_target: Path) -> None:
+    """After a dbt command: keep its partial-parse state, then delete its target folder
+    (compiled SQL and run results: no rows, but no reason to keep them — and deleting
+    only our own folder lets runs share the project without removing each other's)."""
+    keep_partial_parse(invocation_target)
+    project = lethe_dbt_project()
+    folder = Path(invocation_target)
+    if folder.resolve().parent == (Path(project.project_dir) / project.target_path).resolve():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def keep_partial_parse(invocation_target: Path) -> None:
@@ -121,7 +140,7 @@ def keep_partial_parse(invocation_target: Path) -> None:
         project = lethe_dbt_project()
         target = Path(project.project_dir) / project.target_path  # target_path is relative to the project
         target.mkdir(parents=True, exist_ok=True)
-        tmp = target / "partial_parse.msgpack.tmp"
+        tmp = target / f".partial_parse.msgpack.{os.getpid()}.tmp"  # one per process: runs may overlap
         shutil.copy(fresh, tmp)
         os.replace(tmp, target / "partial_parse.msgpack")
 
