@@ -1,7 +1,8 @@
 """Apply retention decisions to the source of truth: one set-based pass per table.
 
 Per table, in ONE transaction: count what the decisions say, delete the rows decided
-purge (one ``DELETE … USING`` joined to the decisions), replace the identifiers of rows
+purge (one ``DELETE … USING`` joined to the decisions) and note their landing lines for
+enforcement to blank in the landing files (``ingest.landing_removals``), replace the identifiers of rows
 decided pseudonymise that are not pseudonymised yet (one ``UPDATE … FROM``), bump the
 ingest log's per-file purge counters, and append the audit rows. A crash leaves the
 table as it was or as it should be, never half; a re-run finds nothing left to do
@@ -18,7 +19,7 @@ import duckdb
 
 from pipelines.audit import AuditEntry, append_entries, ensure_audit_table
 from pipelines.enforce.tables import DECISIONS_TABLE, Target, enforcement_targets
-from pipelines.ingest.tables import INGEST_LOG_TABLE
+from pipelines.ingest.tables import INGEST_LOG_TABLE, LANDING_REMOVALS_DDL, record_landing_removals_sql
 
 
 @dataclass
@@ -103,6 +104,10 @@ def enforce_table(
                 f"SELECT t.{target.file_hash_column}, {target.log_table_sql}, count(*) FROM {_decided(target)} "
                 f"WHERE d.action = 'purge' GROUP BY ALL"
             ).fetchall()
+            con.execute(record_landing_removals_sql(
+                f"SELECT t.{target.file_hash_column} AS file_hash, t.{target.line_column} AS line_number, "
+                f"d.reason AS reason FROM {_decided(target)} WHERE d.action = 'purge'"
+            ), {"recorded_at": now.replace(tzinfo=None)})
             con.execute(
                 f"DELETE FROM {target.table} AS t USING {DECISIONS_TABLE} AS d "
                 f"WHERE d.source_table = '{target.table}' AND d.record_id = t.{target.id_column} "
@@ -143,6 +148,7 @@ def enforce_decisions(
     dry_run: bool = False, targets: list[Target] | None = None,
 ) -> list[TableOutcome]:
     ensure_audit_table(con)
+    con.execute(LANDING_REMOVALS_DDL)
     outcomes = []
     for target in targets or enforcement_targets():
         outcomes.append(

@@ -111,11 +111,11 @@ def retention_enforcement(
                 con, due, manifests=manifests, purged_by_subject=purged_by_subject,
                 run_id=context.run_id, policy_version=version, now=now,
             )
-            landing_outcome = remove_suppressed_subjects(con, landing.resolved_path())
+            landing_outcome = remove_suppressed_subjects(con, landing.resolved_path(), now=now)
             landing_outcome.files_deleted_window = remove_files_past_window(con, landing.resolved_path(), now)
             landing_meta = landing_outcome.metadata()
-            changed = landing_outcome.files_rewritten + landing_outcome.files_deleted_suppressed \
-                + landing_outcome.files_deleted_window
+            changed = landing_outcome.files_blanked + landing_outcome.files_rewritten \
+                + landing_outcome.files_deleted_suppressed + landing_outcome.files_deleted_window
             if changed:
                 con.execute("BEGIN TRANSACTION")
                 append_entries(con, [AuditEntry(

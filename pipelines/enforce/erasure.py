@@ -32,6 +32,7 @@ from pipelines.enforce.tables import (
     SUPPRESSION_TABLE,
     ensure_erasure_tables,
 )
+from pipelines.ingest.tables import record_landing_removals_sql
 
 DEFAULT_SLA_HOURS = 72
 SLA_ENV = "LETHE_ERASURE_SLA_HOURS"
@@ -167,7 +168,12 @@ def complete_erasures(
                 f"WHERE _pseudonymised_at IS NULL AND lethe_hmac(email) IN (SELECT unnest(?))",
                 [when, keys],
             )
-        # quarantined rows that still name the subject (e.g. a malformed request line)
+        # quarantined rows that still name the subject (e.g. a malformed request line);
+        # their landing lines are blanked like every purged row's
+        con.execute(record_landing_removals_sql(
+            "SELECT file_hash, line_number, 'erasure_request' AS reason FROM ingest.quarantine "
+            "WHERE email IS NOT NULL AND lethe_hmac(email) IN (SELECT unnest($keys))"
+        ), {"keys": keys, "recorded_at": when})
         con.execute(
             "DELETE FROM ingest.quarantine WHERE email IS NOT NULL AND lethe_hmac(email) IN (SELECT unnest(?))",
             [keys],

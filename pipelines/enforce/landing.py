@@ -1,16 +1,24 @@
 """The landing zone is storage too: enforcement applies to the files themselves.
 
-Two rules:
-- **Erased subjects leave the files.** Every landing file that still holds a row whose
-  email or cookie id is on the suppression list is rewritten without those rows
-  (re-serialised, written to a temp file and atomically renamed). A file that cannot be
-  parsed (rejected at ingestion) but contains a suppressed email anywhere is deleted.
-  The ingest log records the new hash, so the rewritten file is not ingested again.
+Three rules:
+- **The landing zone holds no more than the warehouse.** Every record that leaves the
+  warehouse while its file is still on disk — purged (retention, consent, erasure) or
+  dropped on arrival because its subject was erased — is noted by file hash and line
+  (``ingest.landing_removals``), and enforcement blanks those lines in the file: the
+  record's physical lines become empty lines, so every other record keeps its line
+  number and its bytes, and re-reading the file yields exactly the records the
+  warehouse still has. No file is parsed for this: the warehouse already knows where
+  each row came from, so the work is one pass over the files that lost a record.
+- **Erased subjects leave the files the warehouse cannot point into**: request files
+  (the erasure request keeps its id and timestamps with the subject's token in place of
+  the email, like the request table), files rejected whole at ingestion (deleted if
+  they name an erased email anywhere), and vendor exports (deleted whole once ingested).
+  These are read and matched against the suppression list by HMAC token.
 - **Landing window.** After ingestion a file is kept ``LETHE_LANDING_RETENTION_DAYS``
   days (default 7: time to re-process after a fault), then deleted. This bounds how long
-  raw extracts — and rows purged or pseudonymised in the warehouse — sit on disk.
+  raw extracts — and rows pseudonymised in the warehouse — sit on disk.
 
-Matching is by HMAC token, computed over each file's distinct values only.
+The ingest log records each rewritten file's new hash, so it is not ingested again.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from pipelines.enforce.suppression import suppressed_mask, suppression_tokens
 from pipelines.enforce.tables import SUPPRESSION_TABLE
 from pipelines.ingest.load import file_sha256, landing_files
 from pipelines.ingest.read import FileRejected, read_file
-from pipelines.ingest.tables import INGEST_LOG_TABLE
+from pipelines.ingest.tables import INGEST_LOG_TABLE, LANDING_REMOVALS_DDL, LANDING_REMOVALS_TABLE
 from pipelines.pseudonym import hmac_token, load_key
 from pipelines.vendors.config import load_vendor_config
 
@@ -44,12 +52,15 @@ EMAIL_LIKE = re.compile(r"[^\s@,;\"'<>]+@[^\s@,;\"'<>]+\.[^\s@,;\"'<>]+")
 class LandingOutcome:
     files_rewritten: int = 0
     rows_removed: int = 0
+    files_blanked: int = 0      # files that lost records the warehouse no longer holds
+    records_blanked: int = 0
     files_deleted_suppressed: int = 0
     files_deleted_window: int = 0
     rewritten: list[str] = field(default_factory=list)
 
     def metadata(self) -> dict:
         return {
+            "files_blanked": self.files_blanked, "records_blanked": self.records_blanked,
             "files_rewritten": self.files_rewritten, "rows_removed": self.rows_removed,
             "files_deleted_holding_erased_subjects": self.files_deleted_suppressed,
             "files_deleted_after_landing_window": self.files_deleted_window,
@@ -118,6 +129,105 @@ def _write(path: Path, contract: SourceContract, keep, rejects, bad_rejects, rem
     tmp.write_text(content, encoding="utf-8")
     os.replace(tmp, path)
     return removed, "rewritten"
+
+
+def blank_lines(data: bytes, starts: set[int], file_format: str) -> tuple[bytes, int]:
+    """The file with the records starting at ``starts`` (physical line numbers, 1-based)
+    turned into empty lines. Returns (new bytes, records blanked).
+
+    Line numbering follows the readers exactly: CSV lines end at \\n, \\r\\n or \\r (as
+    ``csv`` counts them); JSON Lines end at \\n only. A CSV record may span lines (a quoted
+    newline): its extent is found by parsing that one record. Blanking an empty line
+    changes nothing, so applying the same removals twice is harmless.
+    """
+    bom = data.startswith(b"\xef\xbb\xbf")
+    text = data.decode("utf-8-sig")
+    if file_format == "csv":
+        lines = list(io.StringIO(text, newline=""))
+    else:
+        lines = text.split("\n")
+        lines = [line + "\n" for line in lines[:-1]] + [lines[-1]]
+    blanked = 0
+    lowest = 2 if file_format == "csv" else 1  # a CSV's line 1 is its header
+    for start in sorted(starts):
+        if start < lowest or start > len(lines):
+            continue
+        first = start - 1
+        if not lines[first].strip():
+            continue
+        count = 1
+        if file_format == "csv":
+            reader = csv.reader((lines[i] for i in range(first, len(lines))), strict=False)
+            next(reader, None)
+            count = max(1, reader.line_num)
+        for i in range(first, min(first + count, len(lines))):
+            lines[i] = _terminator(lines[i])
+        blanked += 1
+    out = "".join(lines).encode("utf-8")
+    return (b"\xef\xbb\xbf" + out if bom else out), blanked
+
+
+def _terminator(line: str) -> str:
+    for ending in ("\r\n", "\n", "\r"):
+        if line.endswith(ending):
+            return ending
+    return ""
+
+
+def blank_removed_records(con: duckdb.DuckDBPyConnection, landing_dir: Path,
+                          contracts: list[SourceContract] | None = None,
+                          now: datetime | None = None) -> tuple[int, int]:
+    """Blank, in every canonical landing file, the records the warehouse no longer holds.
+
+    A file needs work when removals are pending for it, or when it is an older copy of a
+    file already blanked (a re-delivery with the original bytes). Returns (files
+    changed, records blanked).
+    """
+    con.execute(LANDING_REMOVALS_DDL)
+    pending = {h for (h,) in con.execute(
+        f"SELECT DISTINCT file_hash FROM {LANDING_REMOVALS_TABLE} WHERE blanked_at IS NULL").fetchall()}
+    with_removals = {h for (h,) in con.execute(f"SELECT DISTINCT file_hash FROM {LANDING_REMOVALS_TABLE}").fetchall()}
+    if not with_removals:
+        return 0, 0
+    original: dict[str, str] = {}   # any hash a landing copy may have → the hash it was ingested as
+    latest: dict[str, str] = {}     # ingested hash → hash of the copy enforcement last wrote
+    for file_hash, current in con.execute(
+            f"SELECT file_hash, current_file_hash FROM {INGEST_LOG_TABLE} WHERE file_hash IN "
+            f"(SELECT file_hash FROM {LANDING_REMOVALS_TABLE})").fetchall():
+        original[file_hash] = file_hash
+        latest[file_hash] = current or file_hash
+        if current:
+            original[current] = file_hash
+    when = (now or datetime.now()).replace(tzinfo=None)
+    files = records = 0
+    done: set[str] = set()
+    for contract in contracts or load_contracts():
+        for path in landing_files(landing_dir, contract):
+            data = path.read_bytes()
+            digest = file_sha256(data)
+            ingested = original.get(digest)
+            if ingested is None or (ingested not in pending and digest == latest[ingested]):
+                continue
+            starts = {n for (n,) in con.execute(
+                f"SELECT DISTINCT line_number FROM {LANDING_REMOVALS_TABLE} WHERE file_hash = ?",
+                [ingested]).fetchall()}
+            content, blanked = blank_lines(data, starts, contract.file_format)
+            done.add(ingested)
+            if content == data:
+                continue
+            tmp = path.with_name("." + path.name + ".lethe-rewrite")
+            tmp.write_bytes(content)
+            # the log learns the new hash before the file changes: after a crash in between,
+            # the old copy is still known (and blanked again), the new one never re-ingested
+            con.execute(f"UPDATE {INGEST_LOG_TABLE} SET current_file_hash = ? WHERE file_hash = ?",
+                        [file_sha256(content), ingested])
+            os.replace(tmp, path)
+            files += 1
+            records += blanked
+    if done:
+        con.execute(f"UPDATE {LANDING_REMOVALS_TABLE} SET blanked_at = ? "
+                    f"WHERE blanked_at IS NULL AND list_contains(?, file_hash)", [when, sorted(done)])
+    return files, records
 
 
 def vendor_files(landing_dir: Path) -> list[Path]:
@@ -202,14 +312,18 @@ def _mark_checked(con: duckdb.DuckDBPyConnection, file_hash: str, state: str) ->
 
 def remove_suppressed_subjects(
     con: duckdb.DuckDBPyConnection, landing_dir: Path, contracts: list[SourceContract] | None = None,
+    now: datetime | None = None,
 ) -> LandingOutcome:
-    """Rewrite (or delete) every landing file that names an erased subject.
+    """Bring the landing zone in line with the warehouse (see the module docstring).
 
-    A file whose content was already checked against the current suppression list is
-    skipped: scanning the whole landing zone on every run cost ≈ 30 s per 1.5M rows,
-    though only a new erasure (or a new file) can change the answer.
+    The suppression-list scan reads only the files the warehouse cannot point into —
+    request files, files rejected whole, vendor exports — and skips a file already
+    checked against the current list: only a new erasure (or a new file) can change the
+    answer.
     """
+    contracts = contracts or load_contracts()
     outcome = LandingOutcome()
+    outcome.files_blanked, outcome.records_blanked = blank_removed_records(con, landing_dir, contracts, now)
     tokens = suppression_tokens(con)
     if not any(tokens.values()):
         return outcome
@@ -217,10 +331,14 @@ def remove_suppressed_subjects(
     con.execute(f"CREATE TABLE IF NOT EXISTS {LANDING_CHECKS_TABLE} "
                 "(file_hash VARCHAR PRIMARY KEY, suppression_state VARCHAR NOT NULL, checked_at TIMESTAMP)")
     state = _suppression_state(con)
-    for contract in contracts or load_contracts():
+    rejected = {h for row in con.execute(
+        f"SELECT file_hash, current_file_hash FROM {INGEST_LOG_TABLE} WHERE status = 'rejected'").fetchall()
+        for h in row if h}
+    for contract in contracts:
+        request_file = contract.landing_path.startswith("requests/")
         for path in landing_files(landing_dir, contract):
             old_hash = file_sha256(path.read_bytes())
-            if _checked(con, old_hash, state):
+            if not (request_file or old_hash in rejected) or _checked(con, old_hash, state):
                 continue
             removed, action = rewrite_file(path, contract, tokens, key)
             if action == "unchanged":
@@ -270,4 +388,8 @@ def remove_files_past_window(
                 [now.replace(tzinfo=None), digest, digest],
             )
             deleted += 1
+    # lines of files no longer on disk need no blanking
+    con.execute(LANDING_REMOVALS_DDL)
+    con.execute(f"DELETE FROM {LANDING_REMOVALS_TABLE} WHERE file_hash IN "
+                f"(SELECT file_hash FROM {INGEST_LOG_TABLE} WHERE landing_removed_at IS NOT NULL)")
     return deleted

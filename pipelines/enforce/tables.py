@@ -51,6 +51,7 @@ class Target:
     table: str
     id_column: str
     file_hash_column: str
+    line_column: str                    # physical line in the landing file
     log_purged_column: str              # ingest_log counter to bump per file
     log_table_sql: str                  # SQL for the ingest_log source_table of a row (alias t)
     pseudonymise_sql: tuple[str, ...]   # SET clauses; empty = never pseudonymised in place
@@ -77,6 +78,7 @@ def enforcement_targets(contracts: list[SourceContract] | None = None) -> list[T
             table=c.qualified_table,
             id_column="_record_id",
             file_hash_column="_file_hash",
+            line_column="_line_number",
             log_purged_column="rows_purged",
             log_table_sql=f"'{c.qualified_table}'",
             pseudonymise_sql=_set_clauses(c),
@@ -88,6 +90,7 @@ def enforcement_targets(contracts: list[SourceContract] | None = None) -> list[T
         table=QUARANTINE_TABLE,
         id_column="quarantine_id",
         file_hash_column="file_hash",
+        line_column="line_number",
         log_purged_column="quarantine_purged",
         log_table_sql="t.source_table",
         pseudonymise_sql=(),

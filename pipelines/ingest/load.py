@@ -26,6 +26,8 @@ from pipelines.ingest.tables import (
     INGEST_LOG_TABLE,
     QUARANTINE_DDL,
     INGEST_LOG_UPGRADES,
+    LANDING_REMOVALS_DDL,
+    LANDING_REMOVALS_TABLE,
     QUARANTINE_TABLE,
     add_missing_lineage_columns_sql,
     raw_table_ddl,
@@ -109,6 +111,7 @@ class SourceOutcome:
 def ensure_ingest_tables(con: duckdb.DuckDBPyConnection, contracts: list[SourceContract]) -> None:
     con.execute(QUARANTINE_DDL)
     con.execute(INGEST_LOG_DDL)
+    con.execute(LANDING_REMOVALS_DDL)
     for statement in INGEST_LOG_UPGRADES:
         con.execute(statement)
     for contract in contracts:
@@ -271,6 +274,7 @@ class Prepared:
     quarantine: pl.DataFrame
     suppressed: int
     reasons: Counter
+    suppressed_lines: list[int]
 
 
 def _prepare(
@@ -282,15 +286,18 @@ def _prepare(
     # Erased subjects stay erased: rows naming a suppressed email or cookie are dropped
     # (and counted) before anything is written, so they never reach a table or the WAL.
     suppressed = 0
+    suppressed_lines: list[int] = []
     if suppression is not None and any(suppression.tokens.values()):
         valid_mask = suppressed_mask(checked.valid, suppression.tokens, suppression.key)
         if valid_mask is not None:
             suppressed += int(valid_mask.sum())
+            suppressed_lines += checked.valid.filter(valid_mask)[LINE_COLUMN].to_list()
             checked.valid = checked.valid.filter(~valid_mask)
         if quarantine.height:
             q_mask = suppressed_mask(quarantine, suppression.tokens, suppression.key)
             if q_mask is not None:
                 suppressed += int(q_mask.sum())
+                suppressed_lines += quarantine.filter(q_mask)["line_number"].to_list()
                 quarantine = quarantine.filter(~q_mask)
     valid = checked.valid.with_columns(
         (pl.lit(file_hash[:RECORD_ID_HASH_CHARS] + ":") + _record_suffix(checked.valid))
@@ -303,7 +310,17 @@ def _prepare(
     if RECORD_KEY_COLUMN in valid.columns:
         valid = valid.drop(RECORD_KEY_COLUMN)
     reasons = Counter(quarantine["reason"].to_list()) if quarantine.height else Counter()
-    return Prepared(valid, quarantine, suppressed, reasons)
+    return Prepared(valid, quarantine, suppressed, reasons, suppressed_lines)
+
+
+def _record_suppressed_lines(con: duckdb.DuckDBPyConnection, file_hash: str, prepared: Prepared,
+                             now: datetime) -> None:
+    """Rows dropped on arrival are still in the landing file: enforcement blanks them."""
+    lines = sorted({n for n in prepared.suppressed_lines if n is not None})
+    if lines:
+        con.execute(
+            f"INSERT INTO {LANDING_REMOVALS_TABLE} (file_hash, line_number, reason, recorded_at) "
+            "SELECT ?, unnest(?), 'suppressed_on_arrival', ?", [file_hash, lines, now.replace(tzinfo=None)])
 
 
 def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, prepared: Prepared) -> None:
@@ -345,6 +362,7 @@ def load_records(
     con.execute("BEGIN TRANSACTION")
     try:
         _insert_rows(con, table, prepared)
+        _record_suppressed_lines(con, file_hash, prepared, now)
         _insert_log(con, log_row, outcome, in_transaction=True)
         con.execute("COMMIT")
     except Exception:
@@ -378,6 +396,7 @@ def reload_quarantined(
             [file_hash, table, UNRESOLVED, lines],
         ).fetchall()[0][0]
         _insert_rows(con, table, prepared)
+        _record_suppressed_lines(con, file_hash, prepared, now)
         added = prepared.valid.height + prepared.quarantine.height + prepared.suppressed
         con.execute(
             f"""

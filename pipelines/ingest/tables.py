@@ -13,6 +13,7 @@ from pipelines.contracts import SourceContract
 INGEST_SCHEMA = "ingest"
 QUARANTINE_TABLE = f"{INGEST_SCHEMA}.quarantine"
 INGEST_LOG_TABLE = f"{INGEST_SCHEMA}.ingest_log"
+LANDING_REMOVALS_TABLE = f"{INGEST_SCHEMA}.landing_removals"
 
 # name, DuckDB type, meaning
 LINEAGE_COLUMNS = (
@@ -106,3 +107,30 @@ INGEST_LOG_UPGRADES = [
     f"ALTER TABLE {INGEST_LOG_TABLE} ADD COLUMN IF NOT EXISTS current_file_hash VARCHAR",
     f"ALTER TABLE {INGEST_LOG_TABLE} ADD COLUMN IF NOT EXISTS landing_removed_at TIMESTAMP",
 ]
+
+
+# Records that left the warehouse (purged, or dropped on arrival as erased) while their
+# landing file is still on disk: enforcement blanks the same lines in the file, so the
+# landing zone never holds more than the warehouse. File hash and line number only.
+LANDING_REMOVALS_DDL = f"""
+CREATE SCHEMA IF NOT EXISTS {INGEST_SCHEMA};
+CREATE TABLE IF NOT EXISTS {LANDING_REMOVALS_TABLE} (
+    file_hash VARCHAR NOT NULL,          -- the file as ingested (ingest_log.file_hash)
+    line_number BIGINT NOT NULL,         -- physical line where the record starts
+    reason VARCHAR NOT NULL,             -- the purge reason, or suppressed_on_arrival
+    recorded_at TIMESTAMP NOT NULL,
+    blanked_at TIMESTAMP                 -- when the landing copy lost the record (NULL = not yet)
+);
+"""
+
+
+def record_landing_removals_sql(select_sql: str) -> str:
+    """INSERT of (file_hash, line_number, reason) rows from ``select_sql`` — only for
+    files whose landing copy still exists (nothing to blank otherwise). Named parameter
+    ``$recorded_at``; ``select_sql`` may use other named parameters."""
+    return (
+        f"INSERT INTO {LANDING_REMOVALS_TABLE} (file_hash, line_number, reason, recorded_at) "
+        f"SELECT r.file_hash, r.line_number, r.reason, $recorded_at FROM ({select_sql}) AS r "
+        f"WHERE r.line_number IS NOT NULL AND r.file_hash IN "
+        f"(SELECT file_hash FROM {INGEST_LOG_TABLE} WHERE landing_removed_at IS NULL)"
+    )

@@ -1,4 +1,5 @@
-"""The landing zone: erased subjects leave the files, and files leave after the window."""
+"""The landing zone: it holds no more than the warehouse, erased subjects leave the files
+the warehouse cannot point into, and files leave after the window."""
 
 from datetime import datetime, timedelta
 
@@ -6,9 +7,11 @@ import duckdb
 import pytest
 
 from pipelines.contracts import load_contracts
-from pipelines.enforce.landing import remove_files_past_window, remove_suppressed_subjects
-from pipelines.enforce.tables import SUPPRESSION_TABLE, ensure_erasure_tables
+from pipelines.enforce.apply import enforce_decisions
+from pipelines.enforce.landing import blank_lines, remove_files_past_window, remove_suppressed_subjects
+from pipelines.enforce.tables import DECISIONS_TABLE, SUPPRESSION_TABLE, enforcement_targets, ensure_erasure_tables
 from pipelines.ingest.load import ingest_source
+from pipelines.ingest.read import read_csv, read_jsonl
 from pipelines.pseudonym import hmac_token, load_key
 
 CONTACTS = next(c for c in load_contracts() if c.landing_path == "crm/contacts")
@@ -43,16 +46,72 @@ def setup(tmp_path):
     con.close()
 
 
-def test_files_naming_an_erased_subject_are_rewritten_or_deleted(setup):
+def _purge_records_of(con, email: str) -> None:
+    """Enforcement as it runs: decisions say purge, ``enforce_decisions`` deletes."""
+    con.execute("CREATE SCHEMA IF NOT EXISTS retention")
+    con.execute(f"CREATE OR REPLACE TABLE {DECISIONS_TABLE} AS "
+                "SELECT 'raw_crm.contacts' AS source_table, _record_id AS record_id, 'purge' AS action, "
+                "'erasure_request' AS reason FROM raw_crm.contacts WHERE lower(trim(email)) = ? "
+                "UNION ALL SELECT 'ingest.quarantine', quarantine_id, 'purge', 'erasure_request' "
+                "FROM ingest.quarantine WHERE email = ?", [email, email])
+    targets = [t for t in enforcement_targets() if t.table in ("raw_crm.contacts", "ingest.quarantine")]
+    enforce_decisions(con, run_id="run-e", policy_version="test", now=NOW, targets=targets)
+
+
+def test_records_purged_from_the_warehouse_are_blanked_in_their_landing_file(setup):
     con, landing = setup
-    outcome = remove_suppressed_subjects(con, landing)
-    text = (landing / "crm" / "contacts" / "a.csv").read_text()
-    assert "gone@" not in text.lower() and "stays@example.org" in text
-    assert outcome.files_rewritten == 1 and outcome.rows_removed == 2
+    path = landing / "crm" / "contacts" / "a.csv"
+    before = path.read_text().split("\n")
+    _purge_records_of(con, "gone@example.org")  # the loaded row (line 2) and the quarantined one (line 4)
+    outcome = remove_suppressed_subjects(con, landing, now=NOW)
+    after = path.read_text().split("\n")
+    assert "gone@" not in path.read_text().lower()
+    assert after == [before[0], "", before[2], "", ""]  # the other records keep their bytes and line numbers
+    assert outcome.files_blanked == 1 and outcome.records_blanked == 2
     assert not (landing / "vendors" / "hubspot" / "contacts" / "export.csv").exists()
-    # the rewritten file is recognised by its new hash: the next ingestion skips it
+    # the blanked file is recognised by its new hash: the next ingestion skips it
     again = ingest_source(con, CONTACTS, landing, "run-2", NOW)
     assert again.count("skipped") == 1 and again.rows_read == 0
+    # nothing left to do: a re-run changes nothing
+    assert remove_suppressed_subjects(con, landing, now=NOW).records_blanked == 0
+    # a re-delivered copy of the original bytes is blanked too
+    copy = landing / "crm" / "contacts" / "b.csv"
+    copy.write_text("\n".join(before), encoding="utf-8")
+    assert remove_suppressed_subjects(con, landing, now=NOW).records_blanked == 2
+    assert "gone@" not in copy.read_text().lower() and "stays@example.org" in copy.read_text()
+
+
+def test_rows_dropped_on_arrival_are_blanked_in_the_arriving_file(setup):
+    con, landing = setup
+    remove_suppressed_subjects(con, landing, now=NOW)
+    late = landing / "crm" / "contacts" / "late.csv"
+    late.write_text(",".join(CONTACTS.column_names) + "\n4,Gone@Example.org,Ann,,,,2020-01-01,,lead,consent\n"
+                    "5,new@example.org,Cy,,,,2020-01-01,,lead,consent\n", encoding="utf-8")
+    outcome = ingest_source(con, CONTACTS, landing, "run-2", NOW)
+    assert outcome.rows_suppressed == 1
+    assert remove_suppressed_subjects(con, landing, now=NOW).records_blanked == 1
+    assert "gone@" not in late.read_text().lower() and "new@example.org" in late.read_text()
+
+
+def test_blanking_keeps_every_other_record_and_its_line_number():
+    """CRLF endings, a BOM, a quoted newline spanning two lines, a malformed row: the
+    records left read back exactly as before, at the same lines."""
+    columns = ["id", "note"]
+    data = ("\ufeffid,note\r\n1,plain\r\n2,\"two\r\nlines\"\r\n3,x,extra\r\n4,last\r\n").encode("utf-8")
+    before = read_csv(data, columns)
+    out, blanked = blank_lines(data, {3}, "csv")  # record 2 starts at line 3 and ends at line 4
+    after = read_csv(out, columns)
+    assert blanked == 1 and out.startswith(b"\xef\xbb\xbf")
+    assert after.records.rows() == [r for r in before.records.rows() if r[0] != "2"]
+    assert [(r.line_number, r.raw_record) for r in after.rejects] == [(r.line_number, r.raw_record) for r in before.rejects]
+    assert blank_lines(out, {3}, "csv") == (out, 0)  # blanking again changes nothing
+
+    lines = '{"id": "1"}\n{"id": "2", "note": "a\\u2028b"}\nnot json\n{"id": "4"}'
+    json_before = read_jsonl(lines.encode(), columns)
+    json_out, blanked = blank_lines(lines.encode(), {2, 3}, "jsonl")
+    json_after = read_jsonl(json_out, columns)
+    assert blanked == 2 and json_after.rejects == []
+    assert json_after.records.rows() == [r for r in json_before.records.rows() if r[0] != "2"]
 
 
 def test_files_are_deleted_after_the_landing_window(setup):
@@ -87,15 +146,22 @@ def test_files_already_checked_against_the_same_suppression_list_are_not_read_ag
     import pipelines.enforce.landing as landing_module
 
     con, landing = setup
-    remove_suppressed_subjects(con, landing)
+    vendor = landing / "vendors" / "hubspot" / "contacts"
+    (vendor / "other.csv").write_text('"Record ID","Email"\n"2","stays@example.org"\n', encoding="utf-8")
+    con.execute("INSERT INTO ingest.ingest_log (file_hash, source_file, source_table, contract_id, contract_version, "
+                "status, rows_read, rows_loaded, rows_quarantined, file_bytes, ingested_at) "
+                "SELECT sha256(content), 'vendors/hubspot/contacts/other.csv', 'raw_crm.contacts', 'v', '1', "
+                "'loaded', 1, 1, 0, 1, ? FROM read_blob(?)", [NOW, str(vendor / "other.csv")])
+    remove_suppressed_subjects(con, landing, now=NOW)
     calls = []
-    real = landing_module.rewrite_file
-    monkeypatch.setattr(landing_module, "rewrite_file", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
-    remove_suppressed_subjects(con, landing)
+    real = landing_module._vendor_file_names_suppressed
+    monkeypatch.setattr(landing_module, "_vendor_file_names_suppressed",
+                        lambda path, *a: calls.append(path) or real(path, *a))
+    remove_suppressed_subjects(con, landing, now=NOW)
     assert calls == []  # nothing new to look for
-    # a new erasure: every file is checked again, and the new subject leaves it
+    # a new erasure: the export is checked again, and goes
     token = hmac_token("stays@example.org", load_key())
     con.execute(f"INSERT INTO {SUPPRESSION_TABLE} VALUES (?, 'email', ?, 'R3', ?)", [token, token, NOW])
-    outcome = remove_suppressed_subjects(con, landing)
-    assert calls and outcome.files_rewritten + outcome.files_deleted_suppressed == 1
-    assert "stays@example.org" not in (landing / "crm" / "contacts" / "a.csv").read_text()
+    outcome = remove_suppressed_subjects(con, landing, now=NOW)
+    assert calls and outcome.files_deleted_suppressed == 1
+    assert not (vendor / "other.csv").exists()
