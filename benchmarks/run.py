@@ -302,11 +302,13 @@ def _sum(rows: list[dict], names: tuple[str, ...]) -> float:
     return sum(r["seconds"] for r in rows if r["stage"] in names)
 
 
-def benchmark(scale: str, repeat: int, bench_dir: Path, memory_limit: str | None, erase: bool = True) -> dict:
+def benchmark(scale: str, repeat: int, bench_dir: Path, memory_limit: str | None, erase: bool = True,
+              erase_k: list[int] | None = None) -> dict:
     global BENCH_KEY
     dataset = cached_dataset(bench_dir, scale)
     BENCH_KEY = _key(bench_dir)
-    pipeline_runs, reference_runs, erasures = [], [], {k: [] for k in (ERASE_K[scale] if erase else [])}
+    ks = (erase_k or ERASE_K[scale]) if erase else []
+    pipeline_runs, reference_runs, erasures = [], [], {k: [] for k in ks}
     counts = pseudo = ref_result = None
     for i in range(repeat):
         work = bench_dir / f"work-{scale}"
@@ -382,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-limit", help="DuckDB memory_limit for pipeline and reference, e.g. 12GB "
                                                "(spills under the work folder, removed afterwards)")
     parser.add_argument("--no-erasure", action="store_true", help="skip the erasure benchmark")
+    parser.add_argument("--erase-k", type=int, action="append", metavar="K",
+                        help="subjects to erase (repeatable; default per scale: " +
+                             ", ".join(f"{s} {'/'.join(map(str, k))}" for s, k in ERASE_K.items()) + ")")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (warehouses, landing copies)")
     args = parser.parse_args(argv)
 
@@ -390,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     bench_dir = LethePaths.resolve().home / "bench"
     bench_dir.mkdir(parents=True, exist_ok=True)
     memory_limit = args.memory_limit or ("12GB" if args.scale == "L" else None)
-    result = benchmark(args.scale, args.repeat, bench_dir, memory_limit, erase=not args.no_erasure)
+    result = benchmark(args.scale, args.repeat, bench_dir, memory_limit, erase=not args.no_erasure,
+                       erase_k=args.erase_k)
     text = report(result)
     print(text)
     out = Path(args.json_out) if args.json_out else bench_dir / f"results-{args.scale}.json"
