@@ -17,6 +17,8 @@ CREATE OR REPLACE TEMP MACRO lethe_hmac(value) AS
     sha256(getvariable('{OPAD_VARIABLE}') || unhex(sha256(getvariable('{IPAD_VARIABLE}') || encode(value))));
 
 -- The eight hextets of an IPv6 literal, '::' expanded (an embedded IPv4 counts as two).
+-- Macros expand textually, so a parameter used n times is computed n times; a value
+-- needed more than once is bound once through a one-element list_transform.
 CREATE OR REPLACE TEMP MACRO lethe_ipv6_head(ip) AS
     CASE WHEN split_part(ip, '::', 1) = '' THEN []::VARCHAR[] ELSE string_split(split_part(ip, '::', 1), ':') END;
 CREATE OR REPLACE TEMP MACRO lethe_ipv6_tail(ip) AS
@@ -24,20 +26,20 @@ CREATE OR REPLACE TEMP MACRO lethe_ipv6_tail(ip) AS
          ELSE string_split(split_part(ip, '::', 2), ':') END;
 CREATE OR REPLACE TEMP MACRO lethe_ipv6_groups(ip) AS
     CASE WHEN contains(ip, '::') THEN
-        lethe_ipv6_head(ip)
-        || list_transform(
-               range(greatest(0, 8 - len(lethe_ipv6_head(ip)) - len(lethe_ipv6_tail(ip))
-                             - len(list_filter(lethe_ipv6_tail(ip), lambda g: contains(g, '.'))))),
-               lambda x: '0')
-        || lethe_ipv6_tail(ip)
+        list_transform([[lethe_ipv6_head(ip), lethe_ipv6_tail(ip)]], lambda ht:
+            ht[1]
+            || list_transform(
+                   range(greatest(0, 8 - len(ht[1]) - len(ht[2])
+                                 - len(list_filter(ht[2], lambda g: contains(g, '.'))))),
+                   lambda x: '0')
+            || ht[2])[1]
     ELSE string_split(ip, ':') END;
-CREATE OR REPLACE TEMP MACRO lethe_ipv6_prefix3(ip) AS
-    list_transform(lethe_ipv6_groups(ip)[1:3], lambda g: coalesce(nullif(ltrim(g, '0'), ''), '0'));
+-- The /48 network in the canonical compressed form Python's ipaddress prints: the first
+-- three hextets without leading zeros, trailing zero hextets dropped, then '::/48'.
 CREATE OR REPLACE TEMP MACRO lethe_ipv6_48(g) AS
-    CASE WHEN g[3] <> '0' THEN g[1] || ':' || g[2] || ':' || g[3] || '::/48'
-         WHEN g[2] <> '0' THEN g[1] || ':' || g[2] || '::/48'
-         WHEN g[1] <> '0' THEN g[1] || '::/48'
-         ELSE '::/48' END;
+    regexp_replace(regexp_replace(
+        array_to_string(list_transform(g[1:3], lambda x: coalesce(nullif(ltrim(x, '0'), ''), '0')), ':'),
+        '(:0)+$', ''), '^0$', '') || '::/48';
 
 -- ::ffff:a.b.c.d in any spelling is an IPv4 address (as Python's ipv4_mapped says).
 CREATE OR REPLACE TEMP MACRO lethe_ipv6_is_v4_mapped(g) AS
@@ -50,18 +52,22 @@ CREATE OR REPLACE TEMP MACRO lethe_ipv6_v4_24(g) AS
     END || '.0/24';
 
 CREATE OR REPLACE TEMP MACRO lethe_generalise_ip(value) AS
+    -- cheapest tests first: most values are plain IPv4 (no ':' and no '/'); only a value
+    -- holding 'ffff' can be IPv4-mapped IPv6
     CASE
         WHEN value IS NULL THEN NULL
         -- already generalised (a pseudonymised row): leave it, so enforcement is idempotent
-        WHEN regexp_matches(trim(value), '^[0-9a-fA-F:.]+/[0-9]{{1,3}}$') THEN lower(trim(value))
-        WHEN regexp_matches(lower(trim(value)), '^(::ffff:)?[0-9]{{1,3}}(\\.[0-9]{{1,3}}){{3}}$')
+        WHEN contains(value, '/') THEN
+            CASE WHEN regexp_matches(trim(value), '^[0-9a-fA-F:.]+/[0-9]{{1,3}}$') THEN lower(trim(value)) END
+        WHEN NOT contains(value, ':') THEN
+            CASE WHEN regexp_matches(trim(value), '^[0-9]{{1,3}}(\\.[0-9]{{1,3}}){{3}}$')
+                 THEN regexp_replace(trim(value), '\\.[0-9]+$', '') || '.0/24' END
+        WHEN regexp_matches(lower(trim(value)), '^::ffff:[0-9]{{1,3}}(\\.[0-9]{{1,3}}){{3}}$')
             THEN regexp_replace(regexp_replace(lower(trim(value)), '^::ffff:', ''), '\\.[0-9]+$', '') || '.0/24'
-        WHEN regexp_matches(lower(trim(value)), '^[0-9a-f:.]+$') AND contains(value, ':')
-             AND lethe_ipv6_is_v4_mapped(lethe_ipv6_groups(lower(trim(value))))
-            THEN lethe_ipv6_v4_24(lethe_ipv6_groups(lower(trim(value))))
-        WHEN regexp_matches(lower(trim(value)), '^[0-9a-f:.]+$') AND contains(value, ':')
-            THEN lethe_ipv6_48(lethe_ipv6_prefix3(lower(trim(value))))
-        ELSE NULL
+        WHEN NOT regexp_matches(lower(trim(value)), '^[0-9a-f:.]+$') THEN NULL
+        ELSE list_transform([lethe_ipv6_groups(lower(trim(value)))], lambda g:
+            CASE WHEN contains(lower(value), 'ffff') AND lethe_ipv6_is_v4_mapped(g) THEN lethe_ipv6_v4_24(g)
+                 ELSE lethe_ipv6_48(g) END)[1]
     END;
 """
 
