@@ -34,7 +34,7 @@ from pipelines.enforce.proof import compute_proofs, validate_with_great_expectat
 from pipelines.resources import LandingZoneResource, RunClockResource, WarehouseResource
 from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV, LethePaths
 from pipelines.sql_functions import install_sql_functions
-from pipelines.transform.dbt import finish_invocation, lethe_dbt_project
+from pipelines.transform.dbt import dbt_rebuild_args, finish_invocation, lethe_dbt_project
 
 ENFORCEMENT_GROUP = "enforcement"
 ENFORCEMENT_KEY = AssetKey(["enforcement", "retention_enforcement"])
@@ -132,7 +132,7 @@ def retention_enforcement(
         # the raw tables changed under the models: rebuild them (incremental or not) so no
         # model keeps a purged row
         os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
-        rebuild = dbt.cli(["build", "--exclude", "test_type:unit"], manifest=lethe_dbt_project().manifest_path).wait()
+        rebuild = dbt.cli(dbt_rebuild_args(), manifest=lethe_dbt_project().manifest_path).wait()
         finish_invocation(rebuild.target_path)
     seconds["dbt_rebuild"] = time.perf_counter() - started - sum(seconds.values())
 

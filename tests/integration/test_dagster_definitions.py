@@ -102,3 +102,38 @@ def test_erasure_sensor_starts_the_job_only_when_the_request_folder_changes(tmp_
     assert isinstance(erasure_requests_sensor(build_sensor_context(cursor=first.cursor)), SkipReason)
     (folder / "r2.csv").write_text("request_id,email,received_at,verified_at,channel\n")
     assert isinstance(erasure_requests_sensor(build_sensor_context(cursor=first.cursor)), RunRequest)
+
+
+def test_rebuild_after_enforcement_keeps_every_proof_and_drops_only_staging_tests(tmp_path):
+    """The rebuild's selection, resolved by dbt itself: every model, every test on a later
+    model (the marts' identifier and consent proofs among them), no test whose parents
+    are all staging views or raw sources."""
+    import json
+
+    from dbt.cli.main import dbtRunner
+
+    from pipelines.settings import DBT_PROJECT_DIR
+    from pipelines.transform.dbt import dbt_rebuild_args
+
+    def listed(args: list[str]) -> list[dict]:
+        result = dbtRunner().invoke([
+            "ls", *args[1:], "--output", "json",
+            "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
+            "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"), "--quiet",
+        ])
+        assert result.success
+        return [json.loads(line) for line in result.result]
+
+    everything = listed(["build", "--exclude", "test_type:unit"])
+    rebuilt = {n["unique_id"] for n in listed(dbt_rebuild_args())}
+    models = {n["unique_id"] for n in everything if n["resource_type"] == "model"}
+    staging = {n["unique_id"] for n in everything
+               if n["resource_type"] in ("model", "source") and n["original_file_path"].startswith("models/staging/")}
+    assert models <= rebuilt and staging
+    for node in everything:
+        if node["resource_type"] != "test":
+            continue
+        only_staging = all(p in staging for p in node["depends_on"]["nodes"])
+        assert (node["unique_id"] in rebuilt) == (not only_staging), node["unique_id"]
+    proofs = [t for t in rebuilt if ".assert_" in t or ".no_direct_identifiers_" in t]
+    assert len(proofs) == 7
