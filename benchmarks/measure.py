@@ -19,11 +19,16 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def _children(pid: int) -> list[int]:
+    """Child pids of ``pid``; a process (or thread) may exit while we look: skip it."""
     found = []
-    for entry in Path(f"/proc/{pid}/task").glob("*/children"):
+    try:
+        entries = list(Path(f"/proc/{pid}/task").glob("*/children"))
+    except OSError:
+        return found
+    for entry in entries:
         try:
             found += [int(c) for c in entry.read_text().split()]
-        except OSError:
+        except (OSError, ValueError):
             pass
     return found
 
