@@ -59,12 +59,18 @@ def decode(data: bytes) -> str:
 
 
 def read_csv(data: bytes, columns: list[str]) -> ReadResult:
+    """CSV → text columns. Most lines hold no quote character, and for them the ``csv``
+    module's answer is simply the line split at commas: those are split set-based in
+    polars, and only lines with a quote go through ``csv`` (``_read_csv_by_lines``). A
+    file where that shortcut could differ from ``csv`` — a lone carriage return, a NUL,
+    a very long line, a quoted field running over a line break — is read entirely by
+    ``csv`` (``_read_csv_whole``). Both give the same records, rejects and line numbers
+    (a property test checks it)."""
     text = decode(data)
-    reader = csv.reader(io.StringIO(text, newline=""), strict=False)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return ReadResult(_empty_frame(columns))
+    return _read_csv_by_lines(text, columns) or _read_csv_whole(text, columns)
+
+
+def _check_header(header: list[str], columns: list[str]) -> list[str]:
     header = [h.strip() for h in header]
     if sorted(header) != sorted(columns) or len(set(header)) != len(header):
         missing = sorted(set(columns) - set(header))
@@ -74,6 +80,76 @@ def read_csv(data: bytes, columns: list[str]) -> ReadResult:
             f"header must have exactly the contract's columns; missing={missing}, "
             f"unexpected={extra}, duplicated={len(header) - len(set(header))}",
         )
+    return header
+
+
+def _read_csv_by_lines(text: str, columns: list[str]) -> ReadResult | None:
+    """The fast path of ``read_csv``; None when the file needs the ``csv`` module whole."""
+    if not text or "\x00" in text or "\r" in text.replace("\r\n", ""):
+        return None  # csv counts a lone CR as a line break, and rejects NUL
+    lines = text.split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    lines = [line[:-1] if line.endswith("\r") else line for line in lines] if "\r" in text else lines
+    if not lines or max(map(len, lines)) > csv.field_size_limit():
+        return None
+    header_rows = _parse_lines([lines[0]])
+    if header_rows is None or not header_rows[0]:
+        return None
+    header = _check_header(header_rows[0], columns)
+    width = len(header)
+
+    frame = pl.DataFrame({"line": pl.Series(lines[1:], dtype=pl.Utf8)}).with_row_index("number", offset=2)
+    frame = frame.with_columns(pl.col("number").cast(pl.Int64)).filter(pl.col("line") != "")
+    quoted = frame.filter(pl.col("line").str.contains('"', literal=True))
+    plain = frame.filter(~pl.col("line").str.contains('"', literal=True)).with_columns(
+        pl.col("line").str.split(",").alias("fields"))
+    plain = plain.with_columns(pl.col("fields").list.len().alias("width"))
+    good = plain.filter(pl.col("width") == width)
+    records = good.select(
+        *[pl.col("fields").list.get(i).alias(header[i]) for i in range(width)], pl.col("number"))
+    rejects = [StructuralReject(n, "malformed_row", line)
+               for n, line in plain.filter(pl.col("width") != width).select("number", "line").iter_rows()]
+
+    if quoted.height:
+        parsed = _parse_lines(quoted["line"].to_list())
+        if parsed is None:
+            return None
+        numbers = quoted["number"].to_list()
+        rows = [(n, row) for n, row in zip(numbers, parsed) if len(row) == width]
+        rejects += [StructuralReject(n, "malformed_row", _csv_line(row))
+                    for n, row in zip(numbers, parsed) if len(row) != width]
+        extra = pl.DataFrame(
+            {header[i]: pl.Series([row[i] for _, row in rows], dtype=pl.Utf8) for i in range(width)}
+            | {"number": pl.Series([n for n, _ in rows], dtype=pl.Int64)})
+        records = pl.concat([records, extra]).sort("number")
+        rejects.sort(key=lambda r: r.line_number)
+    out = records.select(*[pl.col(name).cast(pl.Utf8) for name in columns],
+                         pl.col("number").cast(pl.Int64).alias(LINE_COLUMN))
+    return ReadResult(out, rejects)
+
+
+def _parse_lines(lines: list[str]) -> list[list[str]] | None:
+    """Each line parsed on its own by ``csv``; None if a quoted field runs past its line
+    end (the record continues on the next line: only the whole-file reader can tell)."""
+    try:
+        parsed = list(csv.reader(io.StringIO("\n".join(lines) + "\n", newline=""), strict=False))
+    except csv.Error:
+        return None
+    # a field running past its line end swallows the next line: fewer rows, or a field
+    # holding a line break
+    if len(parsed) != len(lines) or any("\n" in field or "\r" in field for row in parsed for field in row):
+        return None
+    return parsed
+
+
+def _read_csv_whole(text: str, columns: list[str]) -> ReadResult:
+    reader = csv.reader(io.StringIO(text, newline=""), strict=False)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return ReadResult(_empty_frame(columns))
+    header = _check_header(header, columns)
     width = len(header)
     first = reader.line_num + 1  # physical line of the first record
     try:
