@@ -325,11 +325,11 @@ def _record_suppressed_lines(con: duckdb.DuckDBPyConnection, file_hash: str, pre
 
 def _insert_rows(con: duckdb.DuckDBPyConnection, table: str, prepared: Prepared) -> None:
     if prepared.valid.height:
-        con.register("lethe_valid_batch", prepared.valid.to_arrow())
+        con.register("lethe_valid_batch", prepared.valid.to_arrow(compat_level=pl.CompatLevel.newest()))
         con.execute(f"INSERT INTO {table} BY NAME SELECT * FROM lethe_valid_batch")
         con.unregister("lethe_valid_batch")
     if prepared.quarantine.height:
-        con.register("lethe_quarantine_batch", prepared.quarantine.to_arrow())
+        con.register("lethe_quarantine_batch", prepared.quarantine.to_arrow(compat_level=pl.CompatLevel.newest()))
         con.execute(f"INSERT INTO {QUARANTINE_TABLE} BY NAME SELECT * FROM lethe_quarantine_batch")
         con.unregister("lethe_quarantine_batch")
 

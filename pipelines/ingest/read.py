@@ -227,7 +227,7 @@ def read_jsonl(data: bytes, columns: list[str]) -> ReadResult:
     lines = lines.filter(pl.col("line").str.strip_chars() != "")
     con = duckdb.connect()
     try:
-        con.register("lethe_lines", lines.to_arrow())
+        con.register("lethe_lines", lines.to_arrow(compat_level=pl.CompatLevel.newest()))
         # each step parses a line once: valid JSON → an object → all columns in one extract
         con.execute("CREATE TEMP TABLE lethe_valid AS SELECT number, line FROM lethe_lines WHERE json_valid(line)")
         con.execute("CREATE TEMP TABLE lethe_objects AS SELECT number, line::JSON AS doc FROM lethe_valid "
