@@ -101,8 +101,11 @@ def dbt_rebuild_args() -> list[str]:
     tokens, which cannot make a not-null, accepted-values or uniqueness test on those
     columns fail; each re-evaluates a staging view, so they were a third of the rebuild.
     ``cautious`` keeps the tests that reach staging *and* a later model (the marts'
-    proofs) in: only tests whose every parent is a staging view are excluded."""
-    return ["build", "--exclude", "test_type:unit", "resource_type:test,path:models/staging",
+    proofs) in: only tests whose every parent is a staging view are excluded.
+
+    One ``--exclude`` with space-separated selectors: dagster-dbt re-reads ``--exclude``
+    and keeps one value per flag."""
+    return ["build", "--exclude", "test_type:unit resource_type:test,path:models/staging",
             "--indirect-selection", "cautious"]
 
 
