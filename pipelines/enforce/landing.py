@@ -336,6 +336,8 @@ def remove_suppressed_subjects(
         for h in row if h}
     for contract in contracts:
         request_file = contract.landing_path.startswith("requests/")
+        if not (request_file or rejected):
+            continue  # nothing of this source to match: do not read its files at all
         for path in landing_files(landing_dir, contract):
             old_hash = file_sha256(path.read_bytes())
             if not (request_file or old_hash in rejected) or _checked(con, old_hash, state):
