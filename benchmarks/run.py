@@ -318,6 +318,8 @@ def benchmark(scale: str, repeat: int, bench_dir: Path, memory_limit: str | None
         measured, stages = run_pipeline(work / "pipeline", pipe_landing, memory_limit)
         pipeline_runs.append((measured, stages))
         counts, pseudo = final_counts(work / "pipeline" / "warehouse.duckdb")
+        if not erasures:  # nothing needs the post-run state: free its disk before the next copy (L is ~50 GB)
+            shutil.rmtree(work / "pipeline", ignore_errors=True)
 
         (work / "reference").mkdir()
         ref_landing = working_copy(dataset.landing, work / "reference" / "landing")
