@@ -36,6 +36,13 @@ PII_CATEGORIES = (
 )
 STRING_FORMATS = ("email", "ip", "identifier")
 FILE_FORMATS = ("csv", "jsonl")
+# What the GDPR Art. 30 record needs beyond the columns, as contract-level customProperties
+# (ODCS allows any property/value there). Every contract must state them, even as an empty
+# list, so "none" is something someone wrote down rather than something nobody asked.
+RECIPIENT_KINDS = ("internal", "processor", "controller", "public_authority")
+TRANSFER_SAFEGUARDS = (  # GDPR Art. 45, 46(2)(c), 47, 49
+    "adequacy_decision", "standard_contractual_clauses", "binding_corporate_rules", "art_49_derogation",
+)
 
 
 class ContractError(ValueError):
@@ -65,6 +72,24 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Recipient:
+    """Someone the data, or data derived from it, is disclosed to (GDPR Art. 30(1)(d))."""
+
+    name: str
+    kind: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class ThirdCountryTransfer:
+    """A transfer outside the EEA and its safeguard (GDPR Art. 30(1)(e))."""
+
+    country: str
+    recipient: str
+    safeguard: str
+
+
+@dataclass(frozen=True)
 class SourceContract:
     """What Lethe needs from one ODCS contract, checked and typed."""
 
@@ -82,6 +107,9 @@ class SourceContract:
     retention: dict[str, Any] = field(default_factory=dict)
     require_one_of: tuple[str, ...] = ()
     description: str = ""
+    data_subjects: tuple[str, ...] = ()
+    recipients: tuple[Recipient, ...] = ()
+    third_country_transfers: tuple[ThirdCountryTransfer, ...] = ()
 
     @property
     def qualified_table(self) -> str:
@@ -123,6 +151,73 @@ def _custom(props: list | None) -> dict[str, Any]:
 
 def _where(error: jsonschema.ValidationError) -> str:
     return "/".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def _text_list(value: Any, where: str, fail, *, non_empty: bool) -> tuple[str, ...]:
+    if not isinstance(value, list) or (non_empty and not value):
+        raise fail(where, "must be a non-empty list" if non_empty else "must be a list (empty = none)")
+    items = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            raise fail(f"{where}/{i}", "must be a non-empty string")
+        items.append(item.strip())
+    if len(set(items)) != len(items):
+        raise fail(where, "must not repeat an entry")
+    return tuple(items)
+
+
+def _records(value: Any, where: str, fail, keys: dict[str, tuple[str, ...] | None],
+             optional: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """A list of mappings with exactly ``keys`` (plus ``optional``), every value a non-empty
+    string and, where ``keys`` gives a vocabulary, one of it."""
+    if not isinstance(value, list):
+        raise fail(where, "must be a list (empty = none)")
+    out = []
+    for i, item in enumerate(value):
+        here = f"{where}/{i}"
+        if not isinstance(item, dict):
+            raise fail(here, f"must be a mapping with {sorted(keys)}")
+        unknown = set(item) - set(keys) - set(optional)
+        if unknown:
+            raise fail(here, f"unknown field(s) {sorted(unknown)}")
+        for key, vocabulary in keys.items():
+            text = item.get(key)
+            if not isinstance(text, str) or not text.strip():
+                raise fail(f"{here}/{key}", "is required (a non-empty string)")
+            if vocabulary and text not in vocabulary:
+                raise fail(f"{here}/{key}", f"must be one of {vocabulary}")
+        for key in optional:
+            if key in item and not isinstance(item[key], str):
+                raise fail(f"{here}/{key}", "must be a string")
+        out.append({k: str(v).strip() for k, v in item.items()})
+    return out
+
+
+def _processing_facts(custom: dict[str, Any], fail) -> tuple[tuple, tuple, tuple]:
+    """Data subjects, recipients and third-country transfers: what Art. 30 asks that the
+    columns cannot tell."""
+    for key in ("dataSubjects", "recipients", "thirdCountryTransfers"):
+        if key not in custom:
+            raise fail(f"customProperties/{key}", "is required by Lethe (GDPR Art. 30 record)")
+    subjects = _text_list(custom["dataSubjects"], "customProperties/dataSubjects", fail, non_empty=True)
+    recipients = tuple(
+        Recipient(r["name"], r["kind"], r.get("description", ""))
+        for r in _records(custom["recipients"], "customProperties/recipients", fail,
+                          {"name": None, "kind": RECIPIENT_KINDS}, optional=("description",))
+    )
+    names = [r.name for r in recipients]
+    if len(set(names)) != len(names):
+        raise fail("customProperties/recipients", "recipient names must be unique")
+    transfers = []
+    where = "customProperties/thirdCountryTransfers"
+    for i, t in enumerate(_records(custom["thirdCountryTransfers"], where, fail,
+                                   {"country": None, "recipient": None, "safeguard": TRANSFER_SAFEGUARDS})):
+        if not (len(t["country"]) == 2 and t["country"].isalpha() and t["country"].isupper()):
+            raise fail(f"{where}/{i}/country", "must be an ISO 3166 alpha-2 code such as 'US'")
+        if t["recipient"] not in names:
+            raise fail(f"{where}/{i}/recipient", f"must name one of customProperties/recipients {names}")
+        transfers.append(ThirdCountryTransfer(t["country"], t["recipient"], t["safeguard"]))
+    return subjects, recipients, tuple(transfers)
 
 
 def load_contract(path: Path) -> SourceContract:
@@ -171,6 +266,7 @@ def load_contract(path: Path) -> SourceContract:
     purposes = custom["purposes"]
     if not isinstance(purposes, list) or not purposes:
         raise fail("customProperties/purposes", "must be a non-empty list")
+    data_subjects, recipients, transfers = _processing_facts(custom, fail)
 
     if not odcs.schema_ or len(odcs.schema_) != 1:
         raise fail("schema", "must hold exactly one table")
@@ -244,6 +340,9 @@ def load_contract(path: Path) -> SourceContract:
         retention=retention,
         require_one_of=one_of,
         description=(odcs.description.purpose if odcs.description else "") or "",
+        data_subjects=data_subjects,
+        recipients=recipients,
+        third_country_transfers=transfers,
     )
 
 

@@ -9,7 +9,7 @@ error naming the table and the field, before any decision is made.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,6 +28,9 @@ FIELDS = {
     "purpose", "legal_basis", "consent_purpose", "clock_start", "retention", "on_expiry",
     "minimisation_window", "on_minimisation",
 }
+# Optional top-level sections read by the record of processing activities (GDPR Art. 30),
+# not by the decisions: what each purpose means in words, and who the controller is.
+CONTROLLER_FIELDS = ("name", "contact", "representative", "dpo")
 
 
 class PolicyError(ValueError):
@@ -53,6 +56,8 @@ class RetentionPolicy:
     gdpr_effective_from: datetime
     tables: dict[str, TablePolicy]
     path: Path
+    purposes: dict[str, str] = field(default_factory=dict)  # purpose → description
+    controller: dict[str, str] = field(default_factory=dict)  # CONTROLLER_FIELDS → text
 
     def rows(self) -> list[dict]:
         return [
@@ -150,7 +155,29 @@ def load_policy(path: Path | None = None) -> RetentionPolicy:
     missing = sorted(set(columns) - set(tables))
     if missing:
         raise PolicyError(f"{name}: every personal-data table needs a policy; missing {missing}")
-    return RetentionPolicy(str(data["version"]), effective, tables, path)
+    purposes = _text_mapping(data.get("purposes"), f"{name}: purposes", None)
+    used = {t.purpose for t in tables.values()}
+    for purpose in purposes:
+        if purpose not in used:
+            raise PolicyError(f"{name}: purposes/{purpose}: no table of the policy has this purpose")
+    controller = _text_mapping(data.get("controller"), f"{name}: controller", CONTROLLER_FIELDS)
+    return RetentionPolicy(str(data["version"]), effective, tables, path, purposes, controller)
+
+
+def _text_mapping(value, where: str, allowed: tuple[str, ...] | None) -> dict[str, str]:
+    """An optional mapping of names to non-empty text (``allowed`` limits the names)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PolicyError(f"{where}: must be a mapping")
+    out = {}
+    for key, text in value.items():
+        if allowed is not None and key not in allowed:
+            raise PolicyError(f"{where}/{key}: unknown field (known: {list(allowed)})")
+        if not isinstance(text, str) or not text.strip():
+            raise PolicyError(f"{where}/{key}: must be non-empty text")
+        out[str(key)] = " ".join(text.split())
+    return out
 
 
 POLICY_DDL = f"""
