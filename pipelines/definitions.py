@@ -4,7 +4,7 @@ from dagster import Definitions, in_process_executor
 
 from pipelines.ingest.assets import ingestion_definitions
 from pipelines.io import NoStorageIOManager
-from pipelines.enforce.assets import EnforcementSettings, compacted_warehouse, retention_enforcement
+from pipelines.enforce.assets import EVIDENCE_SPECS, EnforcementSettings, compacted_warehouse, retention_enforcement
 from pipelines.jobs import (
     enforce_retention_job,
     enforce_retention_schedule,
@@ -23,7 +23,7 @@ landing_specs, ingestion_assets = ingestion_definitions()
 defs = Definitions(
     assets=[
         *landing_specs, *ingestion_assets, retention_policy, build_dbt_assets(),
-        retention_enforcement, compacted_warehouse,
+        retention_enforcement, compacted_warehouse, *EVIDENCE_SPECS,
     ],
     jobs=[run_pipeline_job, enforce_retention_job, erase_subjects_job],
     schedules=[run_pipeline_schedule, enforce_retention_schedule],

@@ -49,6 +49,40 @@ PROOFS = [
 ]
 
 
+AUDIT_GROUP = "audit"
+AUDIT_LOG_KEY = AssetKey(["audit", "audit_log"])
+
+# Evidence tables written by the steps above. Declared as specs (not step outputs): the
+# erasure log is read by the decisions that enforcement itself depends on, and the audit
+# log is appended to by several steps (and by `lethe access`).
+EVIDENCE_SPECS = [
+    AssetSpec(
+        key=AssetKey(["erasure", "erasure_log"]),
+        group_name=AUDIT_GROUP,
+        kinds={"duckdb"},
+        description=(
+            "One row per carried-out erasure request: request id, timestamps and the subject's "
+            "HMAC token only. Written by retention_enforcement; read by erasure_request_outcomes "
+            "(a completed request is not carried out twice) and by the SLA proof."
+        ),
+        metadata={"table": "erasure.erasure_log", "pii_columns": "none (tokens only)"},
+    ),
+    AssetSpec(
+        key=AUDIT_LOG_KEY,
+        deps=[ENFORCEMENT_KEY, COMPACTION_KEY],
+        group_name=AUDIT_GROUP,
+        kinds={"duckdb"},
+        description=(
+            "Append-only, hash-chained log of every action on personal data (purge, pseudonymise, "
+            "erasure, compaction, subject access): counts, policy version, run id — never the data. "
+            "Mirrored to $LETHE_HOME/audit/audit_log.jsonl; `lethe audit verify` checks chain and mirror."
+        ),
+        metadata={"table": "audit.audit_log", "mirror": "$LETHE_HOME/audit/audit_log.jsonl",
+                  "pii_columns": "none"},
+    ),
+]
+
+
 class EnforcementSettings(ConfigurableResource):
     """``dry_run``: compute and report what would change, change nothing."""
 

@@ -22,6 +22,7 @@ from dagster import (
 from pipelines.contracts import SourceContract, load_contracts
 from pipelines.ingest.load import ingest_source
 from pipelines.ingest.reconcile import unreconciled_files
+from pipelines.lineage import contract_metadata, policy_metadata
 from pipelines.resources import LandingZoneResource, WarehouseResource
 
 INGEST_GROUP = "ingest"
@@ -29,22 +30,6 @@ INGEST_GROUP = "ingest"
 
 def landing_key(contract: SourceContract) -> AssetKey:
     return AssetKey(["landing", contract.system, contract.entity])
-
-
-def contract_metadata(contract: SourceContract) -> dict:
-    pii = [c.name for c in contract.columns if c.is_pii]
-    return {
-        "contract_file": f"data_contracts/{contract.path.name}",
-        "contract_id": contract.contract_id,
-        "contract_version": contract.version,
-        "purposes": ", ".join(contract.purposes),
-        "retention": str(contract.retention.get("value")) + (
-            f" {contract.retention['unit']}" if contract.retention.get("unit") else ""
-        ),
-        "pii_columns": ", ".join(pii) or "none",
-        "landing_path": f"landing/{contract.landing_path}/",
-        "file_format": contract.file_format,
-    }
 
 
 def landing_spec(contract: SourceContract) -> AssetSpec:
@@ -55,6 +40,27 @@ def landing_spec(contract: SourceContract) -> AssetSpec:
         group_name=INGEST_GROUP,
         kinds={contract.file_format},
         metadata=contract_metadata(contract),
+    )
+
+
+QUARANTINE_KEY = AssetKey(["ingest", "quarantine"])
+
+
+def quarantine_spec(contracts: list[SourceContract]) -> AssetSpec:
+    """ingest.quarantine: written by every ingestion step (one table for all sources), so
+    declared here with the extracts it comes from rather than as one step's output."""
+    return AssetSpec(
+        key=QUARANTINE_KEY,
+        deps=[landing_key(c) for c in contracts],
+        description=(
+            "Records that broke their data contract, kept as they arrived with a reason code "
+            "(never silently dropped). Personal data: retention (30 days from quarantine) and "
+            "erasure apply here too; int_decisions__quarantine decides each row."
+        ),
+        group_name=INGEST_GROUP,
+        kinds={"duckdb"},
+        metadata={"table": "ingest.quarantine", "pii_columns": "email, cookie_id, raw_record"}
+        | policy_metadata(["ingest.quarantine"]),
     )
 
 
@@ -121,4 +127,4 @@ def ingestion_definitions() -> tuple[list[AssetSpec], list]:
     contracts = load_contracts()
     vendor_deps = vendor_deps_by_table()
     canonical = [build_ingestion_asset(c, vendor_deps.get(c.qualified_table)) for c in contracts]
-    return [landing_spec(c) for c in contracts], canonical + vendor_assets()
+    return [landing_spec(c) for c in contracts] + [quarantine_spec(contracts)], canonical + vendor_assets()

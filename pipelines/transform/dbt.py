@@ -2,8 +2,9 @@
 
 dbt sources are named after the raw schemas (``source('raw_crm', 'contacts')``) so
 dagster-dbt's default source keys equal the ingestion assets' keys and the asset graph
-reads extract → raw → staging without any custom mapping. The translator only sets
-the group from the model's folder, so the graph follows the data's journey.
+reads extract → raw → staging without any custom mapping. The translator sets the
+group from the model's folder, so the graph follows the data's journey, and adds the
+contract and policy metadata of the raw tables each model derives from.
 """
 
 
@@ -15,9 +16,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Mapping
 
-from dagster import AssetExecutionContext
+from dagster import AssetExecutionContext, AssetSpec
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 
+from pipelines.lineage import dbt_node_metadata
 from pipelines.resources import WarehouseResource
 from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV
 
@@ -33,6 +35,14 @@ FOLDER_GROUPS = {
 
 
 class LetheDbtTranslator(DagsterDbtTranslator):
+    """Groups from the model's folder; metadata naming the contracts and policy rules a
+    model derives from (pipelines/lineage.py), so an auditor reads them on its page."""
+
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project) -> AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        extra = dbt_node_metadata(self.get_resource_props(manifest, unique_id), manifest)
+        return spec.merge_attributes(metadata=extra) if extra else spec
+
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         if dbt_resource_props.get("resource_type") == "source":
             return super().get_group_name(dbt_resource_props)
