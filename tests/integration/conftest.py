@@ -1,12 +1,14 @@
 """A demo home shared by the auditor / analyst tests: generated data, one real `lethe run`.
 
-Session-scoped (under xdist: once per worker that needs it), so the report, publish,
+Built once per test session (shared by the xdist workers), so the report, publish,
 access, lineage and browser tests read one enforced warehouse instead of each paying
 for a pipeline run. Tests must not change it: copy what they modify.
 """
 
+import fcntl
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,12 +20,35 @@ LETHE_VARS = ("LETHE_HOME", "LETHE_LANDING", "LETHE_WAREHOUSE", "DAGSTER_HOME")
 
 
 @pytest.fixture(scope="session")
-def demo_home(tmp_path_factory, pseudonym_key) -> dict:
+def demo_home(tmp_path_factory, worker_id, pseudonym_key) -> dict:
     """`lethe generate` (250 contacts) + `lethe run` at DEMO_AS_OF. Returns the paths, the
-    generator's ground truth (kept outside the home: it names people) and the run's exit."""
-    home = tmp_path_factory.mktemp("demo-home")
-    gen = tmp_path_factory.mktemp("demo-generated")
-    landing = gen / "landing"
+    generator's ground truth (kept outside the home: it names people) and the run's exit.
+
+    Built once per test session, even on several xdist workers: the first worker to get
+    the lock builds it in the session's shared temp root, the others wait and reuse it."""
+    root = tmp_path_factory.getbasetemp()
+    if worker_id != "master":
+        root = root.parent  # shared by every worker of this session
+    folder = root / "lethe-demo"
+    with open(root / "lethe-demo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ready = folder / "ready.json"
+        if not ready.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            exit_code = _build_demo(folder)
+            ready.write_text(json.dumps({"exit": exit_code}))
+        exit_code = json.loads(ready.read_text())["exit"]
+    home = folder / "home"
+    return {
+        "home": home, "landing": folder / "generated" / "landing", "warehouse": home / "warehouse.duckdb",
+        "dagster_home": home / "dagster_home", "exit": exit_code,
+        "truth": json.loads((folder / "generated" / "ground_truth.json").read_text()),
+    }
+
+
+def _build_demo(folder: Path) -> int:
+    home = folder / "home"
+    landing = folder / "generated" / "landing"  # outside the home: its ground truth names people
     saved = dict(os.environ)
     try:
         for var in LETHE_VARS:
@@ -32,15 +57,10 @@ def demo_home(tmp_path_factory, pseudonym_key) -> dict:
         os.environ["LETHE_LANDING"] = str(landing)
         assert main(["generate", "--out", str(landing), "--contacts", "250", "--seed", "7",
                      "--as-of", DEMO_AS_OF[:10]]) == 0
-        exit_code = main(["run", "--as-of", DEMO_AS_OF, "--quiet"])
+        return main(["run", "--as-of", DEMO_AS_OF, "--quiet"])
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    return {
-        "home": home, "landing": landing, "warehouse": home / "warehouse.duckdb",
-        "dagster_home": home / "dagster_home", "exit": exit_code,
-        "truth": json.loads((gen / "ground_truth.json").read_text()),
-    }
 
 
 def use_demo_home(monkeypatch, demo: dict) -> None:
