@@ -1,4 +1,8 @@
-"""``lethe``: generate sample extracts and run the pipeline end to end through Dagster."""
+"""``lethe``: GDPR retention and consent enforcement for a DuckDB warehouse.
+
+Run the pipeline (ingest → decide → enforce → prove), carry out and prove erasures,
+answer subject access requests, and write what auditors and analysts read.
+"""
 
 from __future__ import annotations
 
@@ -191,7 +195,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
     paths = LethePaths.resolve(warehouse=args.warehouse, landing=args.landing)
     paths.export()
     if not paths.warehouse.exists():
-        print(f"error: no warehouse at {paths.warehouse}", file=sys.stderr)
+        print(f"error: no warehouse at {paths.warehouse} (run `lethe run` first, or pass --warehouse)",
+              file=sys.stderr)
         return 2
     failures = 0
     con = duckdb.connect(str(paths.warehouse), read_only=True)
@@ -227,6 +232,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
 
     paths = LethePaths.resolve(warehouse=args.warehouse)
     paths.export()
+    if not paths.warehouse.exists():
+        print(f"error: no warehouse at {paths.warehouse} (run `lethe run` first, or pass --warehouse)",
+              file=sys.stderr)
+        return 2
     with duckdb.connect(str(paths.warehouse), read_only=True) as con:
         problems = verify_audit_log(con, audit_mirror_path())
         rows = con.execute("SELECT count(*) FROM audit.audit_log").fetchall()[0][0]
@@ -239,22 +248,141 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lethe", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def cmd_report(args: argparse.Namespace) -> int:
+    """Write the offline HTML compliance report (counts only, no personal data)."""
+    from pipelines.report import ReportError, write_report
 
-    gen = sub.add_parser("generate", help="write deterministic sample extracts in the landing layout")
+    paths = LethePaths.resolve(warehouse=args.warehouse)
+    paths.export()  # the audit mirror and the key resolve under $LETHE_HOME
+    out = Path(args.out).expanduser() if args.out else paths.home / "reports"
+    try:
+        path = write_report(paths.warehouse, out)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"Compliance report written to {path} (open it in any browser; it needs no network)")
+    return 0
+
+
+def cmd_ropa(args: argparse.Namespace) -> int:
+    """Write the GDPR Art. 30 record of processing activities from contracts and policy."""
+    from pipelines.ropa import write_ropa
+
+    out = Path(args.out).expanduser() if args.out else LethePaths.resolve().home / "reports"
+    markdown, table = write_ropa(out)
+    print(f"Record of processing activities written to\n  {markdown}\n  {table}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    """Copy the compliant marts, documented, into a separate file analysts open read-only."""
+    from pipelines.publish import PublishError, publish_analyst_db
+
+    paths = LethePaths.resolve(warehouse=args.warehouse)
+    paths.export()
+    if not paths.warehouse.exists():
+        print(f"error: no warehouse at {paths.warehouse} (run `lethe run` first)", file=sys.stderr)
+        return 2
+    target = Path(args.out).expanduser().resolve() if args.out else paths.home / "analyst.duckdb"
+    try:
+        result = publish_analyst_db(paths.warehouse, target)
+    except PublishError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for table, rows in result.tables.items():
+        print(f"{table:<28} {rows:>12,} rows")
+    as_of = result.as_of.strftime("%Y-%m-%dT%H:%M:%SZ") if result.as_of else "?"
+    print(f"Published {result.path} ({result.bytes:,} bytes) from run {result.run_id} "
+          f"as of {as_of}, policy {result.policy_version}.\nOpen it read-only: duckdb -readonly {result.path}")
+    return 0
+
+
+def cmd_access(args: argparse.Namespace) -> int:
+    """Export everything held about one subject (GDPR Art. 15); the audit row holds counts and the token only."""
+    from pipelines.access import WarehouseBusyError, export_subject
+    from pipelines.enforce.assets import audit_mirror_path
+    from pipelines.pseudonym import MissingKeyError, load_key
+    from pipelines.settings import DBT_PROJECT_DIR
+
+    paths = LethePaths.resolve(warehouse=args.warehouse, landing=args.landing)
+    paths.export()
+    try:
+        key = load_key()
+    except MissingKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        result = export_subject(
+            paths.warehouse, args.email, Path(args.out).expanduser(), key, request_id=args.request_id,
+            mirror_path=audit_mirror_path(),
+            protected_roots=[paths.home, paths.landing, paths.dagster_home,
+                             DBT_PROJECT_DIR / "target", DBT_PROJECT_DIR / "logs"],
+        )
+    except (WarehouseBusyError, FileNotFoundError, FileExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    # neither the email nor any exported value is echoed: terminals and CI logs are kept
+    for name, rows in sorted(result.row_counts.items()):
+        print(f"{name:<48} {rows:>8,}")
+    print(f"Exported {result.total_rows:,} rows from {len(result.row_counts)} tables/views "
+          f"({len(result.files)} files) to {result.out_dir}; request {result.request_id} "
+          f"recorded in the audit log (seq {result.audit_seq}).")
+    return 0
+
+
+EXIT_CODES = """exit codes:
+  0  done; every check passed
+  1  done, but something needs attention: a failed check or proof, a person still
+     found by `verify --email`, a broken audit chain, a mart refused by `publish`
+  2  nothing was done: bad arguments, missing key, warehouse or landing folder, or the
+     warehouse is busy (another run holds it) — the message says what to do"""
+
+MAIN_EPILOG = """first steps:
+  lethe keygen                                   # once: the pseudonymisation key
+  lethe generate --out .lethe/landing            # sample extracts (or drop your own)
+  lethe run                                      # ingest → decide → enforce → prove → report
+  lethe report && lethe ropa                     # what an auditor reads
+  lethe verify                                   # re-run every proof now
+  dagster dev -w workspace.yaml                  # the UI: lineage, checks, runs
+
+""" + EXIT_CODES + """
+
+Every path defaults under $LETHE_HOME (./.lethe); see the README."""
+
+
+def _command(sub, name: str, help_text: str, examples: str, description: str | None = None):
+    return sub.add_parser(
+        name, help=help_text, description=description or help_text[0].upper() + help_text[1:] + ".",
+        epilog="examples:\n" + examples.strip("\n") + "\n\n" + EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lethe", description=__doc__, epilog=MAIN_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    gen = _command(sub, "generate", "write deterministic sample extracts in the landing layout", """
+  lethe generate --out .lethe/landing
+  lethe generate --out /tmp/landing --contacts 100000 --seed 7 --as-of 2026-11-30""")
     gen.add_argument("--out", required=True, help="landing directory to write into")
-    gen.add_argument("--contacts", type=int, default=2000)
-    gen.add_argument("--seed", type=int, default=42)
+    gen.add_argument("--contacts", type=int, default=2000, help="number of CRM contacts (default 2000)")
+    gen.add_argument("--seed", type=int, default=42, help="random seed: same seed, same files")
     gen.add_argument("--as-of", help="YYYY-MM-DD: the day the sample data is generated 'as of'")
     gen.set_defaults(func=cmd_generate)
 
-    keygen = sub.add_parser("keygen", help="create the pseudonymisation key file if there is none")
+    keygen = _command(sub, "keygen", "create the pseudonymisation key file if there is none", """
+  lethe keygen
+  lethe keygen --path /secure/volume/lethe.key   # then: export LETHE_PSEUDONYM_KEY_FILE=/secure/volume/lethe.key""")
     keygen.add_argument("--path", help="key file (default $LETHE_PSEUDONYM_KEY_FILE or $LETHE_HOME/pseudonym.key)")
     keygen.set_defaults(func=cmd_keygen)
 
-    run = sub.add_parser("run", help="run the whole pipeline through Dagster and print a summary")
+    run = _command(sub, "run", "run the whole pipeline through Dagster and print a summary", """
+  lethe run                                   # now, whole pipeline
+  lethe run --as-of 2026-11-30T00:00:00Z      # pin 'now' (reproducible decisions)
+  lethe run --dry-run                         # report what enforcement would do, change nothing
+  lethe run --job erase_subjects_job          # only pick up erasure requests and enforce them""")
     run.add_argument("--landing", help="landing directory (default $LETHE_LANDING or $LETHE_HOME/landing)")
     run.add_argument("--warehouse", help="DuckDB file (default $LETHE_WAREHOUSE or $LETHE_HOME/warehouse.duckdb)")
     run.add_argument("--dagster-home", help="Dagster home (default $DAGSTER_HOME or $LETHE_HOME/dagster_home)")
@@ -267,34 +395,83 @@ def build_parser() -> argparse.ArgumentParser:
                      choices=["run_pipeline_job", "enforce_retention_job", "erase_subjects_job"],
                      help="which job to run (default: the whole pipeline)")
     run.set_defaults(func=cmd_run)
-    erase = sub.add_parser("erase", help="record a verified erasure request (carried out by the sensor or next run)")
+
+    erase = _command(sub, "erase", "record a verified erasure request (carried out by the sensor or next run)", """
+  lethe erase --email jane@example.com --request-id TICKET-123
+  lethe erase --email jane@example.com --verified-at 2026-11-29T12:00:00Z && lethe run --job erase_subjects_job
+  lethe verify --email jane@example.com       # afterwards: prove she is gone""")
     erase.add_argument("--email", required=True, help="the subject's email (the operator has verified the requester)")
     erase.add_argument("--request-id", help="your ticket id (default: a new UUID)")
     erase.add_argument("--landing", help="landing directory (default $LETHE_LANDING or $LETHE_HOME/landing)")
     erase.add_argument("--verified-at", help="when the requester was verified (default now), e.g. 2026-11-29T12:00:00Z")
     erase.set_defaults(func=cmd_erase)
 
-    verify = sub.add_parser("verify", help="re-run every proof; with --email, search everywhere for one person")
+    verify = _command(sub, "verify", "re-run every proof; with --email, search everywhere for one person", """
+  lethe verify                                # the six proofs + the audit chain
+  lethe verify --email jane@example.com       # + SQL search, storage statistics and byte scan for one person""")
     verify.add_argument("--email", help="prove this person is gone: SQL search, storage statistics, byte scan")
-    verify.add_argument("--warehouse")
-    verify.add_argument("--landing")
+    verify.add_argument("--warehouse", help="DuckDB file (default $LETHE_WAREHOUSE or $LETHE_HOME/warehouse.duckdb)")
+    verify.add_argument("--landing", help="landing directory (default $LETHE_LANDING or $LETHE_HOME/landing)")
     verify.set_defaults(func=cmd_verify)
 
-    audit = sub.add_parser("audit", help="audit log commands")
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    audit_verify = audit_sub.add_parser("verify", help="check the audit log's hash chain and its mirror")
-    audit_verify.add_argument("--warehouse")
+    access = _command(sub, "access", "export everything held about one person (GDPR Art. 15) and log the request", """
+  lethe access --email jane@example.com --out ~/sar/TICKET-9 --request-id TICKET-9
+  # writes export.json, one CSV per table and manifest.json (0600) to a new folder
+  # outside $LETHE_HOME; the audit log records the request (token and counts only)""")
+    access.add_argument("--email", required=True, help="the subject's email (the operator has verified the requester)")
+    access.add_argument("--out", required=True, help="new or empty directory outside the Lethe home (created 0700)")
+    access.add_argument("--request-id", help="your ticket id (default: access-<uuid>)")
+    access.add_argument("--warehouse", help="DuckDB file (default $LETHE_WAREHOUSE or $LETHE_HOME/warehouse.duckdb)")
+    access.add_argument("--landing", help="landing directory (default $LETHE_LANDING or $LETHE_HOME/landing)")
+    access.set_defaults(func=cmd_access)
+
+    report = _command(sub, "report", "write the offline HTML compliance report (counts only, no personal data)", """
+  lethe report                                # $LETHE_HOME/reports/compliance-report.html
+  lethe report --out /srv/audit/2026-11       # every run also writes one (asset audit/compliance_report)""")
+    report.add_argument("--out", help="directory for compliance-report.html (default $LETHE_HOME/reports)")
+    report.add_argument("--warehouse", help="DuckDB file (default $LETHE_WAREHOUSE or $LETHE_HOME/warehouse.duckdb)")
+    report.set_defaults(func=cmd_report)
+
+    ropa = _command(sub, "ropa", "write the GDPR Art. 30 record of processing activities (Markdown and CSV)", """
+  lethe ropa                                  # $LETHE_HOME/reports/ropa.md and ropa.csv
+  lethe ropa --out docs/compliance            # generated from data_contracts/: edit those, not the output""")
+    ropa.add_argument("--out", help="output directory (default $LETHE_HOME/reports)")
+    ropa.set_defaults(func=cmd_ropa)
+
+    publish = _command(sub, "publish", "write the compliant marts, documented, to a separate analyst DuckDB file", """
+  lethe publish                               # $LETHE_HOME/analyst.duckdb (every run also publishes)
+  lethe publish --out /srv/analytics/lethe.duckdb
+  duckdb -readonly .lethe/analyst.duckdb -c 'FROM lethe_about'""")
+    publish.add_argument("--out", help="analyst file (default $LETHE_HOME/analyst.duckdb)")
+    publish.add_argument("--warehouse", help="DuckDB file (default $LETHE_WAREHOUSE or $LETHE_HOME/warehouse.duckdb)")
+    publish.set_defaults(func=cmd_publish)
+
+    audit = _command(sub, "audit", "audit log commands", """
+  lethe audit verify                          # hash chain of audit.audit_log and its JSONL mirror agree""")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="SUBCOMMAND")
+    audit_verify = _command(audit_sub, "verify", "check the audit log's hash chain and its mirror", """
+  lethe audit verify
+  lethe audit verify --warehouse /backup/warehouse.duckdb""")
+    audit_verify.add_argument("--warehouse", help="DuckDB file (default $LETHE_WAREHOUSE or $LETHE_HOME/warehouse.duckdb)")
     audit_verify.set_defaults(func=cmd_audit_verify)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    import duckdb
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ValueError as exc:  # bad flags: say what, not a traceback
+    except ValueError as exc:  # bad flags, contracts or policy: say what, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            print("error: the warehouse is in use by another process (a `lethe run`, `dagster dev` job or "
+                  "open client); wait for it to finish and run this again", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The Dagster code location: assembles ingestion, dbt models, enforcement, jobs, schedules and sensors."""
+"""The Dagster code location: assembles ingestion, dbt models, enforcement, the report and
+analyst database, jobs, schedules and sensors."""
 
 from dagster import Definitions, in_process_executor
 
@@ -13,6 +14,7 @@ from pipelines.jobs import (
     run_pipeline_job,
     run_pipeline_schedule,
 )
+from pipelines.outputs import analyst_database, compliance_report
 from pipelines.progress import lethe_progress_logger
 from pipelines.retention.assets import retention_policy
 from pipelines.resources import LandingZoneResource, RunClockResource, WarehouseResource
@@ -23,7 +25,7 @@ landing_specs, ingestion_assets = ingestion_definitions()
 defs = Definitions(
     assets=[
         *landing_specs, *ingestion_assets, retention_policy, build_dbt_assets(),
-        retention_enforcement, compacted_warehouse, *EVIDENCE_SPECS,
+        retention_enforcement, compacted_warehouse, *EVIDENCE_SPECS, compliance_report, analyst_database,
     ],
     jobs=[run_pipeline_job, enforce_retention_job, erase_subjects_job],
     schedules=[run_pipeline_schedule, enforce_retention_schedule],

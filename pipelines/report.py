@@ -750,7 +750,7 @@ def write_report(
     """
     warehouse = Path(warehouse)
     if not warehouse.is_file():
-        raise ReportError(f"no warehouse at {warehouse}")
+        raise ReportError(f"no warehouse at {warehouse} (run `lethe run` first, or pass --warehouse)")
     if audit_mirror is _DEFAULT_MIRROR:
         from pipelines.enforce.assets import audit_mirror_path
 
