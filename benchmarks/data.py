@@ -4,13 +4,27 @@ The data comes from Lethe's own generator (vectorised numpy/polars), so it has t
 messiness — quarantine-worthy rows, duplicates, hostile strings — and the same mix of
 consent states as the demo. A cache entry is complete only once its marker file is
 written; an interrupted generation is thrown away and redone.
+
+The generator holds a whole data set in memory (at 5M contacts its web-events process
+alone passed 18 GB), so a scale in ``SHARDS`` is made in equally sized parts, one after
+another, each by the unchanged generator in a child process of its own (its memory goes
+back when it exits): part k has seed ``seed + k`` and ``generate(..., shard=k)``, so its
+contact numbers, e-mails, subscriber ids, record ids and scenario cookies differ from every
+other part's. Each part is written to ``parts/<k>/`` and its files are then moved into the
+shared landing tree as ``<name>_s<k>.<ext>`` (e.g. ``web/events/events_2025_s3.jsonl``);
+the parts' ground truths are merged into one ``ground_truth.json`` (file names renamed the
+same way, quarantine re-sorted). Part 0 holds the same rows as the unsharded data set of
+its size and seed. Scales not in ``SHARDS`` are generated in one go, exactly as before.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from datetime import date
@@ -22,6 +36,10 @@ SCALES = {"tiny": 300, "M": 100_000, "S": 1_000_000, "L": 5_000_000}
 AS_OF = date(2026, 11, 30)
 SEED = 42
 MARKER = "COMPLETE.json"
+# scale -> number of equally sized parts it is generated in (bounded memory; see above).
+# L as 10 x 500k: peak RSS of the process tree 4.1 GiB (5 x 1M: 7.1 GiB; in one go: OOM).
+SHARDS = {"L": 10}
+SHARD_LAYOUT = 1  # bump when the way parts are named or merged changes: regenerates the cache
 
 
 def generator_fingerprint() -> str:
@@ -41,11 +59,22 @@ class Dataset:
     generated_seconds: float | None  # None = taken from the cache
 
 
+def cache_key(scale: str, seed: int = SEED) -> dict:
+    """What a cached data set must have been made with to be reused (its marker holds it)."""
+    contacts = SCALES[scale]
+    key = {"contacts": contacts, "seed": seed, "as_of": AS_OF.isoformat(), "generator": generator_fingerprint()}
+    shards = SHARDS.get(scale, 1)
+    if shards > 1:  # unsharded scales keep the key they always had
+        key["shards"] = {"parts": shards, "contacts_per_part": contacts // shards, "layout": SHARD_LAYOUT}
+    return key
+
+
 def cached_dataset(bench_dir: Path, scale: str, seed: int = SEED) -> Dataset:
     contacts = SCALES[scale]
     folder = bench_dir / f"data-{scale}-{seed}"
     marker = folder / MARKER
-    wanted = {"contacts": contacts, "seed": seed, "as_of": AS_OF.isoformat(), "generator": generator_fingerprint()}
+    wanted = cache_key(scale, seed)
+    shards = SHARDS.get(scale, 1)
     if marker.exists():
         recorded = json.loads(marker.read_text())
         if {k: recorded.get(k) for k in wanted} == wanted:
@@ -56,13 +85,66 @@ def cached_dataset(bench_dir: Path, scale: str, seed: int = SEED) -> Dataset:
     from pipelines.generate import generate
 
     started = time.perf_counter()
-    generate(folder / "landing", contacts=contacts, seed=seed, as_of=AS_OF)
+    if shards > 1:
+        _generate_sharded(folder, contacts, seed, shards)
+    else:
+        generate(folder / "landing", contacts=contacts, seed=seed, as_of=AS_OF)
     seconds = time.perf_counter() - started
     files = [p for p in (folder / "landing").rglob("*") if p.is_file()]
     rows = sum(_lines(p) for p in files)
     size = sum(p.stat().st_size for p in files)
     marker.write_text(json.dumps(wanted | {"rows": rows, "bytes": size, "seconds": round(seconds, 2)}))
     return Dataset(scale, contacts, folder / "landing", folder / "ground_truth.json", rows, size, seconds)
+
+
+def _generate_sharded(folder: Path, contacts: int, seed: int, shards: int) -> None:
+    """``shards`` parts, one child process each, moved into ``folder/landing``; merged truth."""
+    from pipelines.generate import GROUND_TRUTH_NAME, _truth_json
+
+    if contacts % shards:
+        raise ValueError(f"{contacts} contacts do not split into {shards} equal parts")
+    per_part = contacts // shards
+    landing = folder / "landing"
+    merged: dict = {"seed": seed, "contacts": contacts, "as_of": AS_OF.isoformat(),
+                    "files": {}, "quarantine": [], "scenarios": {}}
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])  # this checkout of the packages
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    for k in range(shards):
+        part = folder / "parts" / str(k)
+        subprocess.run(
+            [sys.executable, "-c", "import sys; from benchmarks.data import _generate_part; "
+             "_generate_part(sys.argv[1], *map(int, sys.argv[2:]))",
+             str(part / "landing"), str(per_part), str(seed + k), str(k)],
+            env=env, check=True)
+        renamed = {}
+        for path in sorted(p for p in (part / "landing").rglob("*") if p.is_file()):
+            rel = path.relative_to(part / "landing")
+            new = rel.with_name(f"{rel.stem}_s{k}{rel.suffix}")
+            (landing / new).parent.mkdir(parents=True, exist_ok=True)
+            path.rename(landing / new)
+            renamed[rel.as_posix()] = new.as_posix()
+        truth = json.loads((part / GROUND_TRUTH_NAME).read_text(encoding="utf-8"))
+        merged["files"].update({renamed[rel]: info for rel, info in truth["files"].items()})
+        merged["quarantine"].extend(q | {"file": renamed[q["file"]]} for q in truth["quarantine"])
+        clash = merged["scenarios"].keys() & truth["scenarios"].keys()
+        if clash:
+            raise RuntimeError(f"parts share scenario subjects: {sorted(clash)[:3]}")
+        merged["scenarios"].update(truth["scenarios"])
+        del truth
+        shutil.rmtree(part)
+    shutil.rmtree(folder / "parts")
+    merged["files"] = dict(sorted(merged["files"].items()))
+    merged["quarantine"].sort(key=lambda q: (q["file"], q["line"]))
+    merged["scenarios"] = dict(sorted(merged["scenarios"].items()))
+    (folder / GROUND_TRUTH_NAME).write_text(_truth_json(merged), encoding="utf-8")
+
+
+def _generate_part(out: str, contacts: int, seed: int, shard: int) -> None:
+    """One part of a sharded data set (runs in a child process)."""
+    from pipelines.generate import generate
+
+    generate(Path(out), contacts=contacts, seed=seed, as_of=AS_OF, shard=shard)
 
 
 def _lines(path: Path) -> int:

@@ -452,6 +452,7 @@ class _World:
     emails: pl.Series           # canonical (lower-case) e-mail per contact
     sub_ids: pl.Series          # subscriber id per contact (used only for subscribers)
     created: np.ndarray
+    shard: int = 0              # see ``generate``
     frames: dict[str, list[pl.DataFrame]] = field(default_factory=dict)
     rows: dict[str, list[dict]] = field(default_factory=dict)
     labels: dict[str, list[str]] = field(default_factory=dict)
@@ -479,13 +480,20 @@ class _World:
 
 
 def generate(out: Path, contacts: int = 2000, seed: int = 42,
-             as_of: dt.date | None = None) -> GenerationResult:
+             as_of: dt.date | None = None, shard: int = 0) -> GenerationResult:
     """Write a messy landing delivery under ``out`` and its ground truth beside it.
 
     The ground truth goes to ``out.parent / "ground_truth.json"`` (see the module docstring
-    for the layout, the formats and the scenario labels). Same ``(contacts, seed, as_of)``
-    → byte-identical files; ``as_of`` defaults to today (UTC). Needs ``contacts >= 100``
-    and ``as_of >= 2022-01-01``.
+    for the layout, the formats and the scenario labels). Same ``(contacts, seed, as_of,
+    shard)`` → byte-identical files; ``as_of`` defaults to today (UTC). Needs
+    ``contacts >= 100`` and ``as_of >= 2022-01-01``.
+
+    ``shard`` = k > 0 makes part k of a data set built from equally sized parts (the
+    benchmark's largest scale; each part with its own seed, in its own folder): contact
+    numbers (e-mail local parts, contact ids, subscriber ids) start after the
+    ``k * contacts`` of the earlier parts, record ids (events, requests, holds) and scenario
+    cookies carry the tag ``s<k>-`` / ``<k>``, so no two parts share a key, an e-mail or a
+    cookie. 0 (the default) is a stand-alone data set, unchanged.
     """
     out = Path(out)
     as_of = as_of or dt.datetime.now(dt.UTC).date()
@@ -493,6 +501,8 @@ def generate(out: Path, contacts: int = 2000, seed: int = 42,
         raise ValueError(f"contacts must be at least {MIN_CONTACTS}, got {contacts}")
     if as_of < MIN_AS_OF:
         raise ValueError(f"as_of must be on or after {MIN_AS_OF}, got {as_of}")
+    if shard < 0:
+        raise ValueError(f"shard must be 0 or more, got {shard}")
 
     contracts = {c.landing_path: c for c in load_contracts()}
     per_label = 3 if contacts >= 1000 else 1
@@ -501,7 +511,7 @@ def generate(out: Path, contacts: int = 2000, seed: int = 42,
     rng = np.random.default_rng([seed, 0])
     a = _epoch(as_of)
     n = contacts
-    num = rng.permutation(n) + 1
+    num = rng.permutation(n) + 1 + shard * n
     first_i = rng.integers(0, len(FIRST_NAMES), n)
     last_i = rng.integers(0, len(LAST_NAMES), n)
     dom_i = rng.integers(0, len(DOMAINS), n)
@@ -516,12 +526,13 @@ def generate(out: Path, contacts: int = 2000, seed: int = 42,
         if local:
             i = n_scenario - len(HOSTILE) + h
             emails = emails.scatter([i], f"{local}{num[i]}@{DOMAINS[dom_i[i]]}")
-    sub_ids = "mc" + pl.Series(rng.permutation(n) + 10_000_001).cast(pl.Utf8)
+    sub_ids = "mc" + pl.Series(rng.permutation(n) + 10_000_001 + shard * n).cast(pl.Utf8)
     created = START + (rng.random(n) * (a - DAY - START)).astype(np.int64)
 
     w = _World(
         contracts=contracts, n=n, s=n_scenario, as_of=as_of, a=a, e1=a - 30 * DAY,
         event_start=a - 30 * MONTH, emails=emails, sub_ids=sub_ids, created=created,
+        shard=shard,
     )
     _prepare(out, contracts)
     truth: dict[str, Any] = {"files": {}, "quarantine": [], "counts": {}, "bad": {}}
@@ -536,7 +547,7 @@ def generate(out: Path, contacts: int = 2000, seed: int = 42,
     # web events are independent of the rest: on a large run, a second process makes them
     web = _World(
         contracts=contracts, n=n, s=w.s, as_of=as_of, a=a, e1=w.e1, event_start=w.event_start,
-        emails=emails, sub_ids=sub_ids, created=created,
+        emails=emails, sub_ids=sub_ids, created=created, shard=shard,
         rows={"web/events": w.rows.pop("web/events", [])})
     with _web_elsewhere(web, out, seed, contacts >= PARALLEL_FROM) as web_truth:
         _crm(w, rng, crm_overrides, first_i, last_i)
@@ -655,8 +666,9 @@ def _crm(w: _World, rng: np.random.Generator, overrides: dict[int, dict],
     order = np.lexsort((np.arange(n), created))
     rank = np.empty(n, dtype=np.int64)
     rank[order] = np.arange(n)
-    width = max(7, len(str(n)))
-    contact_id = pl.Series(rank + 1).cast(pl.Utf8).str.zfill(width)
+    first_number = 1 + w.shard * n
+    width = max(7, len(str(n + first_number - 1)))
+    contact_id = pl.Series(rank + first_number).cast(pl.Utf8).str.zfill(width)
     basis_s = _pick(LEGAL_BASES, basis)
     prot = np.arange(n) < w.s
 
@@ -1054,6 +1066,7 @@ def _scenarios(w: _World, rng: np.random.Generator, per_label: int) -> dict[int,
     sub_ids = w.sub_ids.head(w.s).to_list()
     crm: dict[int, dict] = {}
     cookie_seq = iter(range(10_000, 99_999))
+    shard_tag = str(w.shard) if w.shard else ""  # a fixed-width sequence follows
 
     def u(lo: float, hi: float) -> int:
         return int(lo + rng.random() * (hi - lo))
@@ -1125,7 +1138,7 @@ def _scenarios(w: _World, rng: np.random.Generator, per_label: int) -> dict[int,
               user_agent=USER_AGENTS[0])
 
     def new_cookie(t: int) -> str:
-        return f"GA1.1.{next(cookie_seq)}{int(rng.integers(1000, 9999))}.{t}"
+        return f"GA1.1.{shard_tag}{next(cookie_seq)}{int(rng.integers(1000, 9999))}.{t}"
 
     def standard(i: int, created: int, *, web: bool = True) -> None:
         """Recent, documented, subscribed subject with activity in every source."""
@@ -1519,6 +1532,7 @@ def _finish(w: _World, source: str, out: Path, rng: np.random.Generator, truth: 
     rows = sorted(w.rows.pop(source, []), key=lambda r: r["_sk"])
     if source in ID_FORMATS:  # numbered in file order, scenario rows included
         prefix, width = ID_FORMATS[source]
+        prefix += f"s{w.shard}-" if w.shard else ""
         bulk_pos, row_pos = _positions(sk, np.array([r["_sk"] for r in rows], dtype=np.int64))
         bulk = bulk.with_columns((pl.lit(prefix) + pl.Series(bulk_pos + 1).cast(pl.Utf8)
                                   .str.zfill(width)).alias(pk))
