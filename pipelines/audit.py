@@ -47,6 +47,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+from pipelines.durable import fsync_path
+
 AUDIT_SCHEMA = "audit"
 AUDIT_TABLE = f"{AUDIT_SCHEMA}.audit_log"
 GENESIS_HASH = "0" * 64
@@ -397,13 +399,6 @@ def _mirror_tail(fd: int) -> tuple[int, bytes]:
         data = os.pread(fd, step, pos) + lines[0] + b"\n"
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
 
 def sync_mirror(con, mirror_path: Path) -> int:
     """Append to the JSONL mirror every committed row past its last seq; return how many.
@@ -443,9 +438,9 @@ def sync_mirror(con, mirror_path: Path) -> int:
     finally:
         os.close(fd)  # releases the lock
     if created_file:
-        _fsync_dir(mirror_path.parent)
+        fsync_path(mirror_path.parent)
     if created_dir:
-        _fsync_dir(mirror_path.parent.parent)
+        fsync_path(mirror_path.parent.parent)
     return len(rows)
 
 

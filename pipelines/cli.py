@@ -181,6 +181,41 @@ def cmd_erase(args: argparse.Namespace) -> int:
     return 0
 
 
+class StepProgress:
+    """Progress of a long command on stderr: one line per step with its time, and for the
+    byte scan a running count of files and bytes (redrawn in place on a terminal, at
+    most once a second). Names steps and counts only, never a value."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.started = self.step_started = time.monotonic()
+        self.last_draw = 0.0
+        self.scan = (0, 0)
+
+    def step(self, name: str) -> None:
+        self._end_scan_line()
+        print(f"▶ {name} (at {time.monotonic() - self.started:.1f}s)", file=self.stream, flush=True)
+
+    def files(self, count: int, size: int) -> None:
+        self.scan = (count, size)
+        now = time.monotonic()
+        if self.tty and now - self.last_draw >= 1:
+            self.last_draw = now
+            print(f"\r  scanned {count:,} files, {size / 1e6:,.0f} MB", end="", file=self.stream, flush=True)
+
+    def done(self) -> None:
+        self._end_scan_line()
+        print(f"  done in {time.monotonic() - self.started:.1f}s", file=self.stream, flush=True)
+
+    def _end_scan_line(self) -> None:
+        if self.scan != (0, 0):
+            count, size = self.scan
+            print(f"{chr(13) if self.tty else ''}  scanned {count:,} files, {size / 1e6:,.0f} MB",
+                  file=self.stream, flush=True)
+            self.scan = (0, 0)
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     """Re-run every proof on demand; exit non-zero on any finding (place and count, never the value)."""
     import duckdb
@@ -213,7 +248,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         failures += bool(problems)
         if args.email:
             roots = [paths.home, paths.landing, paths.warehouse, DBT_PROJECT_DIR / "target", DBT_PROJECT_DIR / "logs"]
-            findings = verify_subject(con, args.email, roots, paths.home)
+            progress = StepProgress()
+            findings = verify_subject(con, args.email, roots, paths.home,
+                                      progress=progress.step, on_file=progress.files)
+            progress.done()
             real = [f for f in findings if f.count > 0]
             print(f"{'subject_search':<32} {'ok: found nowhere' if not real else 'FAIL'}")
             if findings:

@@ -39,6 +39,8 @@ from typing import Iterator
 
 import duckdb
 
+from pipelines.durable import fsync_path
+
 MARTS_FOLDER = "marts"  # dbt_project/models/marts: what analysts may read
 ABOUT_TABLE = "lethe_about"  # in the published file's main schema
 
@@ -165,12 +167,12 @@ def publish_analyst_db(
         _remove(temp)  # left by a publish that was killed: the target is still the truth
         try:
             tables, context = _build(temp, warehouse, marts, forbidden, published_at)
-            _fsync(temp)
+            fsync_path(temp)
             # A WAL beside the target would be replayed onto the new file (it can only be
             # left by someone who opened the analyst file read-write): drop it first.
             _remove(_wal(target))
             os.replace(temp, target)
-            _fsync(target.parent)
+            fsync_path(target.parent)
         finally:
             _remove(temp)
     return PublishResult(
@@ -325,10 +327,3 @@ def _wal(path: Path) -> Path:
 def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
 
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -30,10 +30,12 @@ case-folded).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import duckdb
 
@@ -313,6 +315,7 @@ def byte_scan(
     needles: list[str],
     relative_to: Path | None = None,
     chunk_size: int = DEFAULT_CHUNK_BYTES,
+    on_file: Callable[[int, int], None] | None = None,
 ) -> list[Finding]:
     """Occurrences of the needles in the raw bytes of every regular file under the roots.
 
@@ -320,6 +323,7 @@ def byte_scan(
     case-insensitively for ASCII letters; needles are matched as lower-cased UTF-8.
     Missing roots are skipped; files and directories that cannot be read are returned as
     ``unreadable``. Place: ``"file:" + path`` (relative to ``relative_to`` when under it).
+    ``on_file(files_scanned, bytes_scanned)`` is called after each file (progress display).
     """
     if chunk_size < 1:
         raise ValueError("chunk_size must be at least 1")
@@ -345,6 +349,7 @@ def byte_scan(
     def on_error(path: Path) -> None:
         findings.append(Finding(UNREADABLE, place_of(path), 0))
 
+    scanned_files = scanned_bytes = 0
     for path in _iter_files(list(roots), on_error):
         name_hits = sum(shown(path).lower().count(n) for n in needles)
         if name_hits:
@@ -358,6 +363,11 @@ def byte_scan(
             continue
         if count:
             findings.append(Finding(BYTE_SCAN, place_of(path), count))
+        if on_file is not None:
+            scanned_files += 1
+            with contextlib.suppress(OSError):
+                scanned_bytes += path.stat().st_size
+            on_file(scanned_files, scanned_bytes)
     return findings
 
 
@@ -440,7 +450,9 @@ def normalise_email(email: str) -> str:
     return email.strip().lower()
 
 
-def verify_subject(con, email: str, roots: list[Path], home: Path) -> list[Finding]:
+def verify_subject(con, email: str, roots: list[Path], home: Path,
+                   progress: Callable[[str], None] | None = None,
+                   on_file: Callable[[int, int], None] | None = None) -> list[Finding]:
     """Every trace of one email: SQL search, storage statistics and a byte scan of the roots.
 
     An empty list is the proof that the person is gone from the warehouse and the files
@@ -449,11 +461,13 @@ def verify_subject(con, email: str, roots: list[Path], home: Path) -> list[Findi
     if email is None or not normalise_email(email):
         raise ValueError("an email to verify is required")
     needles = [normalise_email(email)]
-    return [
-        *sql_search(con, needles),
-        *storage_stats_search(con, needles),
-        *byte_scan(roots, needles, relative_to=home),
-    ]
+    say = progress or (lambda _stage: None)
+    say("SQL search of every text column")
+    findings = sql_search(con, needles)
+    say("storage statistics")
+    findings += storage_stats_search(con, needles)
+    say("byte scan of the warehouse, landing zone, home and dbt artefacts")
+    return findings + byte_scan(roots, needles, relative_to=home, on_file=on_file)
 
 
 def format_findings(findings: list[Finding]) -> str:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import duckdb
 
+from pipelines.durable import fsync_path
+
 FORCE_COMPRESSION_ENV = "LETHE_DUCKDB_FORCE_COMPRESSION"  # tests: 'uncompressed', so byte scans mean something
 
 
@@ -98,13 +100,6 @@ def compact_warehouse(path: Path) -> CompactionOutcome:
     os.replace(fresh, path)
     path.with_name(path.name + ".wal").unlink(missing_ok=True)
     fresh.with_name(fresh.name + ".wal").unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
     return CompactionOutcome(before, _size(path), time.monotonic() - started)
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

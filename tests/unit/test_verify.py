@@ -331,3 +331,27 @@ def test_format_findings_shows_place_and_count_only():
     assert lines[3].split() == ["unreadable", "raw_crm.broken_view", "not", "verified"]
     assert "2 place(s) still hold traces (7 matches)" in lines[-1]
     assert "1 place(s) could not be read" in lines[-1]
+
+
+def test_byte_scan_reports_progress_per_file(tmp_path):
+    (tmp_path / "a").write_bytes(b"x" * 100)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b").write_bytes(b"jane@example.org" + b"y" * 50)
+    calls = []
+    findings = byte_scan([tmp_path], ["jane@example.org"], on_file=lambda n, size: calls.append((n, size)))
+    assert calls[-1] == (2, 166) and [n for n, _ in calls] == [1, 2]
+    assert [f.count for f in findings] == [1]
+
+
+def test_step_progress_names_steps_and_counts_only():
+    import io
+
+    from pipelines.cli import StepProgress
+
+    out = io.StringIO()
+    progress = StepProgress(out)
+    progress.step("byte scan")
+    progress.files(3, 2_000_000)
+    progress.done()
+    text = out.getvalue()
+    assert "▶ byte scan" in text and "scanned 3 files, 2 MB" in text and "done in" in text
