@@ -129,6 +129,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     clean_spill_directory()  # every connection is closed: nothing may still spill
     print(text)
     print(f"\nRun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.monotonic() - started:.1f}s")
+    if result.success and not args.dry_run:
+        print(f"  compliance report: {paths.home / 'reports' / 'compliance-report.html'}\n"
+              f"  analyst database:  {paths.home / 'analyst.duckdb'} (open read-only)\n"
+              f"  lineage and checks: dagster dev -w workspace.yaml")
     if not result.success:
         failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
         for event in failures:
