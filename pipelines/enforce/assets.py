@@ -58,7 +58,9 @@ AUDIT_LOG_KEY = AssetKey(["audit", "audit_log"])
 EVIDENCE_SPECS = [
     AssetSpec(
         key=AssetKey(["erasure", "erasure_log"]),
-        group_name=AUDIT_GROUP,
+        # read by the decisions (a completed request is not carried out twice): in the
+        # retention group, so the graph reads retention → enforcement → audit
+        group_name="retention",
         kinds={"duckdb"},
         description=(
             "One row per carried-out erasure request: request id, timestamps and the subject's "

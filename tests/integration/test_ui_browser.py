@@ -117,6 +117,14 @@ def _screenshot(page, tmp_path: Path, name: str) -> Path:
     return path
 
 
+def test_the_global_asset_graph_shows_the_journey_groups(page, tmp_path):
+    page, open_page = page
+    text = open_page("/asset-groups", "Global asset lineage")
+    shown = set(text.split("\n"))
+    assert {"ingest", "staging", "consent", "retention", "enforcement", "marts", "audit"} <= shown
+    _screenshot(page, tmp_path, "global-asset-graph")
+
+
 def test_lineage_from_an_extract_to_a_mart_is_shown(page, tmp_path):
     page, open_page = page
     text = open_page("/assets/landing/web/events?view=lineage&lineageScope=downstream&lineageDepth=4",
