@@ -85,7 +85,7 @@ cookie_subject as (
 
     -- an anonymous event's subject is its cookie's (the first by email if shared),
     -- findable by the cookie id and, for pseudonymised events, by its token
-    select lookup_key, by_token, arg_min(subject_key, email) as subject_key
+    select lookup_key, by_token, {{ lethe_arg_min('subject_key', 'email') }} as subject_key
     from (
         select cookie_id as lookup_key, false as by_token, subject_key, email from {{ ref('subject_cookies') }}
         union all
@@ -108,11 +108,11 @@ decided as (
         coalesce(flags.under_legal_hold, false) as under_legal_hold,
         flags.legal_hold_until,
         coalesce(flags.erasure_requested, false) as erasure_requested,
-        records.occurred_at < {{ as_of() }} - policy.retention as past_retention,
+        records.occurred_at < {{ lethe_subtract_period(as_of(), 'policy.retention') }} as past_retention,
         consent_then.record_id is not null as consented_then,
         consent_now.record_id is not null as consented_now,
         consent_now.valid_until,
-        records.occurred_at < {{ as_of() }} - policy.minimisation_window as past_minimisation,
+        records.occurred_at < {{ lethe_subtract_period(as_of(), 'policy.minimisation_window') }} as past_minimisation,
         policy.*
     from records
     cross join policy
@@ -160,8 +160,8 @@ select
         when under_legal_hold then legal_hold_until
         when erasure_requested or past_retention or not consented_then or not consented_now then null
         -- pseudonymised now; purged at the end of retention or of consent, whichever first
-        when past_minimisation then least(occurred_at + retention, valid_until)
-        else least(occurred_at + minimisation_window, valid_until)
+        when past_minimisation then least({{ lethe_add_period('occurred_at', 'retention') }}, valid_until)
+        else least({{ lethe_add_period('occurred_at', 'minimisation_window') }}, valid_until)
     end as next_change_at,
     policy_version
 from decided

@@ -1,7 +1,7 @@
 {#
-    Lethe's shared SQL pieces. Engine-specific functions (lethe_hmac,
-    lethe_generalise_ip) are installed on every connection by the dbt-duckdb plugin
-    (pipelines/sql_functions.py); these macros are the only place models name them.
+    Lethe's shared SQL pieces. Anything engine-specific (HMAC, IP generalisation,
+    intervals, ...) is a dispatched macro of macros/cross_engine.sql; models and the
+    macros here call those, never an engine's functions directly.
 #}
 
 {#
@@ -19,21 +19,6 @@
     {%- endif -%}
 {%- endmacro %}
 
-{# Keyed pseudonym of an already-normalised value (HMAC-SHA256, hex). #}
-{% macro hmac_sha256(expr) -%}
-    lethe_hmac({{ expr }})
-{%- endmacro %}
-
-{# IPv4 → /24, IPv6 → /48. #}
-{% macro generalise_ip(expr) -%}
-    lethe_generalise_ip({{ expr }})
-{%- endmacro %}
-
-{# A policy period such as '24 months' as an INTERVAL. #}
-{% macro policy_interval(expr) -%}
-    cast({{ expr }} as interval)
-{%- endmacro %}
-
 {# Path of a URL without query string or fragment (where identifiers like to hide). #}
 {% macro url_without_query(expr) -%}
     nullif(regexp_replace({{ expr }}, '[?#].*$', ''), '')
@@ -49,9 +34,9 @@
         gdpr_effective_from,
         consent_purpose,
         clock_start,
-        {{ policy_interval('retention') }} as retention,
+        {{ lethe_policy_interval('retention') }} as retention,
         on_expiry,
-        {{ policy_interval('minimisation_window') }} as minimisation_window,
+        {{ lethe_policy_interval('minimisation_window') }} as minimisation_window,
         on_minimisation
     from {{ source('policy', 'retention_policy') }}
     where table_name = '{{ table_name }}'
@@ -73,20 +58,20 @@
 {% macro record_subject_flags(records, email_column, cookie_column=none) -%}
     with record_subjects as (
 
-        select record_id, {{ email_column }} as email, cast(null as varchar) as subject_key
+        select record_id, {{ email_column }} as email, cast(null as {{ lethe_type_string() }}) as subject_key
         from {{ records }}
         where {{ email_column }} is not null and not is_pseudonymised
 
         union
 
-        select record_id, cast(null as varchar) as email, {{ email_column }} as subject_key
+        select record_id, cast(null as {{ lethe_type_string() }}) as email, {{ email_column }} as subject_key
         from {{ records }}
         where {{ email_column }} is not null and is_pseudonymised
         {%- if cookie_column %}
 
         union
 
-        select {{ records }}.record_id, subject_cookies.email, cast(null as varchar) as subject_key
+        select {{ records }}.record_id, subject_cookies.email, cast(null as {{ lethe_type_string() }}) as subject_key
         from {{ records }}
         inner join {{ ref('subject_cookies') }} as subject_cookies
             on subject_cookies.cookie_id = {{ records }}.{{ cookie_column }}
@@ -94,7 +79,7 @@
 
         union
 
-        select {{ records }}.record_id, cast(null as varchar) as email, subject_cookies.subject_key
+        select {{ records }}.record_id, cast(null as {{ lethe_type_string() }}) as email, subject_cookies.subject_key
         from {{ records }}
         inner join {{ ref('subject_cookies') }} as subject_cookies
             on subject_cookies.cookie_token = {{ records }}.{{ cookie_column }}
@@ -132,5 +117,5 @@
 
 {# The subject_key of a record's email column: already a token once pseudonymised. #}
 {% macro subject_key_of(email_expr, pseudonymised_expr) -%}
-    case when {{ pseudonymised_expr }} then {{ email_expr }} else {{ hmac_sha256(email_expr) }} end
+    case when {{ pseudonymised_expr }} then {{ email_expr }} else {{ lethe_hmac_sha256(email_expr) }} end
 {%- endmacro %}

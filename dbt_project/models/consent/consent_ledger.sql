@@ -28,7 +28,7 @@ select
     consent_event_id,
     key_type,
     key_value,
-    case when email is not null then {{ hmac_sha256('email') }} end as subject_key,
+    case when email is not null then {{ lethe_hmac_sha256('email') }} end as subject_key,
     purpose,
     action,
     occurred_at,

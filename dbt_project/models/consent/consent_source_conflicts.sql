@@ -6,19 +6,13 @@
 
 with latest_per_source as (
 
-    select
-        subject_key,
-        purpose,
-        source_system,
-        action,
-        is_documented,
-        occurred_at
-    from {{ ref('consent_ledger') }}
-    where key_type = 'email' and occurred_at <= {{ as_of() }}
-    qualify row_number() over (
-        partition by key_value, purpose, source_system
-        order by occurred_at desc, case when action = 'withdrawn' then 0 else 1 end
-    ) = 1
+    {{ lethe_first_per_partition(
+        relation=ref('consent_ledger'),
+        columns=['subject_key', 'purpose', 'source_system', 'action', 'is_documented', 'occurred_at'],
+        where="key_type = 'email' and occurred_at <= " ~ as_of(),
+        partition_by='key_value, purpose, source_system',
+        order_by=['occurred_at desc', "case when action = 'withdrawn' then 0 else 1 end"],
+    ) }}
 
 )
 
@@ -26,9 +20,9 @@ select
     subject_key,
     purpose,
     count(*) as source_systems,
-    string_agg(source_system || ':' || action, ', ' order by source_system) as latest_by_source,
-    arg_max(source_system, occurred_at) as deciding_source,
-    arg_max(action, occurred_at) as deciding_action
+    {{ lethe_string_agg("source_system || ':' || action", "', '", 'source_system') }} as latest_by_source,
+    {{ lethe_arg_max('source_system', 'occurred_at') }} as deciding_source,
+    {{ lethe_arg_max('action', 'occurred_at') }} as deciding_action
 from latest_per_source
 group by subject_key, purpose
 having count(distinct action) > 1

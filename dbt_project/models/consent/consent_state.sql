@@ -28,12 +28,11 @@ with ledger as (
 
 latest_per_instant as (
 
-    select *
-    from ledger
-    qualify row_number() over (
-        partition by key_type, key_value, purpose, occurred_at
-        order by precedence desc, consent_event_id
-    ) = 1
+    {{ lethe_first_per_partition(
+        relation='ledger',
+        partition_by='key_type, key_value, purpose, occurred_at',
+        order_by=['precedence desc', 'consent_event_id'],
+    ) }}
 
 ),
 
@@ -72,9 +71,9 @@ intervals as (
 select
     key_type,
     key_value,
-    case when key_type = 'email' then {{ hmac_sha256('key_value') }} end as subject_key,
+    case when key_type = 'email' then {{ lethe_hmac_sha256('key_value') }} end as subject_key,
     -- the key's token: how records whose identifiers were pseudonymised find their consent
-    {{ hmac_sha256('key_value') }} as key_token,
+    {{ lethe_hmac_sha256('key_value') }} as key_token,
     purpose,
     valid_from,
     valid_to,

@@ -18,9 +18,9 @@ with pairs as (
 
 select
     cookie_id,
-    {{ hmac_sha256('cookie_id') }} as cookie_token,
+    {{ lethe_hmac_sha256('cookie_id') }} as cookie_token,
     email,
-    {{ hmac_sha256('email') }} as subject_key,
+    {{ lethe_hmac_sha256('email') }} as subject_key,
     min(occurred_at) as first_linked_at
 from pairs
 group by cookie_id, email

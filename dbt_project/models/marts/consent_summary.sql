@@ -49,7 +49,7 @@ calendar as (
     select
         purpose,
         key_type,
-        cast(unnest(generate_series(min(day), cast({{ as_of() }} as date), interval 1 day)) as date) as day
+        {{ lethe_date_series('min(day)', 'cast(' ~ as_of() ~ ' as date)') }} as day
     from ledger
     group by purpose, key_type
 

@@ -8,7 +8,7 @@ select
     events.campaign_id,
     events.event_type,
     events.occurred_at,
-    {{ generalise_ip('events.ip_address') }} as ip_network,
+    {{ lethe_generalise_ip('events.ip_address') }} as ip_network,
     {{ url_without_query('events.url') }} as url_path,
     decisions.action as retention_action,
     decisions.next_change_at as retention_review_at

@@ -12,7 +12,7 @@ select
     events.utm_source,
     events.utm_medium,
     events.utm_campaign,
-    {{ generalise_ip('events.ip_address') }} as ip_network,
+    {{ lethe_generalise_ip('events.ip_address') }} as ip_network,
     decisions.action as retention_action,
     decisions.next_change_at as retention_review_at
 from {{ ref('stg_web__events') }} as events

@@ -22,7 +22,7 @@ flags as (
 
 cookie_subject as (
 
-    select cookie_id, arg_min(subject_key, email) as subject_key
+    select cookie_id, {{ lethe_arg_min('subject_key', 'email') }} as subject_key
     from {{ ref('subject_cookies') }}
     group by cookie_id
 

@@ -59,7 +59,7 @@ select
         when flags.under_legal_hold then 'keep'
         when flags.erasure_requested then 'purge'
         when records.legal_basis in ('contract', 'legitimate_interest') then
-            case when records.clock_started_at >= {{ as_of() }} - policy.retention then 'keep' else policy.on_expiry end
+            case when records.clock_started_at >= {{ lethe_subtract_period(as_of(), 'policy.retention') }} then 'keep' else policy.on_expiry end
         when consent_now.email is not null then 'keep'
         else 'purge'
     end as action,
@@ -67,7 +67,7 @@ select
         when flags.under_legal_hold then 'legal_hold'
         when flags.erasure_requested then 'erasure_request'
         when records.legal_basis in ('contract', 'legitimate_interest') then
-            case when records.clock_started_at >= {{ as_of() }} - policy.retention then 'within_retention' else 'retention_expired' end
+            case when records.clock_started_at >= {{ lethe_subtract_period(as_of(), 'policy.retention') }} then 'within_retention' else 'retention_expired' end
         when consent_now.email is not null then 'valid_consent'
         when records.created_at < policy.gdpr_effective_from then 'no_documented_consent_pre_gdpr'
         else 'no_valid_consent'
@@ -82,8 +82,8 @@ select
         when flags.under_legal_hold then flags.legal_hold_until
         when flags.erasure_requested then null
         when records.legal_basis in ('contract', 'legitimate_interest') then
-            case when records.clock_started_at >= {{ as_of() }} - policy.retention
-                 then records.clock_started_at + policy.retention end
+            case when records.clock_started_at >= {{ lethe_subtract_period(as_of(), 'policy.retention') }}
+                 then {{ lethe_add_period('records.clock_started_at', 'policy.retention') }} end
         when consent_now.email is not null then consent_now.valid_until
     end as next_change_at,
     policy.policy_version

@@ -56,7 +56,7 @@ decided as (
         consent_now.email is not null as has_consent,
         consent_now.valid_until,
         records.status in ('subscribed', 'pending') as is_member,
-        records.clock_started_at + policy.retention > {{ as_of() }} as within_retention,
+        {{ lethe_add_period('records.clock_started_at', 'policy.retention') }} > {{ as_of() }} as within_retention,
         policy.*
     from records
     cross join policy
@@ -93,7 +93,7 @@ select
         when under_legal_hold then legal_hold_until
         when erasure_requested then null
         when is_member then case when has_consent then valid_until end
-        when within_retention then clock_started_at + retention
+        when within_retention then {{ lethe_add_period('clock_started_at', 'retention') }}
     end as next_change_at,
     policy_version
 from decided

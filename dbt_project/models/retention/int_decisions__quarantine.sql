@@ -24,17 +24,17 @@ flags as (
 select
     'ingest.quarantine' as source_table,
     records.record_id,
-    {{ hmac_sha256('records.email') }} as subject_key,
+    {{ lethe_hmac_sha256('records.email') }} as subject_key,
     case
         when flags.under_legal_hold then 'keep'
         when flags.erasure_requested then 'purge'
-        when records.quarantined_at + policy.retention <= {{ as_of() }} then policy.on_expiry
+        when {{ lethe_add_period('records.quarantined_at', 'policy.retention') }} <= {{ as_of() }} then policy.on_expiry
         else 'keep'
     end as action,
     case
         when flags.under_legal_hold then 'legal_hold'
         when flags.erasure_requested then 'erasure_request'
-        when records.quarantined_at + policy.retention <= {{ as_of() }} then 'retention_expired'
+        when {{ lethe_add_period('records.quarantined_at', 'policy.retention') }} <= {{ as_of() }} then 'retention_expired'
         else 'within_retention'
     end as reason,
     case
@@ -45,7 +45,7 @@ select
     case
         when flags.under_legal_hold then flags.legal_hold_until
         when flags.erasure_requested then null
-        when records.quarantined_at + policy.retention > {{ as_of() }} then records.quarantined_at + policy.retention
+        when {{ lethe_add_period('records.quarantined_at', 'policy.retention') }} > {{ as_of() }} then {{ lethe_add_period('records.quarantined_at', 'policy.retention') }}
     end as next_change_at,
     policy.policy_version
 from records

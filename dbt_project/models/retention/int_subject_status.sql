@@ -26,7 +26,7 @@ erasures as (
     -- (pseudonymised_at is set and email holds the token)
     select
         case when pseudonymised_at is null then email end as email,
-        case when pseudonymised_at is null then {{ hmac_sha256('email') }} else email end as subject_key,
+        case when pseudonymised_at is null then {{ lethe_hmac_sha256('email') }} else email end as subject_key,
         true as erasure_verified,
         min(verified_at) as erasure_verified_at
     from {{ ref('stg_requests__erasure_requests') }}

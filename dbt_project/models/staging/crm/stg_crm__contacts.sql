@@ -8,16 +8,16 @@ with source as (
 
 deduplicated as (
 
-    select *
-    from source
-    qualify row_number() over (
-        partition by contact_id
-        order by
-            coalesce(last_activity_at, created_at) desc nulls last,
-            _ingested_at desc,
-            _source_file desc,
-            _line_number desc
-    ) = 1
+    {{ lethe_first_per_partition(
+        relation='source',
+        partition_by='contact_id',
+        order_by=[
+            'coalesce(last_activity_at, created_at) desc nulls last',
+            '_ingested_at desc',
+            '_source_file desc',
+            '_line_number desc',
+        ],
+    ) }}
 
 ),
 

@@ -8,12 +8,11 @@ with source as (
 
 deduplicated as (
 
-    select *
-    from source
-    qualify row_number() over (
-        partition by event_id
-        order by _ingested_at, _source_file, _line_number
-    ) = 1
+    {{ lethe_first_per_partition(
+        relation='source',
+        partition_by='event_id',
+        order_by=['_ingested_at', '_source_file', '_line_number'],
+    ) }}
 
 ),
 

@@ -9,16 +9,16 @@ with source as (
 
 deduplicated as (
 
-    select *
-    from source
-    qualify row_number() over (
-        partition by request_id
-        order by
-            (verified_at is not null) desc,
-            _ingested_at desc,
-            _source_file desc,
-            _line_number desc
-    ) = 1
+    {{ lethe_first_per_partition(
+        relation='source',
+        partition_by='request_id',
+        order_by=[
+            '(verified_at is not null) desc',
+            '_ingested_at desc',
+            '_source_file desc',
+            '_line_number desc',
+        ],
+    ) }}
 
 ),
 

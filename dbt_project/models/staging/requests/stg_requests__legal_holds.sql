@@ -9,12 +9,11 @@ with source as (
 
 deduplicated as (
 
-    select *
-    from source
-    qualify row_number() over (
-        partition by hold_id
-        order by _ingested_at desc, _source_file desc, _line_number desc
-    ) = 1
+    {{ lethe_first_per_partition(
+        relation='source',
+        partition_by='hold_id',
+        order_by=['_ingested_at desc', '_source_file desc', '_line_number desc'],
+    ) }}
 
 ),
 

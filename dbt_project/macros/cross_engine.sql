@@ -1,0 +1,378 @@
+{#
+    Everything engine-specific in Lethe's dbt SQL goes through the dispatched macros of
+    this file: `adapter.dispatch(name, 'lethe')`, a `default__` implementation that is
+    DuckDB's (and emits exactly the SQL the models used before) and a `spark__` one
+    (Spark SQL 4.x, dbt-spark over the Thrift Server), side by side.
+
+    !! The spark__ implementations are NOT YET EXERCISED on Spark: written from the
+    !! Spark 4 documentation only, never compiled against or run on a cluster. A later
+    !! session runs them on a real cluster; expect fixes.
+
+    Inventory (models/ and macros/; DuckDB construct -> Spark, macro):
+      - lethe_hmac(x) [per-connection DuckDB macro: sha256 over session-variable key
+        pads] -> sha2/unhex/encode over Spark session variables;  lethe_hmac_sha256
+        (subject_key_of, subject_cookies, consent_ledger, consent_state,
+        int_subject_status, int_decisions__quarantine)
+      - lethe_generalise_ip(x) [per-connection DuckDB macro built on list_transform,
+        list_filter, string_split, x[i], x[a:b], '0x..'::INTEGER, >>, &] -> inline
+        Spark higher-order functions;  lethe_generalise_ip (web_visits, email_engagement)
+      - cast('24 months' as interval) -> make_interval(...);  lethe_policy_interval
+        (policy_for)
+      - timestamp +/- interval (retention clocks, minimisation windows, next_change_at)
+        -> same operators on Spark (TimeAdd with a calendar interval, month ends
+        clamped on both engines);  lethe_add_period / lethe_subtract_period
+        (event_decisions, int_decisions__crm_contacts, int_decisions__marketing_subscribers,
+        int_decisions__quarantine)
+      - cast(unnest(generate_series(a, b, interval 1 day)) as date) -> explode(sequence(...));
+        lethe_date_series (consent_summary)
+      - arg_min / arg_max -> min_by / max_by;  lethe_arg_min / lethe_arg_max
+        (event_decisions, int_decisions__consent_events, consent_source_conflicts)
+      - string_agg(x, sep order by k) -> string_agg(x, sep) within group (order by k);
+        lethe_string_agg (consent_source_conflicts)
+      - QUALIFY row_number() over (...) = 1 (not in Apache Spark) -> a ranked subquery;
+        lethe_first_per_partition (the five staging models, consent_state,
+        consent_source_conflicts)
+      - cast(null as varchar) (Spark wants STRING, VARCHAR needs a length) ->
+        lethe_type_string (record_subject_flags)
+      - try_cast: not used by any model today; lethe_safe_cast is there for the next
+        one (dbt.safe_cast is no help: its default, which DuckDB uses, is a plain cast)
+    Portable as written (Spark 3.4+/4.x has them): group by all, count(*) filter
+    (where ...), bool_or, named WINDOW clauses, lag/lead with defaults, full outer join
+    using, least (skips NULLs on both), regexp_extract(x, re, 1), `||` on strings,
+    nulls last, cast(... as date/timestamp), interval 1 day literals.
+    regexp_replace: DuckDB replaces the first match, Spark every match; the one use
+    (url_without_query, '[?#].*$') matches at most once, so both agree.
+
+    Not covered here (outside models/ and macros/, or not SQL):
+      - tests/generic/no_direct_identifiers.sql: regexp_matches (Spark: rlike; mind
+        that Spark string literals unescape '\s'), "double-quoted" identifiers
+        (Spark: backticks, i.e. adapter.quote);
+      - column data_type in the YAML contracts (varchar, timestamp, ...) and the unit
+        test fixtures: Spark types differ (string, timestamp_ntz?);
+      - DuckDB `timestamp` is zone-less; Spark's is TIMESTAMP_LTZ: decide NTZ vs a UTC
+        session time zone when the spark target is added (as_of() casts to timestamp);
+      - materializations, schemas (generate_schema_name), the plugin that installs
+        the key pads (pipelines/transform/duckdb_plugin.py).
+#}
+
+
+{# ---------------------------------------------------------------- HMAC-SHA256 #}
+
+{#
+    Keyed pseudonym of an already-normalised value: hex HMAC-SHA256 under the key
+    whose pads the connection holds. NULL in, NULL out.
+#}
+{% macro lethe_hmac_sha256(expr) -%}
+    {{ return(adapter.dispatch('lethe_hmac_sha256', 'lethe')(expr)) }}
+{%- endmacro %}
+
+{# DuckDB: the per-connection macro of pipelines/sql_functions.py (pads in session variables). #}
+{% macro default__lethe_hmac_sha256(expr) -%}
+    lethe_hmac({{ expr }})
+{%- endmacro %}
+
+{#
+    Spark (NOT YET EXERCISED): HMAC built from sha2 like the DuckDB macro —
+    sha256(opad || unhex(sha256(ipad || utf8(value)))) — because Apache Spark 4.x has
+    no hmac() function (SPARK-53154 is an open pull request; Databricks Runtime 19 has
+    one). sha2 returns lower-case hex, as DuckDB's sha256 does.
+    TODO(spark key pads): the pads are read from Spark SQL session variables
+    (DECLARE VARIABLE, Spark 4.0+) named as in pipelines/pseudonym.py, BINARY:
+        system.session.lethe_hmac_ipad, system.session.lethe_hmac_opad
+    Something outside dbt's artefacts must declare them on every Thrift session dbt
+    opens — never a dbt var, an on-run-start hook or a profile field, which end up in
+    run_results.json, manifest.json or dbt.log. Candidates: a small dbt-spark
+    connection wrapper (like the dbt-duckdb plugin) that runs
+    `DECLARE OR REPLACE VARIABLE ... BINARY DEFAULT ?` bound from pipelines.pseudonym,
+    or a server-side UDF holding the key. To be decided with the Spark target.
+#}
+{% macro spark__lethe_hmac_sha256(expr) -%}
+    sha2(concat(system.session.lethe_hmac_opad, unhex(sha2(concat(system.session.lethe_hmac_ipad, encode({{ expr }}, 'UTF-8')), 256))), 256)
+{%- endmacro %}
+
+
+{# ---------------------------------------------------------- IP generalisation #}
+
+{#
+    IPv4 -> a.b.c.0/24, IPv6 -> its /48 in Python's compressed form, IPv4-mapped IPv6
+    -> the IPv4 /24, a network is kept (lower-cased), anything else NULL. The reference
+    is pipelines/pseudonym.py:generalise_ip.
+#}
+{% macro lethe_generalise_ip(expr) -%}
+    {{ return(adapter.dispatch('lethe_generalise_ip', 'lethe')(expr)) }}
+{%- endmacro %}
+
+{# DuckDB: the per-connection macro of pipelines/sql_functions.py. #}
+{% macro default__lethe_generalise_ip(expr) -%}
+    lethe_generalise_ip({{ expr }})
+{%- endmacro %}
+
+{#
+    Spark (NOT YET EXERCISED): the DuckDB macro transcribed to Spark higher-order
+    functions. One-element transform(array(x), v -> ...)[0] binds a value once (as the
+    DuckDB macro does with list_transform). try_element_at is 1-based like DuckDB's
+    g[i] and NULL out of range (plain g[i] raises under ANSI mode, Spark 4's default).
+    Regexes use [.] rather than \. because Spark string literals unescape backslashes.
+    Hex hextets go through conv(h, 16, 10) where DuckDB casts '0x' || h.
+#}
+{% macro spark__lethe_generalise_ip(expr) -%}
+transform(array(cast({{ expr }} as string)), ip_value ->
+    case
+        when ip_value is null then null
+        when contains(ip_value, '/') then
+            case when trim(ip_value) rlike '^[0-9a-fA-F:.]+/[0-9]{1,3}$' then lower(trim(ip_value)) end
+        when not contains(ip_value, ':') then
+            case when trim(ip_value) rlike '^[0-9]{1,3}([.][0-9]{1,3}){3}$'
+                 then regexp_replace(trim(ip_value), '[.][0-9]+$', '') || '.0/24' end
+        when lower(trim(ip_value)) rlike '^::ffff:[0-9]{1,3}([.][0-9]{1,3}){3}$'
+            then regexp_replace(regexp_replace(lower(trim(ip_value)), '^::ffff:', ''), '[.][0-9]+$', '') || '.0/24'
+        when not (lower(trim(ip_value)) rlike '^[0-9a-f:.]+$') then null
+        else transform(array({{ _lethe_spark_ipv6_groups('lower(trim(ip_value))') }}), ip_groups ->
+            case when contains(lower(ip_value), 'ffff') and {{ _lethe_spark_ipv6_is_v4_mapped('ip_groups') }}
+                 then {{ _lethe_spark_ipv6_v4_24('ip_groups') }}
+                 else {{ _lethe_spark_ipv6_48('ip_groups') }} end)[0]
+    end)[0]
+{%- endmacro %}
+
+{# Spark helpers of spark__lethe_generalise_ip (not dispatched; NOT YET EXERCISED). #}
+{% macro _lethe_spark_hextet(h) -%}
+    coalesce(nullif(regexp_replace({{ h }}, '^0+', ''), ''), '0')
+{%- endmacro %}
+
+{# The eight hextets of an IPv6 literal, '::' expanded (an embedded IPv4 counts as two). #}
+{% macro _lethe_spark_ipv6_groups(ip) -%}
+    case when contains({{ ip }}, '::') then
+        transform(array(array(
+            case when split_part({{ ip }}, '::', 1) = '' then cast(array() as array<string>)
+                 else split(split_part({{ ip }}, '::', 1), ':') end,
+            case when split_part({{ ip }}, '::', 2) = '' then cast(array() as array<string>)
+                 else split(split_part({{ ip }}, '::', 2), ':') end
+        )), head_tail ->
+            concat(
+                head_tail[0],
+                array_repeat('0', greatest(0, 8 - size(head_tail[0]) - size(head_tail[1])
+                                              - size(filter(head_tail[1], hextet -> contains(hextet, '.'))))),
+                head_tail[1]))[0]
+    else split({{ ip }}, ':') end
+{%- endmacro %}
+
+{% macro _lethe_spark_ipv6_48(g) -%}
+    regexp_replace(regexp_replace(
+        array_join(transform(slice({{ g }}, 1, 3), hextet -> {{ _lethe_spark_hextet('hextet') }}), ':'),
+        '(:0)+$', ''), '^0$', '') || '::/48'
+{%- endmacro %}
+
+{% macro _lethe_spark_ipv6_is_v4_mapped(g) -%}
+    (size({{ g }}) >= 7
+     and transform(slice({{ g }}, 1, 5), hextet -> {{ _lethe_spark_hextet('hextet') }}) = array('0', '0', '0', '0', '0')
+     and regexp_replace(try_element_at({{ g }}, 6), '^0+', '') = 'ffff')
+{%- endmacro %}
+
+{% macro _lethe_spark_ipv6_v4_24(g) -%}
+    case when contains(try_element_at({{ g }}, 7), '.') then regexp_replace(try_element_at({{ g }}, 7), '[.][0-9]+$', '')
+         else cast(cast(conv(try_element_at({{ g }}, 7), 16, 10) as int) div 256 as string)
+              || '.' || cast(cast(conv(try_element_at({{ g }}, 7), 16, 10) as int) % 256 as string)
+              || '.' || cast(cast(conv(try_element_at({{ g }}, 8), 16, 10) as int) div 256 as string)
+    end || '.0/24'
+{%- endmacro %}
+
+
+{# ------------------------------------------------------------------ safe casts #}
+
+{# `expr` as `type`, NULL where it does not convert. #}
+{% macro lethe_safe_cast(expr, type) -%}
+    {{ return(adapter.dispatch('lethe_safe_cast', 'lethe')(expr, type)) }}
+{%- endmacro %}
+
+{% macro default__lethe_safe_cast(expr, type) -%}
+    try_cast({{ expr }} as {{ type }})
+{%- endmacro %}
+
+{# Spark (NOT YET EXERCISED): try_cast(expr AS type), Spark 3.2+. Spark type names differ (string, not varchar). #}
+{% macro spark__lethe_safe_cast(expr, type) -%}
+    try_cast({{ expr }} as {{ type }})
+{%- endmacro %}
+
+{# The engine's unbounded text type, for casts such as cast(null as ...). #}
+{% macro lethe_type_string() -%}
+    {{ return(adapter.dispatch('lethe_type_string', 'lethe')()) }}
+{%- endmacro %}
+
+{% macro default__lethe_type_string() -%}
+    varchar
+{%- endmacro %}
+
+{# Spark (NOT YET EXERCISED): VARCHAR without a length is refused; STRING is unbounded. #}
+{% macro spark__lethe_type_string() -%}
+    string
+{%- endmacro %}
+
+
+{# ------------------------------------------------------------- date arithmetic #}
+
+{#
+    A policy period ('30 days', '24 months', '2 years': the only forms
+    pipelines/policy.py accepts) as an interval value.
+#}
+{% macro lethe_policy_interval(expr) -%}
+    {{ return(adapter.dispatch('lethe_policy_interval', 'lethe')(expr)) }}
+{%- endmacro %}
+
+{% macro default__lethe_policy_interval(expr) -%}
+    cast({{ expr }} as interval)
+{%- endmacro %}
+
+{#
+    Spark (NOT YET EXERCISED): a calendar interval from the policy text, years and
+    months counted as months and days as days, as DuckDB's interval does (so
+    timestamp + interval clamps month ends the same way on both).
+#}
+{% macro spark__lethe_policy_interval(expr) -%}
+    make_interval(
+        case when split_part({{ expr }}, ' ', 2) in ('year', 'years') then cast(split_part({{ expr }}, ' ', 1) as int) else 0 end,
+        case when split_part({{ expr }}, ' ', 2) in ('month', 'months') then cast(split_part({{ expr }}, ' ', 1) as int) else 0 end,
+        0,
+        case when split_part({{ expr }}, ' ', 2) in ('day', 'days') then cast(split_part({{ expr }}, ' ', 1) as int) else 0 end)
+{%- endmacro %}
+
+{#
+    Timestamp plus / minus a period (from lethe_policy_interval). The DuckDB form has
+    no parentheses, exactly as the models wrote it: mind precedence at the call site.
+#}
+{% macro lethe_add_period(ts, period) -%}
+    {{ return(adapter.dispatch('lethe_add_period', 'lethe')(ts, period)) }}
+{%- endmacro %}
+
+{% macro default__lethe_add_period(ts, period) -%}
+    {{ ts }} + {{ period }}
+{%- endmacro %}
+
+{# Spark (NOT YET EXERCISED): timestamp + calendar interval (TimeAdd). #}
+{% macro spark__lethe_add_period(ts, period) -%}
+    ({{ ts }} + {{ period }})
+{%- endmacro %}
+
+{% macro lethe_subtract_period(ts, period) -%}
+    {{ return(adapter.dispatch('lethe_subtract_period', 'lethe')(ts, period)) }}
+{%- endmacro %}
+
+{% macro default__lethe_subtract_period(ts, period) -%}
+    {{ ts }} - {{ period }}
+{%- endmacro %}
+
+{# Spark (NOT YET EXERCISED): timestamp - calendar interval. #}
+{% macro spark__lethe_subtract_period(ts, period) -%}
+    ({{ ts }} - {{ period }})
+{%- endmacro %}
+
+{# One row per day from date `start` to date `stop` (both included), as a select-list item. #}
+{% macro lethe_date_series(start, stop) -%}
+    {{ return(adapter.dispatch('lethe_date_series', 'lethe')(start, stop)) }}
+{%- endmacro %}
+
+{% macro default__lethe_date_series(start, stop) -%}
+    cast(unnest(generate_series({{ start }}, {{ stop }}, interval 1 day)) as date)
+{%- endmacro %}
+
+{#
+    Spark (NOT YET EXERCISED): sequence of dates is already an array<date>; a generator
+    may not be nested in another expression, hence no cast around explode. Whether the
+    select that calls it may also aggregate (consent_summary's calendar: min(day) with
+    group by) is to be checked on the cluster; else move the aggregate into a subquery.
+#}
+{% macro spark__lethe_date_series(start, stop) -%}
+    explode(sequence({{ start }}, {{ stop }}, interval 1 day))
+{%- endmacro %}
+
+
+{# ---------------------------------------------------------------- aggregates #}
+
+{# `value` of the row with the smallest / largest `ordering` in the group. #}
+{% macro lethe_arg_min(value, ordering) -%}
+    {{ return(adapter.dispatch('lethe_arg_min', 'lethe')(value, ordering)) }}
+{%- endmacro %}
+
+{% macro default__lethe_arg_min(value, ordering) -%}
+    arg_min({{ value }}, {{ ordering }})
+{%- endmacro %}
+
+{# Spark (NOT YET EXERCISED): min_by (3.3+); rows with a NULL ordering are skipped, as in DuckDB; ties pick any row on both. #}
+{% macro spark__lethe_arg_min(value, ordering) -%}
+    min_by({{ value }}, {{ ordering }})
+{%- endmacro %}
+
+{% macro lethe_arg_max(value, ordering) -%}
+    {{ return(adapter.dispatch('lethe_arg_max', 'lethe')(value, ordering)) }}
+{%- endmacro %}
+
+{% macro default__lethe_arg_max(value, ordering) -%}
+    arg_max({{ value }}, {{ ordering }})
+{%- endmacro %}
+
+{# Spark (NOT YET EXERCISED): max_by (3.3+). #}
+{% macro spark__lethe_arg_max(value, ordering) -%}
+    max_by({{ value }}, {{ ordering }})
+{%- endmacro %}
+
+{# The group's `expr` values joined by `separator` (a SQL literal) in `order_by` order. #}
+{% macro lethe_string_agg(expr, separator, order_by) -%}
+    {{ return(adapter.dispatch('lethe_string_agg', 'lethe')(expr, separator, order_by)) }}
+{%- endmacro %}
+
+{% macro default__lethe_string_agg(expr, separator, order_by) -%}
+    string_agg({{ expr }}, {{ separator }} order by {{ order_by }})
+{%- endmacro %}
+
+{# Spark (NOT YET EXERCISED): string_agg / listagg with WITHIN GROUP, Spark 4.0+. #}
+{% macro spark__lethe_string_agg(expr, separator, order_by) -%}
+    string_agg({{ expr }}, {{ separator }}) within group (order by {{ order_by }})
+{%- endmacro %}
+
+
+{# ------------------------------------------------------------- deduplication #}
+
+{#
+    A select keeping the first row of each partition:
+        select <columns> from <relation> [where <where>]
+        qualify row_number() over (partition by <partition_by> order by <order_by>) = 1
+    `columns` and `order_by` are lists of SQL expressions (or a single string).
+#}
+{% macro lethe_first_per_partition(relation, partition_by, order_by, columns='*', where=none) -%}
+    {{ return(adapter.dispatch('lethe_first_per_partition', 'lethe')(relation, partition_by, order_by, columns, where)) }}
+{%- endmacro %}
+
+{% macro _lethe_sql_list(items) -%}
+    {%- if items is string -%}{{ items }}{%- else -%}{{ items | join(', ') }}{%- endif -%}
+{%- endmacro %}
+
+{% macro default__lethe_first_per_partition(relation, partition_by, order_by, columns, where) -%}
+    select {{ _lethe_sql_list(columns) }}
+    from {{ relation }}
+    {%- if where %}
+    where {{ where }}
+    {%- endif %}
+    qualify row_number() over (
+        partition by {{ _lethe_sql_list(partition_by) }}
+        order by {{ _lethe_sql_list(order_by) }}
+    ) = 1
+{%- endmacro %}
+
+{#
+    Spark (NOT YET EXERCISED): Apache Spark has no QUALIFY (SPARK-31561 was never
+    merged), hence a ranked subquery. Its result carries one more column,
+    _lethe_row_number: every caller today selects explicit columns further on.
+#}
+{% macro spark__lethe_first_per_partition(relation, partition_by, order_by, columns, where) -%}
+    select * from (
+        select {{ _lethe_sql_list(columns) }},
+            row_number() over (
+                partition by {{ _lethe_sql_list(partition_by) }}
+                order by {{ _lethe_sql_list(order_by) }}
+            ) as _lethe_row_number
+        from {{ relation }}
+        {%- if where %}
+        where {{ where }}
+        {%- endif %}
+    ) as ranked
+    where _lethe_row_number = 1
+{%- endmacro %}
