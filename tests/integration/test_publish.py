@@ -203,7 +203,7 @@ def test_a_crash_after_the_temp_file_is_written_keeps_the_previous_file(demo_hom
         assert path == temp and temp.stat().st_size > 0  # the new file is complete, not yet swapped in
         raise OSError("disk pulled out")
 
-    monkeypatch.setattr(publish, "_fsync", crash)
+    monkeypatch.setattr(publish, "fsync_path", crash)
     with pytest.raises(OSError, match="disk pulled out"):
         publish_analyst_db(demo_home["warehouse"], target, published_at=datetime(2026, 12, 1))
     assert snapshot(target) == before
