@@ -64,6 +64,7 @@ from typing import Any, Iterable
 import duckdb
 
 from pipelines.audit import AuditEntry, append_entries, sync_mirror
+from pipelines.ingest.validate import EMAIL_PATTERN
 from pipelines.pseudonym import hmac_token
 from pipelines.sql_functions import install_sql_functions
 from pipelines.verify import _columns, _quote, _relations, _text_expr, normalise_email
@@ -182,6 +183,15 @@ def _load_subject_identifiers(con, email: str, subject_key: str) -> None:
         )
 
 
+# characters that can be part of an email address: a match must not touch one of them
+_EMAIL_CHARS = "a-z0-9._%+@-"
+
+
+def email_word_pattern(email: str) -> str:
+    """An RE2 pattern matching the (lower-case) email only as a whole address."""
+    return f"(^|[^{_EMAIL_CHARS}]){re.escape(email)}($|[^{_EMAIL_CHARS}])"
+
+
 def _record_key_column(schema: str, name: str, columns: list[str]) -> str | None:
     """The column other tables' decisions use as record_id for this relation's rows."""
     if (schema, name) == QUARANTINE:
@@ -196,7 +206,12 @@ def _relation_sql(schema: str, name: str, columns: list[tuple[str, str]]) -> str
     names = {c.lower() for c, _ in columns}
     if not searchable:
         return None
-    direct = " OR ".join(f"contains(lower({expr}), $email) OR {expr} = $key" for _, expr in searchable)
+    # the email as a whole word: "ann@example.com" must not match "joann@example.com" or
+    # "ann@example.com.au" (substring search is right for verify — any trace counts —
+    # but an export must not hand over other people's rows, Art. 15(4))
+    direct = " OR ".join(
+        f"(contains(lower({expr}), $email) AND regexp_matches(lower({expr}), $email_word)) OR {expr} = $key"
+        for _, expr in searchable)
     linked = [f"{expr} IN (SELECT value FROM lethe_access_cookies)" for _, expr in searchable]
     if {"source_table", "record_id"} <= names:
         linked.append(
@@ -244,7 +259,8 @@ def find_subject_rows(con, email: str, subject_key: str) -> list[tuple[RelationE
             results.append((export, [c for c, _ in cols], []))
             continue
         try:
-            rows = con.execute(sql, {"email": email, "key": subject_key}).fetchall()
+            rows = con.execute(sql, {"email": email, "key": subject_key,
+                                     "email_word": email_word_pattern(email)}).fetchall()
         except duckdb.Error:
             export.unreadable = True
             results.append((export, [c for c, _ in cols], []))
@@ -291,6 +307,10 @@ def _csv_cell(value: Any) -> Any:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        # a spreadsheet would run it as a formula (the landing data holds hostile strings);
+        # export.json keeps the value exactly as stored
+        return "'" + value
     return value
 
 
@@ -423,12 +443,19 @@ def export_subject(
     if email is None or not normalise_email(email):
         raise ValueError("an email is required")
     email = normalise_email(email)
+    if not re.match(EMAIL_PATTERN, email):
+        raise ValueError("--email is not an email address (a whole address is needed: access never "
+                         "exports rows by a part of one)")
     request_id = request_id or f"access-{uuid.uuid4()}"
     if not REQUEST_ID_PATTERN.fullmatch(request_id):
         raise ValueError("request id must be 1-64 letters, digits, '_', '.', ':' or '-'")
     if not warehouse.is_file():
-        raise FileNotFoundError(f"no warehouse at {warehouse}")
+        raise FileNotFoundError(f"no warehouse at {warehouse} (run `lethe run` first, or pass --warehouse)")
     target = check_out_dir(out_dir, [warehouse.parent, *protected_roots])
+    # lower-case as the warehouse does (DuckDB's lower(), as staging normalises emails):
+    # Python's str.lower differs for a few letters (İ, final Σ), and the token must match
+    with duckdb.connect(":memory:") as scratch:
+        email = scratch.execute("SELECT lower(?)", [email]).fetchall()[0][0]
     subject_key = hmac_token(email, key)
     generated_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 

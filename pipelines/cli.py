@@ -331,6 +331,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
     except PublishError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    from pipelines.enforce.assets import audit_mirror_path
+    from pipelines.publish import record_publication
+
+    record_publication(paths.warehouse, result, mirror_path=audit_mirror_path())
     for table, rows in result.tables.items():
         print(f"{table:<28} {rows:>12,} rows")
     as_of = result.as_of.strftime("%Y-%m-%dT%H:%M:%SZ") if result.as_of else "?"

@@ -8,7 +8,9 @@ from datetime import timezone
 
 from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
-from pipelines.enforce.assets import AUDIT_GROUP, AUDIT_LOG_KEY, COMPACTION_KEY, EnforcementSettings
+from pipelines.enforce.assets import (
+    AUDIT_GROUP, AUDIT_LOG_KEY, COMPACTION_KEY, EnforcementSettings, audit_mirror_path,
+)
 from pipelines.resources import RunClockResource, WarehouseResource
 from pipelines.settings import LethePaths
 
@@ -47,7 +49,13 @@ def analyst_db_path():
         metadata={"path": "$LETHE_HOME/reports/compliance-report.html", "cli": "lethe report"},
     )],
 )
-def compliance_report(context: AssetExecutionContext, warehouse: WarehouseResource, clock: RunClockResource):
+def compliance_report(context: AssetExecutionContext, warehouse: WarehouseResource, clock: RunClockResource,
+                      enforcement: EnforcementSettings):
+    if enforcement.dry_run:
+        # decisions were rebuilt but nothing enforced: a report now would show proofs
+        # failing that the next real run fixes, over the last real report
+        yield MaterializeResult(asset_key=REPORT_KEY, metadata={"dry_run": True, "written": False})
+        return
     from pipelines.report import write_report
 
     # the run's as-of is the report's "now", as it is every decision's
@@ -75,14 +83,16 @@ def compliance_report(context: AssetExecutionContext, warehouse: WarehouseResour
         metadata={"path": "$LETHE_HOME/analyst.duckdb", "cli": "lethe publish"},
     )],
 )
-def analyst_database(context: AssetExecutionContext, warehouse: WarehouseResource,
+def analyst_database(context: AssetExecutionContext, warehouse: WarehouseResource, clock: RunClockResource,
                      enforcement: EnforcementSettings):
     if enforcement.dry_run:  # a dry run changes nothing, the analysts' file included
         yield MaterializeResult(asset_key=ANALYST_DB_KEY, metadata={"dry_run": True, "published": False})
         return
-    from pipelines.publish import publish_analyst_db
+    from pipelines.publish import publish_analyst_db, record_publication
 
     result = publish_analyst_db(warehouse.resolved_path(), analyst_db_path())
+    record_publication(warehouse.resolved_path(), result, run_id=context.run_id, mirror_path=audit_mirror_path(),
+                       now=clock.now())
     context.log.info(f"analyst database published: {result.path} ({len(result.tables)} tables)")
     yield MaterializeResult(asset_key=ANALYST_DB_KEY, metadata={
         "path": MetadataValue.path(str(result.path)), "bytes": result.bytes,

@@ -279,6 +279,29 @@ def _check_values(con, mart: MartDoc) -> None:
                 f"{mart.qualified}.{column}: {n:,} value(s) look like an email or a full IP address; "
                 "refusing to publish a direct identifier"
             )
+    _check_no_erased_tokens(con, mart, text_columns)
+
+
+def _check_no_erased_tokens(con, mart: MartDoc, text_columns: list[str]) -> None:
+    """No published value is the token of an erased subject or cookie (the warehouse's
+    suppression list). The marts keep only rows decided keep / pseudonymise, so this holds
+    after every successful enforcement; it is checked because the analyst file outlives
+    the run: a stale copy must never reach analysts with an erased person's pseudonym."""
+    has_list = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lethe_warehouse' "
+        "AND schema_name = 'erasure' AND table_name = 'suppression_list'").fetchone()[0]
+    if not has_list:
+        return
+    erased = ("(SELECT token FROM lethe_warehouse.erasure.suppression_list "
+              "UNION SELECT subject_key FROM lethe_warehouse.erasure.suppression_list)")
+    counts = ", ".join(f'count(*) FILTER (WHERE "{c}" IN {erased})' for c in text_columns)
+    found = con.execute(f"SELECT {counts} FROM {_ident(mart)}").fetchone()
+    for column, n in zip(text_columns, found):
+        if n:
+            raise PublishError(
+                f"{mart.qualified}.{column}: {n:,} value(s) are tokens of erased subjects (erasure.suppression_list); "
+                "refusing to publish — run `lethe run` so enforcement removes them, then publish again"
+            )
 
 
 def _write_about(con, marts: list[MartDoc], tables: dict[str, int], context: tuple, published_at: datetime) -> None:
@@ -327,3 +350,26 @@ def _wal(path: Path) -> Path:
 def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
 
+
+
+def record_publication(warehouse: Path, result: PublishResult, *, run_id: str | None = None,
+                       mirror_path: Path | None = None, now: datetime | None = None) -> int:
+    """Append one audit row for a publication: pseudonymous data went to a new group of
+    readers. Counts per mart and the run it came from — nothing else. Returns its seq."""
+    from pipelines.audit import AuditEntry, append_entries, ensure_audit_table, sync_mirror
+
+    entry = AuditEntry(
+        "analyst_database", "publish", "analyst_access", sum(result.tables.values()),
+        run_id=run_id or result.run_id, policy_version=result.policy_version,
+        details={"tables": len(result.tables), "bytes": result.bytes, **result.tables},
+    )
+    from pipelines.enforce.compact import connect_config
+
+    with duckdb.connect(str(warehouse), config=connect_config()) as con:  # the pipeline's settings
+        ensure_audit_table(con)
+        con.execute("BEGIN TRANSACTION")
+        rows = append_entries(con, [entry], now=now)
+        con.execute("COMMIT")
+        if mirror_path is not None:
+            sync_mirror(con, mirror_path)
+    return rows[0]["seq"]

@@ -354,7 +354,20 @@ def plot_decisions_by_table(tables) -> str:
     return _svg(fig, "decisions-by-table")
 
 
+def runs_by_day(runs):
+    """Many runs (a sensor starts one per erasure request file): one bar per day instead."""
+    days: dict = {}
+    for _run, first, purged, pseudonymised, erasures in runs:
+        day = first.date()
+        _, _, p, s, e = days.get(day, (None, None, 0, 0, 0))
+        days[day] = (f"{day} (day)", datetime.combine(day, datetime.min.time()), p + purged, s + pseudonymised,
+                     e + erasures)
+    return [days[d] for d in sorted(days)]
+
+
 def plot_enforcement_over_time(runs) -> str:
+    if len(runs) > MAX_BARS:
+        runs = runs_by_day(runs)[-MAX_BARS:]
     fig, ax = _figure(8, 3.2)
     labels = [f"{first:%Y-%m-%d %H:%M}\n{run[:8]}" for run, first, *_ in runs]
     xs = list(range(len(runs)))
@@ -398,8 +411,20 @@ def plot_consent_rates(rates) -> str:
     return _svg(fig, "consent-rates")
 
 
+MAX_BARS = 40  # beyond this many requests or runs a plot shows a distribution / days, not one bar each
+
+
 def plot_erasure_times(completed, sla: float) -> str:
     hours = [h for h, _ in completed if h is not None]
+    if len(hours) > MAX_BARS:  # thousands of requests: a histogram, not one bar each
+        fig, ax = _figure(8, 3.2)
+        ax.hist(hours, bins=30, color=ACTION_COLOURS["keep"])
+        ax.axvline(sla, color="#333333", linestyle="--", label=f"SLA {sla:g} h")
+        ax.set_xlabel("hours from verification to completion")
+        ax.set_ylabel("requests")
+        ax.set_title(f"Time to complete {len(hours):,} erasure requests against the SLA")
+        ax.legend(fontsize=8)
+        return _svg(fig, "erasure-time-to-complete")
     fig, ax = _figure(8, 0.3 * len(hours) + 1.4)
     ys = list(range(1, len(hours) + 1))
     colours = [ACTION_COLOURS["keep"] if h <= sla else ACTION_COLOURS["purge"] for h in hours]
@@ -559,8 +584,12 @@ def _retention_section(d: ReportData) -> str:
         out.append(f"<p>{d.dry_run_entries:,} dry-run audit entries (what would have changed) are not counted.</p>")
     out.append("<h3>Over time</h3>")
     if d.runs:
+        shown = d.runs[-MAX_BARS:]
+        if len(d.runs) > len(shown):
+            out.append(f"<p>The latest {len(shown)} of {len(d.runs):,} runs (the totals above count all; "
+                       "the chart shows days).</p>")
         out.append(_table(["run id", "first entry (UTC)", "rows purged", "rows pseudonymised", "erasures completed"],
-                          [[r, f"{first:%Y-%m-%d %H:%M:%S}", p, s, e] for r, first, p, s, e in d.runs],
+                          [[r, f"{first:%Y-%m-%d %H:%M:%S}", p, s, e] for r, first, p, s, e in shown],
                           id_="runs", numeric_from=2))
         note = " Only one run so far: the chart has one point in time." if len(d.runs) == 1 else ""
         out.append(_plot("enforcement-over-time", plot_enforcement_over_time(d.runs),

@@ -271,3 +271,24 @@ def test_rows_reached_through_a_shared_cookie_hide_the_other_persons_identifiers
     for path in result.files:
         text = path.read_text(encoding="utf-8")
         assert other not in text and hmac_token(other, key) not in text
+
+
+def test_look_alike_emails_and_parts_of_an_address_are_not_exported(tmp_path, pseudonym_key):
+    """Art. 15(4): ann@example.com's export holds none of joann@… or ann@example.com.au's rows,
+    and a part of an address (a domain) is refused rather than matched."""
+    (tmp_path / "wh").mkdir()
+    warehouse = tmp_path / "wh" / "w.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("CREATE SCHEMA raw_crm")
+        con.execute("CREATE TABLE raw_crm.contacts (contact_id VARCHAR, email VARCHAR, note VARCHAR)")
+        con.execute("INSERT INTO raw_crm.contacts VALUES ('1', 'ann@example.com', '=HYPERLINK(1)'), "
+                    "('2', 'joann@example.com', NULL), ('3', 'ann@example.com.au', NULL), "
+                    "('4', 'x@y.org', 'forwarded from <Ann@Example.com> yesterday')")
+    result = export_subject(warehouse, "Ann@Example.com", tmp_path / "out", pseudonym_key.encode())
+    assert result.row_counts == {"raw_crm.contacts": 2}
+    exported = (tmp_path / "out" / "export.json").read_text()
+    assert "joann@" not in exported and "example.com.au" not in exported
+    csv_text = next((tmp_path / "out").glob("raw_crm*.csv")).read_text()
+    assert "'=HYPERLINK(1)" in csv_text  # a spreadsheet shows it, does not run it
+    with pytest.raises(ValueError, match="not an email address"):
+        export_subject(warehouse, "example.com", tmp_path / "out2", pseudonym_key.encode())

@@ -139,7 +139,8 @@ def test_no_email_and_no_key_material_in_the_files_bytes(published, demo_home, p
     emails = list(demo_home["truth"]["scenarios"])
     assert len(emails) > 10
     assert [e for e in emails if e.lower().encode() in data] == []
-    assert re.search(rb"[a-z0-9._%+-]+@[a-z0-9-]+\.[a-z]{2,}", data) is None  # no email at all
+    # bounded: an unbounded local part is quadratic over long runs of token characters
+    assert re.search(rb"[a-z0-9._%+-]{1,64}@[a-z0-9-]{1,253}\.[a-z]{2,}", data) is None  # no email at all
     ipad, opad = hmac_pads(TEST_KEY.encode())
     raw = published.path.read_bytes()
     for secret in (TEST_KEY.encode(), ipad, opad, ipad.hex().encode(), opad.hex().encode()):
@@ -190,6 +191,19 @@ def test_an_email_hidden_in_a_documented_column_is_refused_without_echoing_it(de
     with pytest.raises(PublishError, match=r"marts\.web_visits\.referrer_host: 1 value") as caught:
         publish_analyst_db(warehouse, tmp_path / "analyst.duckdb")
     assert "hidden.person" not in str(caught.value)
+    assert not (tmp_path / "analyst.duckdb").exists()
+
+
+def test_a_stale_mart_with_an_erased_subjects_token_is_refused(demo_home, tmp_path):
+    """If enforcement failed after an erasure, the marts may still hold the erased person's
+    pseudonym: publish must refuse rather than hand it to analysts."""
+    warehouse = warehouse_copy(demo_home, tmp_path)
+    with duckdb.connect(str(warehouse)) as con:
+        key = con.execute("SELECT min(subject_key) FROM marts.contacts").fetchall()[0][0]
+        con.execute("INSERT INTO erasure.suppression_list VALUES (?, 'email', ?, 'TEST-STALE', now()::TIMESTAMP)",
+                    [f"token-{key}", key])
+    with pytest.raises(PublishError, match=r"marts\.contacts\.subject_key: \d+ value\(s\) are tokens of erased"):
+        publish_analyst_db(warehouse, tmp_path / "analyst.duckdb")
     assert not (tmp_path / "analyst.duckdb").exists()
 
 
