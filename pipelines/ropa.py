@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import csv
 import io
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -454,7 +455,16 @@ def write_ropa(out_dir: Path, contracts: list[SourceContract] | None = None,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     md, table = out_dir / ROPA_MARKDOWN, out_dir / ROPA_CSV
-    md.write_text(ropa_markdown(activities, controller=policy.controller), encoding="utf-8")
-    with table.open("w", encoding="utf-8", newline="") as fh:
-        fh.write(ropa_csv(activities))
+    _replace(md, ropa_markdown(activities, controller=policy.controller))
+    _replace(table, ropa_csv(activities))
     return md, table
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write next to the target and rename over it: a reader never sees half a record."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", encoding="utf-8", newline="") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
