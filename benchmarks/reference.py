@@ -838,8 +838,13 @@ def _landing_hits(con, landing: Path, contracts, emails: set[str], cookies: set[
     Python's csv reader), None for an unreadable file that names one (it is deleted, as
     enforce/landing.py does)."""
     hits: dict[Path, set[int] | None] = {}
-    subjects = "(SELECT list(email) FROM ref_erase)"
-    malformed_names = f"list_has_any(regexp_extract_all(lower(line), {_lit(EMAIL_LIKE_RE2)}), {subjects})"
+    # Set-based against the erasure lists (semi-joins on ref_erase / ref_erase_cookies):
+    # checking each line against a list literal of K subjects was O(lines × K) and kept
+    # the K = 100,000 erasure from finishing at S.
+    erased_email = "IN (SELECT email FROM ref_erase)"
+    erased_cookie = "IN (SELECT cookie_id FROM ref_erase_cookies)"
+    malformed_names = (f"SELECT count(*) FROM (SELECT unnest(regexp_extract_all(lower(line), "
+                       f"{_lit(EMAIL_LIKE_RE2)})) AS e FROM {{lines}}) WHERE e {erased_email}")
     for c in contracts:
         cols = c.column_names
         keys = [k for k in ("email", "cookie_id") if k in cols]
@@ -850,23 +855,23 @@ def _landing_hits(con, landing: Path, contracts, emails: set[str], cookies: set[
                 paths_sql = "[" + ", ".join(_lit(f'$."{k}"') for k in keys) + "]"
                 conds = []
                 if "email" in keys:
-                    conds.append(f"list_contains($emails, nullif(lower(trim(v[{keys.index('email') + 1}], "
-                                 f"'{WHITESPACE}')), ''))")
+                    conds.append(f"nullif(lower(trim(v[{keys.index('email') + 1}], '{WHITESPACE}')), '') {erased_email}")
                 if "cookie_id" in keys:
-                    conds.append(f"list_contains($cookies, nullif(trim(v[{keys.index('cookie_id') + 1}], "
-                                 f"'{WHITESPACE}'), ''))")
+                    conds.append(f"nullif(trim(v[{keys.index('cookie_id') + 1}], '{WHITESPACE}'), '') {erased_cookie}")
                 # layered, so the JSON functions only ever see lines that are JSON objects
                 try:
                     rows = con.execute(f"""
-                        SELECT ln FROM (
-                            SELECT ln, line, _obj,
-                                   CASE WHEN _obj THEN json_extract_string(line, {paths_sql or "[]"}) END AS v
-                            FROM (SELECT ln, line,
-                                         CASE WHEN json_valid(line) THEN json_type(line) = 'OBJECT' ELSE false END AS _obj
-                                  FROM (SELECT row_number() OVER () AS ln, line FROM {lines_read}) WHERE line IS NOT NULL))
-                        WHERE CASE WHEN _obj THEN {' OR '.join(conds) or 'false'}
-                                   ELSE list_has_any(regexp_extract_all(lower(line), {_lit(EMAIL_LIKE_RE2)}), $emails) END
-                    """, {"emails": sorted(emails), "cookies": sorted(cookies)}).fetchall()
+                        WITH parsed AS (
+                            SELECT ln, line, CASE WHEN json_valid(line) THEN json_type(line) = 'OBJECT' ELSE false END AS _obj
+                            FROM (SELECT row_number() OVER () AS ln, line FROM {lines_read}) WHERE line IS NOT NULL),
+                        objects AS (
+                            SELECT ln, CASE WHEN _obj THEN json_extract_string(line, {paths_sql or "[]"}) END AS v
+                            FROM parsed WHERE _obj)
+                        SELECT ln FROM objects WHERE {' OR '.join(conds) or 'false'}
+                        UNION
+                        SELECT ln FROM (SELECT ln, unnest(regexp_extract_all(lower(line), {_lit(EMAIL_LIKE_RE2)})) AS e
+                                        FROM parsed WHERE NOT _obj) WHERE e {erased_email}
+                    """).fetchall()
                 except duckdb.InvalidInputException as exc:
                     if "unicode" not in str(exc).lower() and "encod" not in str(exc).lower():
                         raise
@@ -884,7 +889,7 @@ def _landing_hits(con, landing: Path, contracts, emails: set[str], cookies: set[
                     hits[path] = None
                 continue
             try:  # a malformed line (or any line) naming a subject's email; also proves UTF-8
-                named = con.execute(f"SELECT count(*) FROM {lines_read} WHERE {malformed_names}").fetchall()[0][0]
+                named = con.execute(malformed_names.format(lines=lines_read)).fetchall()[0][0]
             except duckdb.InvalidInputException as exc:
                 if "unicode" not in str(exc).lower() and "encod" not in str(exc).lower():
                     raise
