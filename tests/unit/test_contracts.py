@@ -79,3 +79,16 @@ def test_two_contracts_for_one_table_clash(tmp_path):
     shutil.copy(contracts_dir() / "crm_contacts.odcs.yaml", tmp_path / "zz_copy.odcs.yaml")
     with pytest.raises(ContractError, match="also declared by"):
         load_contracts(tmp_path)
+
+
+def test_contract_retention_agrees_with_the_policy():
+    """The contracts' SLA retention is written beside the policy's (ODCS readers see it);
+    the policy decides. They must never say different things."""
+    policy = yaml.safe_load((contracts_dir() / "retention_policy.yaml").read_text())["tables"]
+    units = {"d": "days", "m": "months", "y": "years"}
+    for contract in load_contracts():
+        value = contract.retention.get("value")
+        rule = policy[contract.qualified_table]
+        if value == "policy":
+            continue
+        assert rule.get("retention") == f"{value} {units[contract.retention['unit']]}", contract.path.name
