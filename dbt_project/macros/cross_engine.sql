@@ -77,18 +77,22 @@
     sha256(opad || unhex(sha256(ipad || utf8(value)))) — because Apache Spark 4.x has
     no hmac() function (SPARK-53154 is an open pull request; Databricks Runtime 19 has
     one). sha2 returns lower-case hex, as DuckDB's sha256 does.
-    TODO(spark key pads): the pads are read from Spark SQL session variables
-    (DECLARE VARIABLE, Spark 4.0+) named as in pipelines/pseudonym.py, BINARY:
-        system.session.lethe_hmac_ipad, system.session.lethe_hmac_opad
-    Something outside dbt's artefacts must declare them on every Thrift session dbt
-    opens — never a dbt var, an on-run-start hook or a profile field, which end up in
-    run_results.json, manifest.json or dbt.log. Candidates: a small dbt-spark
-    connection wrapper (like the dbt-duckdb plugin) that runs
-    `DECLARE OR REPLACE VARIABLE ... BINARY DEFAULT ?` bound from pipelines.pseudonym,
-    or a server-side UDF holding the key. To be decided with the Spark target.
+
+    The key's pads are read from a one-row Parquet file (columns ipad, opad: BINARY)
+    that pipelines/spark/keys.py writes from the key file, outside the warehouse and
+    readable by the cluster; the model SQL holds only its path (LETHE_SPARK_KEY_PADS).
+    Not a session variable or a literal: the Thrift Server logs every statement at INFO
+    *after* variable substitution (a `${hivevar:...}` value was seen in
+    thriftserver.log), and dbt writes compiled SQL, vars and hooks into its artefacts.
+    On a managed Spark the file's place is a secret store (Databricks: secret()).
+    Uncorrelated scalar subqueries: Spark evaluates each once per query.
 #}
 {% macro spark__lethe_hmac_sha256(expr) -%}
-    sha2(concat(system.session.lethe_hmac_opad, unhex(sha2(concat(system.session.lethe_hmac_ipad, encode({{ expr }}, 'UTF-8')), 256))), 256)
+    sha2(concat({{ lethe_spark_key_pad('opad') }}, unhex(sha2(concat({{ lethe_spark_key_pad('ipad') }}, encode({{ expr }}, 'UTF-8')), 256))), 256)
+{%- endmacro %}
+
+{% macro lethe_spark_key_pad(column) -%}
+    (select {{ column }} from parquet.`{{ env_var('LETHE_SPARK_KEY_PADS', 'LETHE_SPARK_KEY_PADS-is-not-set') }}`)
 {%- endmacro %}
 
 
@@ -382,4 +386,28 @@ transform(array(cast({{ expr }} as string)), ip_value ->
         {%- endif %}
     ) as ranked
     where _lethe_row_number = 1
+{%- endmacro %}
+
+
+{# ---------------------------------------------------------- regular expressions #}
+
+{#
+    True when `pattern` matches anywhere in `value` (a search, not a full match); NULL
+    for a NULL value. `pattern` is written once, DuckDB-style (RE2), with single
+    backslashes; use only what RE2 and Java regexes read alike (\s, [..], {m,n}, ^, $).
+#}
+{% macro lethe_regexp_matches(value, pattern) -%}
+    {{ return(adapter.dispatch('lethe_regexp_matches', 'lethe')(value, pattern)) }}
+{%- endmacro %}
+
+{% macro default__lethe_regexp_matches(value, pattern) -%}
+    regexp_matches({{ value }}, '{{ pattern }}')
+{%- endmacro %}
+
+{#
+    Spark: rlike is a search too. Spark string literals unescape backslashes ('\s' would
+    reach the regex as 's'), so each one is doubled.
+#}
+{% macro spark__lethe_regexp_matches(value, pattern) -%}
+    ({{ value }} rlike '{{ pattern | replace("\\", "\\\\") }}')
 {%- endmacro %}

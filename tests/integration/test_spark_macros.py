@@ -40,7 +40,8 @@ from pathlib import Path  # noqa: E402
 import duckdb  # noqa: E402
 import jinja2  # noqa: E402
 
-from pipelines.pseudonym import generalise_ip, hmac_pads, hmac_token  # noqa: E402
+from pipelines.pseudonym import generalise_ip, hmac_token  # noqa: E402
+from pipelines.spark.keys import PADS_ENV, write_key_pads  # noqa: E402
 from pipelines.sql_functions import install_sql_functions  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -69,6 +70,7 @@ def _macros():
     """The macro file as a Jinja module: its default__ / spark__ macros callable directly
     (the dispatchers need dbt's adapter and are not called)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(MACROS)))
+    env.globals["env_var"] = lambda name, default=None: os.environ.get(name, default)  # as dbt's
     return env.get_template("cross_engine.sql").make_module()
 
 
@@ -245,17 +247,27 @@ json.dump(results, sys.stdout)
 """
 
 
-def spark_setup(key: bytes, ansi: bool) -> list[str]:
-    """What the session needs. The key pads become Spark session variables, the names the
-    spark__ HMAC macro reads. This puts the pads in the statement text (and so possibly
-    in the Thrift Server's log): fine for a test key, not the production mechanism."""
-    ipad, opad = hmac_pads(key)
+def spark_setup(ansi: bool) -> list[str]:
+    """What the session needs. The key reaches the spark__ HMAC macro as the pads file
+    of pipelines/spark/keys.py (the queries are rendered with its path), never as SQL."""
     return [
         f"SET spark.sql.ansi.enabled={'true' if ansi else 'false'}",
         "SET spark.sql.session.timeZone=UTC",
-        f"DECLARE OR REPLACE VARIABLE lethe_hmac_ipad BINARY DEFAULT X'{ipad.hex()}'",
-        f"DECLARE OR REPLACE VARIABLE lethe_hmac_opad BINARY DEFAULT X'{opad.hex()}'",
     ]
+
+
+def spark_queries(key: bytes, folder: Path) -> dict[str, str]:
+    """The spark queries with the macro reading this key's pads file."""
+    pads = write_key_pads(folder, key)
+    previous = os.environ.get(PADS_ENV)
+    os.environ[PADS_ENV] = str(pads)
+    try:
+        return queries("spark")
+    finally:
+        if previous is None:
+            os.environ.pop(PADS_ENV)
+        else:
+            os.environ[PADS_ENV] = previous
 
 
 # dbt-spark sets spark.sql.ansi.enabled=false on its sessions; Spark 4's own default is true.
@@ -263,7 +275,7 @@ MODES = [("short", False), ("short", True), ("long", False)]
 
 
 @pytest.fixture(scope="module")
-def spark_results(duckdb_results) -> dict:  # DuckDB first: a broken test fails in seconds
+def spark_results(duckdb_results, tmp_path_factory) -> dict:  # DuckDB first: a broken test fails in seconds
     try:
         probe = subprocess.run([SPARK_PYTHON, "-c", "import pyhive.hive, thrift_sasl"],
                                capture_output=True, text=True, timeout=60)
@@ -273,7 +285,8 @@ def spark_results(duckdb_results) -> dict:  # DuckDB first: a broken test fails 
         pytest.skip(f"{SPARK_PYTHON} cannot import PyHive: pip install 'dbt-spark[PyHive]' in the Spark venv "
                     "and set LETHE_SPARK_PYTHON")
     request = {"host": HOST, "port": PORT, "parts": [
-        {"setup": spark_setup(KEYS[key], ansi), "queries": queries("spark")} for key, ansi in MODES]}
+        {"setup": spark_setup(ansi), "queries": spark_queries(KEYS[key], tmp_path_factory.mktemp(f"pads-{key}"))}
+        for key, ansi in MODES]}
     done = subprocess.run([SPARK_PYTHON, "-c", SPARK_RUNNER], input=json.dumps(request),
                           capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]

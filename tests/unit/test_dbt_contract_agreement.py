@@ -22,9 +22,13 @@ DBT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 STAGING_DIR = DBT_DIR / "models" / "staging"
 # Columns every staging model adds after the contract's columns (from the lineage ones).
 STAGING_LINEAGE = [
-    ("record_id", "varchar"), ("source_file", "varchar"), ("ingested_at", "timestamp"),
+    ("record_id", "string"), ("source_file", "string"), ("ingested_at", "timestamp"),
     ("pseudonymised_at", "timestamp"),
 ]
+# The YAML names types both engines accept (DuckDB reads `string` as VARCHAR; Spark
+# refuses a VARCHAR without a length), so one contract-enforced YAML serves both targets.
+PORTABLE_TYPE = {"VARCHAR": "string", "TIMESTAMP": "timestamp", "BIGINT": "bigint", "DATE": "date",
+                 "DOUBLE": "double", "BOOLEAN": "boolean"}
 
 CONTRACTS = load_contracts()
 
@@ -105,8 +109,8 @@ def test_source_matches_contract(contract: SourceContract) -> None:
     assert table.get("identifier", table["name"]) == contract.raw_table
     assert [source["name"], table["name"]] == contract.asset_key_path
 
-    expected = [(c.name, c.duckdb_type.lower()) for c in contract.columns]
-    expected += [(name, dtype.lower()) for name, dtype, _ in LINEAGE_COLUMNS]
+    expected = [(c.name, PORTABLE_TYPE[c.duckdb_type]) for c in contract.columns]
+    expected += [(name, PORTABLE_TYPE[dtype]) for name, dtype, _ in LINEAGE_COLUMNS]
     actual = [(c["name"], str(c.get("data_type", "")).lower()) for c in table.get("columns") or []]
     assert actual == expected, (
         f"{path}: columns of {contract.qualified_table} (name, data_type, in order) differ "
@@ -158,7 +162,7 @@ def test_staging_model_matches_contract(contract: SourceContract) -> None:
     assert path == STAGING_DIR / contract.system / f"_{contract.system}__models.yml"
     assert (path.parent / f"{name}.sql").is_file(), f"{name}.sql missing beside {path.name}"
 
-    expected = [(c.name, c.duckdb_type.lower()) for c in contract.columns] + STAGING_LINEAGE
+    expected = [(c.name, PORTABLE_TYPE[c.duckdb_type]) for c in contract.columns] + STAGING_LINEAGE
     actual = [(c["name"], str(c.get("data_type", "")).lower()) for c in model.get("columns") or []]
     assert actual == expected, (
         f"{path}: columns of {name} (name, data_type, in order) differ from "

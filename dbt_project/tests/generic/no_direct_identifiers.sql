@@ -24,7 +24,7 @@ with cookie_ids as (
 text_values as (
 
     {%- for name in text_columns %}
-    select '{{ name }}' as column_name, "{{ name }}" as value from {{ model }}
+    select '{{ name }}' as column_name, {{ adapter.quote(name) }} as value from {{ model }}
     {%- if not loop.last %} union all{% endif %}
     {%- endfor %}
     {%- if not text_columns %}
@@ -35,9 +35,9 @@ text_values as (
 
 select column_name, count(*) as offending_rows
 from text_values
-where regexp_matches(value, '[^@\s]+@[^@\s]+\.[^@\s]+')
-   or regexp_matches(value, '(^|[^0-9.])([0-9]{1,3}\.){3}[0-9]{1,3}($|[^0-9./])')
-   or regexp_matches(lower(value), '^[0-9a-f]{0,4}(:[0-9a-f]{0,4}){2,7}$')
+where {{ lethe_regexp_matches('value', '[^@\s]+@[^@\s]+\.[^@\s]+') }}
+   or {{ lethe_regexp_matches('value', '(^|[^0-9.])([0-9]{1,3}\.){3}[0-9]{1,3}($|[^0-9./])') }}
+   or {{ lethe_regexp_matches('lower(value)', '^[0-9a-f]{0,4}(:[0-9a-f]{0,4}){2,7}$') }}
    or value in (select cookie_id from cookie_ids)
 group by column_name
 
