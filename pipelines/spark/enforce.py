@@ -1,0 +1,227 @@
+"""Enforcement on Spark: purge and pseudonymise by rewriting each table, then swapping it in.
+
+Spark refuses DELETE and UPDATE on plain Parquet tables, so each table that has work to
+do is rebuilt in one statement — ``CREATE TABLE <t>__lethe_enforced USING parquet AS
+SELECT …`` from the table left-joined to its decisions, leaving out the rows decided
+purge and replacing the direct identifiers of the rows decided pseudonymise (the same
+dispatched macros the dbt models use: HMAC-SHA256 with the key's pads file, IP
+generalisation) — and swapped in. Dropping the old managed table deletes its files, so
+purged rows leave the disk, as compaction makes them leave DuckDB's file.
+
+The swap is two renames and a drop, which Spark's session catalog cannot do atomically:
+
+    <t> → <t>__lethe_previous,  <t>__lethe_enforced → <t>,  drop <t>__lethe_previous
+
+A crash can leave (a) only ``__lethe_enforced`` beside ``<t>``: the rewrite never became
+the table — it is dropped and redone; (b) ``__lethe_previous`` and ``__lethe_enforced``
+but no ``<t>``: the next run finishes the swap; (c) ``<t>`` and ``__lethe_previous``: the
+next run drops the old copy. So the table is the old one or the new one, never half,
+and a re-run finds nothing left to do (purged rows are gone, pseudonymised rows carry
+``_pseudonymised_at``). The new table's row count is checked against the plan before the
+swap. Every change is audited in the DuckDB audit log (counts, reason, run id); a swap
+finished by recovery is audited as such, with the rows it removed.
+
+Counts and purge bookkeeping (landing lines to blank, ingest-log counters) are the
+DuckDB path's: the same ``TableOutcome`` and ``ingest.landing_removals`` rows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from functools import cache
+from pathlib import Path
+
+import duckdb
+import jinja2
+
+from pipelines.audit import AuditEntry, append_entries, ensure_audit_table
+from pipelines.contracts import load_contracts
+from pipelines.enforce.apply import TableOutcome
+from pipelines.enforce.tables import DECISIONS_TABLE, Target, enforcement_targets
+from pipelines.ingest.tables import INGEST_LOG_TABLE, LANDING_REMOVALS_DDL, LANDING_REMOVALS_TABLE
+from pipelines.settings import DBT_PROJECT_DIR
+from pipelines.spark.connection import rows
+
+ENFORCED_SUFFIX = "__lethe_enforced"
+PREVIOUS_SUFFIX = "__lethe_previous"
+
+
+@cache
+def _macros():
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(DBT_PROJECT_DIR / "macros")))
+    import os
+
+    env.globals["env_var"] = lambda name, default=None: os.environ.get(name, default)
+    return env.get_template("cross_engine.sql").make_module()
+
+
+def spark_expression(macro: str, *args: str) -> str:
+    """The Spark SQL of one dispatched macro of dbt_project/macros/cross_engine.sql, so
+    enforcement and the dbt models compute tokens and networks with the same text."""
+    return str(getattr(_macros(), f"spark__{macro}")(*args)).strip()
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _table(qualified: str, suffix: str = "") -> str:
+    schema, table = qualified.split(".", 1)
+    return f"{_quote(schema)}.{_quote(table + suffix)}"
+
+
+def _exists(cursor, qualified: str, suffix: str = "") -> bool:
+    schema, table = qualified.split(".", 1)
+    cursor.execute(f"SHOW TABLES IN {_quote(schema)} LIKE '{table + suffix}'")
+    return bool(cursor.fetchall())
+
+
+def _pseudonymised_columns() -> dict[str, dict[str, str]]:
+    """table -> {column: Spark expression over t.<column>} for its direct identifiers."""
+    out: dict[str, dict[str, str]] = {}
+    for contract in load_contracts():
+        cols = {}
+        for column in contract.columns:
+            if column.pii_class != "direct_identifier":
+                continue
+            ref = f"t.{_quote(column.name)}"
+            macro = "lethe_generalise_ip" if column.pii_category == "ip_address" else "lethe_hmac_sha256"
+            cols[column.name] = spark_expression(macro, ref)
+        out[contract.qualified_table] = cols
+    return out
+
+
+def recover_swap(cursor, target: Target, con: duckdb.DuckDBPyConnection, *, run_id: str | None,
+                 policy_version: str | None, now: datetime) -> str | None:
+    """Finish or undo a swap a crash interrupted (see the module docstring)."""
+    has_table = _exists(cursor, target.table)
+    has_new = _exists(cursor, target.table, ENFORCED_SUFFIX)
+    has_old = _exists(cursor, target.table, PREVIOUS_SUFFIX)
+    if has_table and has_new and not has_old:
+        cursor.execute(f"DROP TABLE {_table(target.table, ENFORCED_SUFFIX)}")
+        return "discarded_unswapped_rewrite"
+    if not has_table and has_new and has_old:
+        removed = rows(cursor, f"SELECT count(*) FROM {_table(target.table, PREVIOUS_SUFFIX)}")[0][0] \
+            - rows(cursor, f"SELECT count(*) FROM {_table(target.table, ENFORCED_SUFFIX)}")[0][0]
+        cursor.execute(f"ALTER TABLE {_table(target.table, ENFORCED_SUFFIX)} RENAME TO {_table(target.table)}")
+        cursor.execute(f"DROP TABLE {_table(target.table, PREVIOUS_SUFFIX)}")
+        con.execute("BEGIN TRANSACTION")
+        append_entries(con, [AuditEntry(target.table, "purge", "recovered_interrupted_swap", max(removed, 0),
+                                        run_id=run_id, policy_version=policy_version)], now=now)
+        con.execute("COMMIT")
+        return "finished_interrupted_swap"
+    if has_table and has_old:
+        cursor.execute(f"DROP TABLE {_table(target.table, PREVIOUS_SUFFIX)}")
+        return "dropped_previous_copy"
+    if not has_table:
+        raise RuntimeError(f"{target.table} is missing on Spark and no rewrite of it was found: ship the raw tables first")
+    return None
+
+
+def _decided(target: Target) -> str:
+    return (f"{_table(target.table)} AS t JOIN {DECISIONS_TABLE} AS d "
+            f"ON d.source_table = '{target.table}' AND d.record_id = t.{_quote(target.id_column)}")
+
+
+def enforce_table_on_spark(
+    cursor, con: duckdb.DuckDBPyConnection, target: Target, identifiers: dict[str, str], *,
+    run_id: str | None, policy_version: str | None, now: datetime, dry_run: bool = False,
+) -> TableOutcome:
+    if not dry_run:
+        recover_swap(cursor, target, con, run_id=run_id, policy_version=policy_version, now=now)
+    rows_before = rows(cursor, f"SELECT count(*) FROM {_table(target.table)}")[0][0]
+    by_action = dict(rows(cursor, f"SELECT d.action, count(*) FROM {_decided(target)} GROUP BY d.action"))
+    purge_reasons = dict(rows(cursor, f"SELECT d.reason, count(*) FROM {_decided(target)} "
+                                      f"WHERE d.action = 'purge' GROUP BY d.reason"))
+    pending = 0
+    if identifiers:
+        pending = rows(cursor, f"SELECT count(*) FROM {_decided(target)} WHERE d.action = 'pseudonymise' "
+                               f"AND t.{_quote(target.pseudonymised_marker)} IS NULL")[0][0]
+    elif by_action.get("pseudonymise"):
+        raise ValueError(f"{target.table}: decisions say pseudonymise but the table has no direct identifiers")
+    purged = by_action.get("purge", 0)
+    outcome = TableOutcome(
+        table=target.table, rows_before=rows_before, kept=by_action.get("keep", 0),
+        pseudonymised=by_action.get("pseudonymise", 0), newly_pseudonymised=pending, purged=purged,
+        undecided=rows_before - sum(by_action.values()), purged_by_reason=purge_reasons, dry_run=dry_run,
+    )
+    if dry_run or not (purged or pending):
+        return outcome
+
+    removals = []
+    if purged:
+        removals = rows(cursor, f"SELECT t.{_quote(target.file_hash_column)}, t.{_quote(target.line_column)}, "
+                                f"d.reason FROM {_decided(target)} WHERE d.action = 'purge'")
+    cursor.execute(f"SELECT * FROM {_table(target.table)} LIMIT 0")
+    columns = [c[0].split(".")[-1] for c in cursor.description]
+    stamp = f"timestamp '{now.replace(tzinfo=None).isoformat(sep=' ')}'"
+    due = f"d.action = 'pseudonymise' AND t.{_quote(target.pseudonymised_marker or '_')} IS NULL"
+    select = []
+    for name in columns:
+        if name in identifiers:
+            select.append(f"CASE WHEN {due} THEN {identifiers[name]} ELSE t.{_quote(name)} END AS {_quote(name)}")
+        elif identifiers and name == target.pseudonymised_marker:
+            select.append(f"CASE WHEN {due} THEN {stamp} ELSE t.{_quote(name)} END AS {_quote(name)}")
+        else:
+            select.append(f"t.{_quote(name)}")
+    cursor.execute(f"DROP TABLE IF EXISTS {_table(target.table, ENFORCED_SUFFIX)}")
+    cursor.execute(
+        f"CREATE TABLE {_table(target.table, ENFORCED_SUFFIX)} USING parquet AS SELECT {', '.join(select)} "
+        f"FROM {_table(target.table)} AS t LEFT JOIN (SELECT record_id, action FROM {DECISIONS_TABLE} "
+        f"WHERE source_table = '{target.table}') AS d ON d.record_id = t.{_quote(target.id_column)} "
+        f"WHERE d.action IS NULL OR d.action <> 'purge'"
+    )
+    written = rows(cursor, f"SELECT count(*) FROM {_table(target.table, ENFORCED_SUFFIX)}")[0][0]
+    if written != rows_before - purged:
+        cursor.execute(f"DROP TABLE {_table(target.table, ENFORCED_SUFFIX)}")
+        raise RuntimeError(f"{target.table}: the rewrite has {written} rows, the plan {rows_before - purged}; "
+                           "the table was left as it was")
+    cursor.execute(f"ALTER TABLE {_table(target.table)} RENAME TO {_table(target.table, PREVIOUS_SUFFIX)}")
+    cursor.execute(f"ALTER TABLE {_table(target.table, ENFORCED_SUFFIX)} RENAME TO {_table(target.table)}")
+    cursor.execute(f"DROP TABLE {_table(target.table, PREVIOUS_SUFFIX)}")
+
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if removals:
+            con.executemany(
+                f"INSERT INTO {LANDING_REMOVALS_TABLE} (file_hash, line_number, reason, recorded_at) "
+                f"SELECT ?, ?, ?, ? WHERE ? IN (SELECT file_hash FROM {INGEST_LOG_TABLE} "
+                f"WHERE landing_removed_at IS NULL)",
+                [[h, line, reason, now.replace(tzinfo=None), h] for h, line, reason in removals if line is not None])
+            per_file: dict[str, int] = {}
+            for h, _, _ in removals:
+                per_file[h] = per_file.get(h, 0) + 1
+            log_table = target.table if target.log_table_sql.startswith("'") else None
+            if log_table:
+                con.executemany(
+                    f"UPDATE {INGEST_LOG_TABLE} SET {target.log_purged_column} = "
+                    f"coalesce({target.log_purged_column}, 0) + ? WHERE file_hash = ? AND source_table = ?",
+                    [[n, h, log_table] for h, n in per_file.items()])
+        entries = [AuditEntry(target.table, "purge", reason, n, run_id=run_id, policy_version=policy_version,
+                              details={"engine": "spark", "method": "rewrite_and_swap"})
+                   for reason, n in sorted(purge_reasons.items())]
+        if pending:
+            entries.append(AuditEntry(target.table, "pseudonymise", "minimisation_window", pending, run_id=run_id,
+                                      policy_version=policy_version,
+                                      details={"engine": "spark", "method": "rewrite_and_swap"}))
+        append_entries(con, entries, now=now)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return outcome
+
+
+def enforce_on_spark(cursor, warehouse: Path, *, run_id: str | None, policy_version: str | None, now: datetime,
+                     dry_run: bool = False) -> list[TableOutcome]:
+    """Every enforcement target on Spark, one table after another; bookkeeping in DuckDB."""
+    identifiers = _pseudonymised_columns()
+    outcomes = []
+    with duckdb.connect(str(warehouse)) as con:
+        ensure_audit_table(con)
+        con.execute(LANDING_REMOVALS_DDL)
+        for target in enforcement_targets():
+            outcomes.append(enforce_table_on_spark(
+                cursor, con, target, identifiers.get(target.table, {}),
+                run_id=run_id, policy_version=policy_version, now=now, dry_run=dry_run))
+    return outcomes
