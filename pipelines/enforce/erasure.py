@@ -37,6 +37,26 @@ from pipelines.ingest.tables import record_landing_removals_sql
 DEFAULT_SLA_HOURS = 72
 SLA_ENV = "LETHE_ERASURE_SLA_HOURS"
 
+# An address inside a quarantined row's raw text (CSV line or JSON object): a run of
+# characters that cannot separate fields, around an @. Compared whole (after lower-case
+# and trim) by its token, so ann@x.org never matches joann@x.org. No quote character in
+# the class: an address may hold an apostrophe (o'brien@…), and it must stay a valid
+# string literal on Spark as well.
+ADDRESS_IN_TEXT = r'[^\s,;"<>()\[\]{}|]+@[^\s,;"<>()\[\]{}|]+'
+
+
+def quarantine_naming_sql(keys_param: str = "$keys") -> str:
+    """DuckDB SQL: ``quarantine_id`` of the quarantined rows that name a subject whose
+    token is in the list ``keys_param`` — by their email column, or by any address in the
+    raw record (a malformed line keeps the address only there: its email column is NULL)."""
+    return (
+        "SELECT quarantine_id FROM ingest.quarantine "
+        f"WHERE email IS NOT NULL AND lethe_hmac(email) IN (SELECT unnest({keys_param})) "
+        "UNION SELECT quarantine_id FROM (SELECT quarantine_id, "
+        f"unnest(regexp_extract_all(lower(raw_record), '{ADDRESS_IN_TEXT}')) AS address FROM ingest.quarantine) "
+        f"WHERE lethe_hmac(trim(address)) IN (SELECT unnest({keys_param}))"
+    )
+
 
 @dataclass
 class DueErasure:
@@ -168,16 +188,15 @@ def complete_erasures(
                 f"WHERE _pseudonymised_at IS NULL AND lethe_hmac(email) IN (SELECT unnest(?))",
                 [when, keys],
             )
-        # quarantined rows that still name the subject (e.g. a malformed request line);
-        # their landing lines are blanked like every purged row's
+        # quarantined rows that still name the subject (e.g. a malformed request line,
+        # whose address is only in its raw record); their landing lines are blanked like
+        # every purged row's
         con.execute(record_landing_removals_sql(
             "SELECT file_hash, line_number, 'erasure_request' AS reason FROM ingest.quarantine "
-            "WHERE email IS NOT NULL AND lethe_hmac(email) IN (SELECT unnest($keys))"
+            f"WHERE quarantine_id IN ({quarantine_naming_sql()})"
         ), {"keys": keys, "recorded_at": when})
-        con.execute(
-            "DELETE FROM ingest.quarantine WHERE email IS NOT NULL AND lethe_hmac(email) IN (SELECT unnest(?))",
-            [keys],
-        )
+        con.execute(f"DELETE FROM ingest.quarantine WHERE quarantine_id IN ({quarantine_naming_sql()})",
+                    {"keys": keys})
         con.executemany(
             f"INSERT INTO {ERASURE_LOG_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [[r.request_id, r.subject_key, r.received_at, r.verified_at, when,
