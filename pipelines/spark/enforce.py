@@ -31,17 +31,23 @@ from datetime import datetime
 from functools import cache
 from pathlib import Path
 
+import re
+
 import duckdb
 import jinja2
 
 from pipelines.audit import AuditEntry, append_entries, ensure_audit_table
 from pipelines.contracts import load_contracts
 from pipelines.enforce.apply import TableOutcome
-from pipelines.enforce.tables import DECISIONS_TABLE, Target, enforcement_targets
-from pipelines.ingest.tables import INGEST_LOG_TABLE, LANDING_REMOVALS_DDL, LANDING_REMOVALS_TABLE
+from pipelines.enforce.erasure import ADDRESS_IN_TEXT
+from pipelines.enforce.tables import (
+    DECISIONS_TABLE, ERASURE_LOG_TABLE, OUTCOMES_TABLE, Target, enforcement_targets, ensure_erasure_tables,
+)
+from pipelines.ingest.tables import INGEST_LOG_TABLE, LANDING_REMOVALS_DDL, LANDING_REMOVALS_TABLE, QUARANTINE_TABLE
 from pipelines.settings import DBT_PROJECT_DIR
 from pipelines.spark.connection import rows
 
+TOKEN = re.compile(r"[0-9a-f]{64}")
 ENFORCED_SUFFIX = "__lethe_enforced"
 PREVIOUS_SUFFIX = "__lethe_previous"
 
@@ -118,6 +124,21 @@ def recover_swap(cursor, target: Target, con: duckdb.DuckDBPyConnection, *, run_
     return None
 
 
+def rewrite_and_swap(cursor, table: str, select_sql: str, *, expected_rows: int) -> None:
+    """Build ``<table>__lethe_enforced`` from ``select_sql``, check its row count, swap it in
+    and drop the old table (its files go with it). See the module docstring for crashes."""
+    cursor.execute(f"DROP TABLE IF EXISTS {_table(table, ENFORCED_SUFFIX)}")
+    cursor.execute(f"CREATE TABLE {_table(table, ENFORCED_SUFFIX)} USING parquet AS {select_sql}")
+    written = rows(cursor, f"SELECT count(*) FROM {_table(table, ENFORCED_SUFFIX)}")[0][0]
+    if written != expected_rows:
+        cursor.execute(f"DROP TABLE {_table(table, ENFORCED_SUFFIX)}")
+        raise RuntimeError(f"{table}: the rewrite has {written} rows, the plan {expected_rows}; "
+                           "the table was left as it was")
+    cursor.execute(f"ALTER TABLE {_table(table)} RENAME TO {_table(table, PREVIOUS_SUFFIX)}")
+    cursor.execute(f"ALTER TABLE {_table(table, ENFORCED_SUFFIX)} RENAME TO {_table(table)}")
+    cursor.execute(f"DROP TABLE {_table(table, PREVIOUS_SUFFIX)}")
+
+
 def _decided(target: Target) -> str:
     return (f"{_table(target.table)} AS t JOIN {DECISIONS_TABLE} AS d "
             f"ON d.source_table = '{target.table}' AND d.record_id = t.{_quote(target.id_column)}")
@@ -164,21 +185,13 @@ def enforce_table_on_spark(
             select.append(f"CASE WHEN {due} THEN {stamp} ELSE t.{_quote(name)} END AS {_quote(name)}")
         else:
             select.append(f"t.{_quote(name)}")
-    cursor.execute(f"DROP TABLE IF EXISTS {_table(target.table, ENFORCED_SUFFIX)}")
-    cursor.execute(
-        f"CREATE TABLE {_table(target.table, ENFORCED_SUFFIX)} USING parquet AS SELECT {', '.join(select)} "
-        f"FROM {_table(target.table)} AS t LEFT JOIN (SELECT record_id, action FROM {DECISIONS_TABLE} "
-        f"WHERE source_table = '{target.table}') AS d ON d.record_id = t.{_quote(target.id_column)} "
-        f"WHERE d.action IS NULL OR d.action <> 'purge'"
+    rewrite_and_swap(
+        cursor, target.table,
+        f"SELECT {', '.join(select)} FROM {_table(target.table)} AS t LEFT JOIN (SELECT record_id, action "
+        f"FROM {DECISIONS_TABLE} WHERE source_table = '{target.table}') AS d "
+        f"ON d.record_id = t.{_quote(target.id_column)} WHERE d.action IS NULL OR d.action <> 'purge'",
+        expected_rows=rows_before - purged,
     )
-    written = rows(cursor, f"SELECT count(*) FROM {_table(target.table, ENFORCED_SUFFIX)}")[0][0]
-    if written != rows_before - purged:
-        cursor.execute(f"DROP TABLE {_table(target.table, ENFORCED_SUFFIX)}")
-        raise RuntimeError(f"{target.table}: the rewrite has {written} rows, the plan {rows_before - purged}; "
-                           "the table was left as it was")
-    cursor.execute(f"ALTER TABLE {_table(target.table)} RENAME TO {_table(target.table, PREVIOUS_SUFFIX)}")
-    cursor.execute(f"ALTER TABLE {_table(target.table, ENFORCED_SUFFIX)} RENAME TO {_table(target.table)}")
-    cursor.execute(f"DROP TABLE {_table(target.table, PREVIOUS_SUFFIX)}")
 
     con.execute("BEGIN TRANSACTION")
     try:
@@ -214,7 +227,8 @@ def enforce_table_on_spark(
 
 def enforce_on_spark(cursor, warehouse: Path, *, run_id: str | None, policy_version: str | None, now: datetime,
                      dry_run: bool = False) -> list[TableOutcome]:
-    """Every enforcement target on Spark, one table after another; bookkeeping in DuckDB."""
+    """Every enforcement target on Spark, one table after another, then the erasure
+    requests carried out; bookkeeping (audit, erasure log, landing lines) in DuckDB."""
     identifiers = _pseudonymised_columns()
     outcomes = []
     with duckdb.connect(str(warehouse)) as con:
@@ -224,4 +238,82 @@ def enforce_on_spark(cursor, warehouse: Path, *, run_id: str | None, policy_vers
             outcomes.append(enforce_table_on_spark(
                 cursor, con, target, identifiers.get(target.table, {}),
                 run_id=run_id, policy_version=policy_version, now=now, dry_run=dry_run))
+        if not dry_run:
+            complete_erasures_on_spark(cursor, con, run_id=run_id, policy_version=policy_version, now=now)
     return outcomes
+
+
+def complete_erasures_on_spark(cursor, con: duckdb.DuckDBPyConnection, *, run_id: str | None,
+                               policy_version: str | None, now: datetime) -> int:
+    """What ``pipelines.enforce.erasure.complete_erasures`` does on DuckDB, on Spark: for
+    each due request (verified, not held, not yet in the erasure log) the requests and
+    holds naming the subject keep only its token, quarantined rows naming it are purged
+    (their landing lines recorded for blanking), and the erasure log and audit log get
+    one row per request (tokens and counts only). Returns the requests completed."""
+    ensure_erasure_tables(con)
+    done = {r[0] for r in con.execute(f"SELECT request_id FROM {ERASURE_LOG_TABLE}").fetchall()}
+    due = [r for r in rows(cursor, f"SELECT request_id, subject_key, received_at, verified_at FROM {OUTCOMES_TABLE} "
+                                   "WHERE outcome = 'erasure_due' ORDER BY request_id") if r[0] not in done]
+    if not due:
+        return 0
+    keys = sorted({r[1] for r in due})
+    if not all(TOKEN.fullmatch(k or "") for k in keys):
+        raise ValueError("erasure outcomes hold a subject_key that is not an HMAC token")
+    in_keys = "(" + ", ".join(f"'{k}'" for k in keys) + ")"
+    when = now.replace(tzinfo=None)
+    stamp = f"timestamp '{when.isoformat(sep=' ')}'"
+    token = spark_expression("lethe_hmac_sha256", "t.`email`")
+    purged_by_subject = dict(rows(cursor, f"SELECT subject_key, count(*) FROM {DECISIONS_TABLE} WHERE action = 'purge' "
+                                          f"AND reason = 'erasure_request' AND subject_key IN {in_keys} GROUP BY subject_key"))
+    for table in ("raw_requests.erasure_requests", "raw_requests.legal_holds"):
+        due_rows = rows(cursor, f"SELECT count(*) FROM {_table(table)} AS t "
+                                f"WHERE t._pseudonymised_at IS NULL AND {token} IN {in_keys}")[0][0]
+        if not due_rows:
+            continue
+        hit = f"t._pseudonymised_at IS NULL AND {token} IN {in_keys}"
+        cursor.execute(f"SELECT * FROM {_table(table)} LIMIT 0")
+        select = []
+        for name in (c[0].split(".")[-1] for c in cursor.description):
+            if name == "email":
+                select.append(f"CASE WHEN {hit} THEN {token} ELSE t.`email` END AS `email`")
+            elif name == "_pseudonymised_at":
+                select.append(f"CASE WHEN {hit} THEN {stamp} ELSE t.`_pseudonymised_at` END AS `_pseudonymised_at`")
+            else:
+                select.append(f"t.{_quote(name)}")
+        total = rows(cursor, f"SELECT count(*) FROM {_table(table)}")[0][0]
+        rewrite_and_swap(cursor, table, f"SELECT {', '.join(select)} FROM {_table(table)} AS t", expected_rows=total)
+    # as quarantine_naming_sql on DuckDB: by the email column or any address in the raw record
+    pattern = ADDRESS_IN_TEXT.replace("\\", "\\\\")  # Spark string literals unescape backslashes
+    address_token = spark_expression("lethe_hmac_sha256", "trim(a.address)")
+    quarantine = _table(QUARANTINE_TABLE)
+    naming = (f"SELECT t.quarantine_id FROM {quarantine} AS t WHERE t.email IS NOT NULL AND {token} IN {in_keys} "
+              f"UNION SELECT a.quarantine_id FROM (SELECT quarantine_id, "
+              f"explode(regexp_extract_all(lower(raw_record), '{pattern}', 0)) AS address FROM {quarantine}) AS a "
+              f"WHERE {address_token} IN {in_keys}")
+    removals = rows(cursor, f"SELECT t.file_hash, t.line_number FROM {quarantine} AS t "
+                            f"WHERE t.quarantine_id IN ({naming})")
+    if removals:
+        total = rows(cursor, f"SELECT count(*) FROM {quarantine}")[0][0]
+        rewrite_and_swap(cursor, QUARANTINE_TABLE, f"SELECT * FROM {quarantine} AS q "
+                                                   f"WHERE q.quarantine_id NOT IN ({naming})",
+                         expected_rows=total - len(removals))
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if removals:
+            con.executemany(
+                f"INSERT INTO {LANDING_REMOVALS_TABLE} (file_hash, line_number, reason, recorded_at) "
+                f"SELECT ?, ?, 'erasure_request', ? WHERE ? IN (SELECT file_hash FROM {INGEST_LOG_TABLE} "
+                f"WHERE landing_removed_at IS NULL)",
+                [[h, line, when, h] for h, line in removals if line is not None])
+        con.executemany(
+            f"INSERT INTO {ERASURE_LOG_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [[r[0], r[1], r[2], r[3], when, purged_by_subject.get(r[1], 0), None, run_id] for r in due])
+        append_entries(con, [AuditEntry(
+            ERASURE_LOG_TABLE, "erasure_complete", "erasure_request", purged_by_subject.get(r[1], 0),
+            run_id=run_id, policy_version=policy_version, request_id=r[0], subject_key=r[1],
+            details={"engine": "spark"}) for r in due], now=now)
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return len(due)
