@@ -32,7 +32,7 @@ from pipelines.enforce.tables import (
     SUPPRESSION_TABLE,
     ensure_erasure_tables,
 )
-from pipelines.ingest.tables import record_landing_removals_sql
+from pipelines.ingest.tables import INGEST_LOG_TABLE, record_landing_removals_sql
 
 DEFAULT_SLA_HOURS = 72
 SLA_ENV = "LETHE_ERASURE_SLA_HOURS"
@@ -195,14 +195,23 @@ def complete_erasures(
             "SELECT file_hash, line_number, 'erasure_request' AS reason FROM ingest.quarantine "
             f"WHERE quarantine_id IN ({quarantine_naming_sql()})"
         ), {"keys": keys, "recorded_at": when})
+        # counted per landing file, as every purge is, so each file still reconciles
+        per_file = con.execute(
+            f"SELECT file_hash, source_table, count(*) FROM ingest.quarantine "
+            f"WHERE quarantine_id IN ({quarantine_naming_sql()}) GROUP BY ALL", {"keys": keys}).fetchall()
+        con.executemany(
+            f"UPDATE {INGEST_LOG_TABLE} SET quarantine_purged = coalesce(quarantine_purged, 0) + ? "
+            "WHERE file_hash = ? AND source_table = ?", [[n, h, t] for h, t, n in per_file])
         con.execute(f"DELETE FROM ingest.quarantine WHERE quarantine_id IN ({quarantine_naming_sql()})",
                     {"keys": keys})
+        quarantine_purged = sum(n for _, _, n in per_file)
         con.executemany(
             f"INSERT INTO {ERASURE_LOG_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [[r.request_id, r.subject_key, r.received_at, r.verified_at, when,
               purged_by_subject.get(r.subject_key, 0), manifests.get(r.request_id), run_id] for r in due],
         )
-        entries = []
+        entries = [AuditEntry("ingest.quarantine", "purge", "erasure_request", quarantine_purged,
+                              run_id=run_id, policy_version=policy_version)] if quarantine_purged else []
         for request in due:
             hours = ((when - request.verified_at).total_seconds() / 3600) if request.verified_at else None
             entries.append(AuditEntry(

@@ -290,7 +290,7 @@ def complete_erasures_on_spark(cursor, con: duckdb.DuckDBPyConnection, *, run_id
               f"UNION SELECT a.quarantine_id FROM (SELECT quarantine_id, "
               f"explode(regexp_extract_all(lower(raw_record), '{pattern}', 0)) AS address FROM {quarantine}) AS a "
               f"WHERE {address_token} IN {in_keys}")
-    removals = rows(cursor, f"SELECT t.file_hash, t.line_number FROM {quarantine} AS t "
+    removals = rows(cursor, f"SELECT t.file_hash, t.line_number, t.source_table FROM {quarantine} AS t "
                             f"WHERE t.quarantine_id IN ({naming})")
     if removals:
         total = rows(cursor, f"SELECT count(*) FROM {quarantine}")[0][0]
@@ -304,14 +304,23 @@ def complete_erasures_on_spark(cursor, con: duckdb.DuckDBPyConnection, *, run_id
                 f"INSERT INTO {LANDING_REMOVALS_TABLE} (file_hash, line_number, reason, recorded_at) "
                 f"SELECT ?, ?, 'erasure_request', ? WHERE ? IN (SELECT file_hash FROM {INGEST_LOG_TABLE} "
                 f"WHERE landing_removed_at IS NULL)",
-                [[h, line, when, h] for h, line in removals if line is not None])
+                [[h, line, when, h] for h, line, _ in removals if line is not None])
+            per_file: dict[tuple[str, str], int] = {}
+            for h, _, source_table in removals:
+                per_file[(h, source_table)] = per_file.get((h, source_table), 0) + 1
+            con.executemany(
+                f"UPDATE {INGEST_LOG_TABLE} SET quarantine_purged = coalesce(quarantine_purged, 0) + ? "
+                "WHERE file_hash = ? AND source_table = ?", [[n, h, t] for (h, t), n in per_file.items()])
         con.executemany(
             f"INSERT INTO {ERASURE_LOG_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [[r[0], r[1], r[2], r[3], when, purged_by_subject.get(r[1], 0), None, run_id] for r in due])
-        append_entries(con, [AuditEntry(
+        entries = [AuditEntry(QUARANTINE_TABLE, "purge", "erasure_request", len(removals), run_id=run_id,
+                              policy_version=policy_version, details={"engine": "spark"})] if removals else []
+        entries += [AuditEntry(
             ERASURE_LOG_TABLE, "erasure_complete", "erasure_request", purged_by_subject.get(r[1], 0),
             run_id=run_id, policy_version=policy_version, request_id=r[0], subject_key=r[1],
-            details={"engine": "spark"}) for r in due], now=now)
+            details={"engine": "spark"}) for r in due]
+        append_entries(con, entries, now=now)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
