@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export LETHE_HOME ?= $(CURDIR)/.lethe
 
-.PHONY: demo test install dev clean
+.PHONY: demo test test-spark install install-spark dev clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -19,6 +19,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# The spark extra (pyspark ships Spark itself; dbt-spark[PyHive]); Java 17+ must be on PATH.
+$(VENV)/.installed-spark: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[dev,spark]'
+	@touch $@
+
+install-spark: $(VENV)/.installed-spark
+
 demo: install
 	$(BIN)/lethe keygen
 	$(BIN)/lethe generate --out $(LETHE_HOME)/landing
@@ -26,6 +33,16 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# The Spark checks (docs/spark.md), outside the default suite: a local cluster under a
+# temporary LETHE_HOME, the end-to-end test and the macro test on it, then stop.
+test-spark: install-spark
+	@command -v java >/dev/null 2>&1 || { echo "test-spark: no java on PATH (Spark needs Java 17+)"; exit 1; }
+	@export LETHE_HOME=$$(mktemp -d) LETHE_SPARK_PYTHON=$(CURDIR)/$(BIN)/python; \
+	trap 'scripts/spark-cluster stop >/dev/null; rm -rf "$$LETHE_HOME"' EXIT; \
+	scripts/spark-cluster start && \
+	LETHE_SPARK_TESTS=1 $(BIN)/python -m pytest -p no:cacheprovider \
+	    tests/integration/test_spark_pipeline.py tests/integration/test_spark_macros.py
 
 dev: install
 	$(BIN)/dagster dev -w workspace.yaml

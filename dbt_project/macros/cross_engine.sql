@@ -6,12 +6,15 @@
 
     The spark__ implementations were run on a real local Spark 4.3 cluster (standalone,
     two workers, Thrift Server; scripts/spark-cluster) and compared row for row with the
-    DuckDB ones, ANSI mode on and off: tests/integration/test_spark_macros.py
-    (LETHE_SPARK_TESTS=1; docs/spark.md). Not yet run: the models themselves on Spark.
+    DuckDB ones, ANSI mode on and off: tests/integration/test_spark_macros.py; and the
+    whole project built with `--target spark` equals the DuckDB build row for row, every
+    consent, retention and mart model: tests/integration/test_spark_pipeline.py (both
+    with LETHE_SPARK_TESTS=1, `make test-spark`; docs/spark.md).
 
     Inventory (models/ and macros/; DuckDB construct -> Spark, macro):
       - lethe_hmac(x) [per-connection DuckDB macro: sha256 over session-variable key
-        pads] -> sha2/unhex/encode over Spark session variables;  lethe_hmac_sha256
+        pads] -> sha2/unhex/encode over the pads file's columns (scalar subqueries);
+        lethe_hmac_sha256
         (subject_key_of, subject_cookies, consent_ledger, consent_state,
         int_subject_status, int_decisions__quarantine)
       - lethe_generalise_ip(x) [per-connection DuckDB macro built on list_transform,
@@ -37,6 +40,8 @@
         lethe_type_string (record_subject_flags)
       - try_cast: not used by any model today; lethe_safe_cast is there for the next
         one (dbt.safe_cast is no help: its default, which DuckDB uses, is a plain cast)
+      - regexp_matches(x, re) -> x rlike re with backslashes doubled;
+        lethe_regexp_matches (tests/generic/no_direct_identifiers.sql)
     Portable as written (Spark 3.4+/4.x has them): group by all, count(*) filter
     (where ...), bool_or, named WINDOW clauses, lag/lead with defaults, full outer join
     using, least (skips NULLs on both), regexp_extract(x, re, 1), `||` on strings,
@@ -44,16 +49,10 @@
     regexp_replace: DuckDB replaces the first match, Spark every match; the one use
     (url_without_query, '[?#].*$') matches at most once, so both agree.
 
-    Not covered here (outside models/ and macros/, or not SQL):
-      - tests/generic/no_direct_identifiers.sql: regexp_matches (Spark: rlike; mind
-        that Spark string literals unescape '\s'), "double-quoted" identifiers
-        (Spark: backticks, i.e. adapter.quote);
-      - column data_type in the YAML contracts (varchar, timestamp, ...) and the unit
-        test fixtures: Spark types differ (string, timestamp_ntz?);
-      - DuckDB `timestamp` is zone-less; Spark's is TIMESTAMP_LTZ: decide NTZ vs a UTC
-        session time zone when the spark target is added (as_of() casts to timestamp);
-      - materializations, schemas (generate_schema_name), the plugin that installs
-        the key pads (pipelines/transform/duckdb_plugin.py).
+    Settled with the spark target: YAML column types are `string`/`timestamp`/`bigint`
+    (valid on both); the Spark session runs in UTC (DuckDB's zone-less timestamps are
+    UTC by convention; shipped as TIMESTAMP); identifiers in generic tests go through
+    adapter.quote. Not covered: the unit-test fixtures (run on DuckDB only).
 #}
 
 
