@@ -119,3 +119,17 @@
 {% macro subject_key_of(email_expr, pseudonymised_expr) -%}
     case when {{ pseudonymised_expr }} then {{ email_expr }} else {{ lethe_hmac_sha256(email_expr) }} end
 {%- endmacro %}
+
+
+{#
+    Which consent event counts when several share an instant: a withdrawal first, then a
+    documented grant, then anything else (higher wins). consent_state decides with it and
+    consent_source_conflicts reports with it, so the two must use the same expression.
+#}
+{% macro consent_precedence(action='action', is_documented='is_documented') -%}
+    case
+            when {{ action }} = 'withdrawn' then 2
+            when {{ is_documented }} then 1
+            else 0
+        end
+{%- endmacro %}

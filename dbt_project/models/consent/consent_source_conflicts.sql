@@ -19,11 +19,7 @@ with ledger as (
         is_documented,
         occurred_at,
         consent_event_id,
-        case
-            when action = 'withdrawn' then 2
-            when is_documented then 1
-            else 0
-        end as precedence
+        {{ consent_precedence() }} as precedence
     from {{ ref('consent_ledger') }}
     where key_type = 'email' and occurred_at <= {{ as_of() }}
 

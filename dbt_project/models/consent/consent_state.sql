@@ -17,11 +17,7 @@ with ledger as (
         consent_event_id,
         occurred_at,
         action = 'granted' and is_documented as grants_consent,
-        case
-            when action = 'withdrawn' then 2
-            when is_documented then 1
-            else 0
-        end as precedence
+        {{ consent_precedence() }} as precedence
     from {{ ref('consent_ledger') }}
 
 ),
