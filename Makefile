@@ -1,12 +1,14 @@
 # The two commands of the README. Both create .venv and install the project first.
 #   make demo   generate sample extracts and run the whole pipeline on an embedded DuckDB
 #   make test   run the test suite
+# And for Spark (docs/spark.md):
+#   make demo-spark  the same pipeline with models and enforcement on a local Spark cluster
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 export LETHE_HOME ?= $(CURDIR)/.lethe
 
-.PHONY: demo test test-spark install install-spark dev clean
+.PHONY: demo demo-spark test test-spark install install-spark dev clean
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (Python 3.11 is required)"; exit 1; }
@@ -33,6 +35,20 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# The demo on Spark: a local standalone cluster (master, two workers, Thrift Server, all
+# on 127.0.0.1) started unless one answers, then `lethe run --target spark`. Its own
+# LETHE_HOME, since the rows move to the cluster; the cluster keeps running for queries
+# (`LETHE_HOME=.lethe-spark scripts/spark-cluster stop` ends it).
+SPARK_HOME_DIR ?= $(CURDIR)/.lethe-spark
+
+demo-spark: install-spark
+	@command -v java >/dev/null 2>&1 || { echo "demo-spark: no java on PATH (Spark needs Java 17+)"; exit 1; }
+	@export LETHE_HOME=$(SPARK_HOME_DIR) LETHE_SPARK_PYTHON=$(CURDIR)/$(BIN)/python; \
+	$(BIN)/lethe keygen && \
+	{ [ -d "$$LETHE_HOME/landing" ] || $(BIN)/lethe generate --out "$$LETHE_HOME/landing"; } && \
+	{ scripts/spark-cluster status >/dev/null 2>&1 || scripts/spark-cluster start; } && \
+	$(BIN)/lethe run --target spark
 
 # The Spark checks (docs/spark.md), outside the default suite: a local cluster under a
 # temporary LETHE_HOME, the end-to-end test and the macro test on it, then stop.

@@ -48,7 +48,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def run_pipeline(paths: LethePaths, as_of: str, progress: bool = True, dry_run: bool = False,
-                 job_name: str = "run_pipeline_job"):
+                 job_name: str = "run_pipeline_job", target: str | None = None):
     """Materialise a job's assets in-process through Dagster; return the execution result."""
     from dagster import DagsterInstance
 
@@ -60,6 +60,8 @@ def run_pipeline(paths: LethePaths, as_of: str, progress: bool = True, dry_run: 
         "clock": {"config": {"as_of": as_of}},
         "enforcement": {"config": {"dry_run": dry_run}},
     }}
+    if target:
+        run_config["resources"]["engine"] = {"config": {"target": target}}
     if progress:
         run_config["loggers"] = {"lethe_progress": {}}
     job = defs.resolve_job_def(job_name)
@@ -107,6 +109,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: landing directory {paths.landing} does not exist (run `lethe generate --out {paths.landing}`)",
               file=sys.stderr)
         return 2
+    from pipelines.resources import EngineResource
+
+    try:
+        target = EngineResource(target=getattr(args, "target", None) or "").resolved()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if target == "spark":
+        problem = spark_problem()
+        if problem:
+            print(f"error: --target spark: {problem}", file=sys.stderr)
+            return 2
+        print(f"  target:    spark ({spark_endpoint_text()})", file=sys.stderr)
     started = time.monotonic()
     # dbt echoes its console log to stdout; keep the terminal for the progress display
     # and put the dbt log beside the warehouse (it holds node names and counts, no rows).
@@ -115,8 +130,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     with open(log_path, "w", encoding="utf-8") as dbt_log:
         with contextlib.redirect_stdout(sys.stderr if args.verbose else dbt_log):
             result = run_pipeline(paths, as_of, progress=not args.quiet, dry_run=args.dry_run,
-                                  job_name=getattr(args, "job", "run_pipeline_job"))
+                                  job_name=getattr(args, "job", "run_pipeline_job"), target=target)
     passed, failed = check_outcomes(result)
+    if target == "spark":
+        return _finish_spark_run(result, passed, failed, started)
     with duckdb.connect(str(paths.warehouse), read_only=True) as con:
         text = format_summary(
             table_summaries(con, load_contracts(), result.run_id), quarantine_reasons(con), passed, failed,
@@ -136,6 +153,54 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not result.success:
         failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
         for event in failures:
+            print(f"  step failed: {event.step_key}", file=sys.stderr)
+    return 0 if result.success and not failed else 1
+
+
+def spark_endpoint_text() -> str:
+    from pipelines.spark.connection import SparkEndpoint
+
+    return SparkEndpoint.from_env().describe()
+
+
+def spark_problem() -> str | None:
+    """Why a Spark run cannot start (no PyHive, no Thrift Server answering), or None."""
+    try:
+        from pipelines.spark.connection import SparkUnavailable, spark_cursor
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        return f"{exc}"
+    try:
+        with spark_cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchall()
+    except SparkUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def _finish_spark_run(result, passed: int, failed: list[str], started: float) -> int:
+    """The run summary on the spark target: what enforcement did per table (its
+    materialisation's counts) and the checks; the tables themselves are on the cluster."""
+    from pipelines.enforce.assets import ENFORCEMENT_KEY
+
+    tables: dict = {}
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        if materialization.asset_key == ENFORCEMENT_KEY:
+            tables = materialization.metadata["tables"].value
+    width = max([len(t) for t in tables] + [5])
+    print(f"{'table':<{width}}  {'before':>10}  {'kept':>10}  {'pseudonymised':>13}  {'purged':>10}")
+    for table, m in tables.items():
+        print(f"{table:<{width}}  {m['rows_before']:>10}  {m['kept']:>10}  {m['pseudonymised']:>13}  "
+              f"{m['purged']:>10}")
+    print(f"\nchecks: {passed} passed, {len(failed)} failed" + "".join(f"\n  FAILED {f}" for f in failed))
+    print(f"\nRun {result.run_id} on spark {'succeeded' if result.success else 'FAILED'} in "
+          f"{time.monotonic() - started:.1f}s")
+    if result.success:
+        print("  marts: the `marts` database on the Spark Thrift Server; report and analyst database are not "
+              "written on the spark target (docs/spark.md)")
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
             print(f"  step failed: {event.step_key}", file=sys.stderr)
     return 0 if result.success and not failed else 1
 
@@ -428,7 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
   lethe run                                   # now, whole pipeline
   lethe run --as-of 2026-11-30T00:00:00Z      # pin 'now' (reproducible decisions)
   lethe run --dry-run                         # report what enforcement would do, change nothing
-  lethe run --job erase_subjects_job          # only pick up erasure requests and enforce them""")
+  lethe run --job erase_subjects_job          # only pick up erasure requests and enforce them
+  lethe run --target spark                    # models and enforcement on a Spark Thrift Server (docs/spark.md)""")
     run.add_argument("--landing", help="landing directory (default $LETHE_LANDING or $LETHE_HOME/landing)")
     run.add_argument("--warehouse", help="DuckDB file (default $LETHE_WAREHOUSE or $LETHE_HOME/warehouse.duckdb)")
     run.add_argument("--dagster-home", help="Dagster home (default $DAGSTER_HOME or $LETHE_HOME/dagster_home)")
@@ -440,6 +506,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--job", default="run_pipeline_job",
                      choices=["run_pipeline_job", "enforce_retention_job", "erase_subjects_job"],
                      help="which job to run (default: the whole pipeline)")
+    run.add_argument("--target", choices=["duckdb", "spark"],
+                     help="where models run and enforcement happens (default $LETHE_TARGET or duckdb); spark "
+                          "needs the 'spark' extra and a Thrift Server (LETHE_SPARK_HOST / LETHE_SPARK_THRIFT_PORT)")
     run.set_defaults(func=cmd_run)
 
     erase = _command(sub, "erase", "record a verified erasure request (carried out by the sensor or next run)", """

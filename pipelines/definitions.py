@@ -5,7 +5,7 @@ from dagster import Definitions, in_process_executor
 
 from pipelines.ingest.assets import ingestion_definitions
 from pipelines.io import NoStorageIOManager
-from pipelines.enforce.assets import EVIDENCE_SPECS, EnforcementSettings, compacted_warehouse, retention_enforcement
+from pipelines.enforce.assets import EVIDENCE_SPECS, compacted_warehouse, retention_enforcement
 from pipelines.jobs import (
     enforce_retention_job,
     enforce_retention_schedule,
@@ -17,7 +17,9 @@ from pipelines.jobs import (
 from pipelines.outputs import analyst_database, compliance_report
 from pipelines.progress import lethe_progress_logger
 from pipelines.retention.assets import retention_policy
-from pipelines.resources import LandingZoneResource, RunClockResource, WarehouseResource
+from pipelines.resources import (
+    EnforcementSettings, EngineResource, LandingZoneResource, RunClockResource, WarehouseResource,
+)
 from pipelines.transform.dbt import build_dbt_assets, dbt_resource
 
 landing_specs, ingestion_assets = ingestion_definitions()
@@ -37,6 +39,8 @@ defs = Definitions(
         "dbt": dbt_resource(),
         "io_manager": NoStorageIOManager(),
         "enforcement": EnforcementSettings(),
+        # duckdb (default) or spark: LETHE_TARGET or `lethe run --target` (docs/spark.md)
+        "engine": EngineResource(),
     },
     loggers={"lethe_progress": lethe_progress_logger},
     # One DuckDB file takes one writer: steps run one after another in one process.

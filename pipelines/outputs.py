@@ -8,10 +8,8 @@ from datetime import timezone
 
 from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
-from pipelines.enforce.assets import (
-    AUDIT_GROUP, AUDIT_LOG_KEY, COMPACTION_KEY, EnforcementSettings, audit_mirror_path,
-)
-from pipelines.resources import RunClockResource, WarehouseResource
+from pipelines.enforce.assets import AUDIT_GROUP, AUDIT_LOG_KEY, COMPACTION_KEY, audit_mirror_path
+from pipelines.resources import EnforcementSettings, EngineResource, RunClockResource, WarehouseResource
 from pipelines.settings import LethePaths
 
 REPORT_KEY = AssetKey(["audit", "compliance_report"])
@@ -50,7 +48,10 @@ def analyst_db_path():
     )],
 )
 def compliance_report(context: AssetExecutionContext, warehouse: WarehouseResource, clock: RunClockResource,
-                      enforcement: EnforcementSettings):
+                      enforcement: EnforcementSettings, engine: EngineResource):
+    if engine.is_spark():
+        yield _not_on_spark(context, REPORT_KEY, "the report reads the consent models and marts from DuckDB")
+        return
     if enforcement.dry_run:
         # decisions were rebuilt but nothing enforced: a report now would show proofs
         # failing that the next real run fixes, over the last real report
@@ -84,7 +85,10 @@ def compliance_report(context: AssetExecutionContext, warehouse: WarehouseResour
     )],
 )
 def analyst_database(context: AssetExecutionContext, warehouse: WarehouseResource, clock: RunClockResource,
-                     enforcement: EnforcementSettings):
+                     enforcement: EnforcementSettings, engine: EngineResource):
+    if engine.is_spark():
+        yield _not_on_spark(context, ANALYST_DB_KEY, "analysts query the marts schema on Spark itself")
+        return
     if enforcement.dry_run:  # a dry run changes nothing, the analysts' file included
         yield MaterializeResult(asset_key=ANALYST_DB_KEY, metadata={"dry_run": True, "published": False})
         return
@@ -98,3 +102,10 @@ def analyst_database(context: AssetExecutionContext, warehouse: WarehouseResourc
         "path": MetadataValue.path(str(result.path)), "bytes": result.bytes,
         "rows": MetadataValue.json(result.tables), "policy_version": result.policy_version or "",
     })
+
+
+def _not_on_spark(context, key: AssetKey, why: str) -> MaterializeResult:
+    """On the spark target the marts live on the cluster; this DuckDB output is not made
+    (docs/spark.md, "What remains")."""
+    context.log.info(f"{key.to_user_string()}: not written on the spark target ({why})")
+    return MaterializeResult(asset_key=key, metadata={"engine": "spark", "written": False, "why": why})

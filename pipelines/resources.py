@@ -74,3 +74,35 @@ class RunClockResource(ConfigurableResource):
 
     def as_of_text(self) -> str:
         return self.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class EnforcementSettings(ConfigurableResource):
+    """``dry_run``: compute and report what would change, change nothing."""
+
+    dry_run: bool = False
+
+
+TARGET_ENV = "LETHE_TARGET"
+TARGETS = ("duckdb", "spark")
+
+
+class EngineResource(ConfigurableResource):
+    """Where the models run and enforcement happens: ``duckdb`` (the embedded default) or
+    ``spark`` (a Spark Thrift Server, docs/spark.md). Empty means ``LETHE_TARGET``, else
+    ``duckdb``. Ingestion always validates and quarantines in DuckDB; on ``spark`` the
+    validated rows then move to the cluster and DuckDB keeps only the bookkeeping (ingest
+    log, audit log, erasure log, suppression list)."""
+
+    target: str = ""
+
+    def resolved(self) -> str:
+        import os
+
+        value = (self.target or os.environ.get(TARGET_ENV) or "duckdb").strip().lower()
+        if value not in TARGETS:
+            raise ValueError(f"unknown target {value!r} (from {'config' if self.target else TARGET_ENV}): "
+                             f"choose one of {', '.join(TARGETS)}")
+        return value
+
+    def is_spark(self) -> bool:
+        return self.resolved() == "spark"

@@ -18,7 +18,6 @@ from dagster import (
     AssetExecutionContext,
     AssetKey,
     AssetSpec,
-    ConfigurableResource,
     MaterializeResult,
     MetadataValue,
     multi_asset,
@@ -31,7 +30,9 @@ from pipelines.enforce.compact import compact_warehouse
 from pipelines.enforce.erasure import complete_erasures, due_erasures, prepare_erasures, purged_rows_by_subject
 from pipelines.enforce.landing import remove_files_past_window, remove_suppressed_subjects
 from pipelines.enforce.proof import compute_proofs, validate_with_great_expectations
-from pipelines.resources import LandingZoneResource, RunClockResource, WarehouseResource
+from pipelines.resources import (
+    EnforcementSettings, EngineResource, LandingZoneResource, RunClockResource, WarehouseResource,
+)
 from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV, LethePaths
 from pipelines.sql_functions import install_sql_functions
 from pipelines.transform.dbt import dbt_rebuild_args, finish_invocation, lethe_dbt_project
@@ -85,12 +86,6 @@ EVIDENCE_SPECS = [
 ]
 
 
-class EnforcementSettings(ConfigurableResource):
-    """``dry_run``: compute and report what would change, change nothing."""
-
-    dry_run: bool = False
-
-
 def audit_mirror_path():
     return LethePaths.resolve().home / "audit" / "audit_log.jsonl"
 
@@ -121,8 +116,11 @@ def _policy_version(con) -> str | None:
 )
 def retention_enforcement(
     context: AssetExecutionContext, warehouse: WarehouseResource, landing: LandingZoneResource,
-    clock: RunClockResource, dbt: DbtCliResource, enforcement: EnforcementSettings,
+    clock: RunClockResource, dbt: DbtCliResource, enforcement: EnforcementSettings, engine: EngineResource,
 ):
+    if engine.is_spark():
+        yield from _enforce_on_spark(context, warehouse, landing, clock, dbt, enforcement)
+        return
     now = clock.now()
     dry_run = enforcement.dry_run
     paths = LethePaths.resolve()
@@ -147,19 +145,7 @@ def retention_enforcement(
                 con, due, manifests=manifests, purged_by_subject=purged_by_subject,
                 run_id=context.run_id, policy_version=version, now=now,
             )
-            landing_outcome = remove_suppressed_subjects(con, landing.resolved_path(), now=now)
-            landing_outcome.files_deleted_window = remove_files_past_window(con, landing.resolved_path(), now)
-            landing_meta = landing_outcome.metadata()
-            changed = landing_outcome.files_blanked + landing_outcome.files_rewritten \
-                + landing_outcome.files_deleted_suppressed + landing_outcome.files_deleted_window
-            if changed:
-                con.execute("BEGIN TRANSACTION")
-                append_entries(con, [AuditEntry(
-                    "landing", "landing_cleanup", "erasure_request_and_landing_window", changed,
-                    run_id=context.run_id, policy_version=version,
-                    details={k: v for k, v in landing_meta.items()},
-                )], now=now)
-                con.execute("COMMIT")
+            landing_meta = clean_landing(con, landing, now=now, run_id=context.run_id, policy_version=version)
             sync_mirror(con, audit_mirror_path())
     seconds["erasure_and_landing"] = time.perf_counter() - started - sum(seconds.values())
 
@@ -177,11 +163,91 @@ def retention_enforcement(
         proofs = compute_proofs(con, now)
     passed = validate_with_great_expectations(proofs)
     seconds["proofs"] = time.perf_counter() - started - sum(seconds.values())
+    yield from _results(context, outcomes, proofs, passed, due=len(due), completed=completed,
+                        landing_meta=landing_meta, seconds=seconds, dry_run=dry_run)
+
+
+def clean_landing(con, landing: LandingZoneResource, *, now, run_id: str, policy_version: str | None) -> dict:
+    """Blank the landing lines of every purged record, remove files that name erased
+    subjects or passed the landing window; one audit row for what changed."""
+    landing_outcome = remove_suppressed_subjects(con, landing.resolved_path(), now=now)
+    landing_outcome.files_deleted_window = remove_files_past_window(con, landing.resolved_path(), now)
+    landing_meta = landing_outcome.metadata()
+    changed = landing_outcome.files_blanked + landing_outcome.files_rewritten \
+        + landing_outcome.files_deleted_suppressed + landing_outcome.files_deleted_window
+    if changed:
+        con.execute("BEGIN TRANSACTION")
+        append_entries(con, [AuditEntry(
+            "landing", "landing_cleanup", "erasure_request_and_landing_window", changed,
+            run_id=run_id, policy_version=policy_version,
+            details={k: v for k, v in landing_meta.items()},
+        )], now=now)
+        con.execute("COMMIT")
+    return landing_meta
+
+
+def _enforce_on_spark(context, warehouse: WarehouseResource, landing: LandingZoneResource, clock: RunClockResource,
+                      dbt: DbtCliResource, enforcement: EnforcementSettings):
+    """The same enforcement with the rows on Spark (docs/spark.md): tables rewritten and
+    swapped there, bookkeeping and landing in DuckDB, the erasure log and suppression list
+    re-shipped before the rebuild (the models read them), proofs counted on Spark."""
+    from pipelines.spark.connection import spark_cursor
+    from pipelines.spark.enforce import (
+        SparkErasureLookup, complete_erasures_on_spark, due_erasures_on_spark, enforce_on_spark,
+    )
+    from pipelines.spark.proofs import compute_spark_proofs
+    from pipelines.spark.run import SPARK_DBT_ARGS, prepare_key, ship
+
+    now = clock.now()
+    dry_run = enforcement.dry_run
+    paths = LethePaths.resolve()
+    prepare_key(paths.home)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    completed, landing_meta = 0, {}
+    with warehouse.connect() as con, spark_cursor() as cursor:
+        install_sql_functions(con)
+        ensure_audit_table(con)
+        version = _policy_version(con)
+        due = due_erasures_on_spark(cursor, con)
+        manifests = prepare_erasures(
+            con, due, manifest_dir=paths.home / "erasure" / "manifests", run_id=context.run_id,
+            policy_version=version, now=now, dry_run=dry_run, lookup=SparkErasureLookup(cursor),
+        )
+        outcomes = enforce_on_spark(cursor, con, run_id=context.run_id, policy_version=version, now=now,
+                                    dry_run=dry_run)
+        seconds["purge_and_pseudonymise"] = time.perf_counter() - started
+        if not dry_run:
+            completed = complete_erasures_on_spark(cursor, con, run_id=context.run_id, policy_version=version,
+                                                   now=now)
+            if manifests:
+                context.log.info(f"{len(manifests)} erasure manifest(s) written for the source systems")
+            landing_meta = clean_landing(con, landing, now=now, run_id=context.run_id, policy_version=version)
+            sync_mirror(con, audit_mirror_path())
+            ship(con, cursor, paths.home, run_id=context.run_id, bookkeeping_only=True, now=now)
+        seconds["erasure_and_landing"] = time.perf_counter() - started - sum(seconds.values())
+
+    if not dry_run and (sum(o.purged + o.newly_pseudonymised for o in outcomes) or completed):
+        os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
+        rebuild = dbt.cli(dbt_rebuild_args() + SPARK_DBT_ARGS, manifest=lethe_dbt_project().manifest_path).wait()
+        finish_invocation(rebuild.target_path)
+    seconds["dbt_rebuild"] = time.perf_counter() - started - sum(seconds.values())
+
+    with warehouse.connect() as con, spark_cursor() as cursor:
+        proofs = compute_spark_proofs(cursor, con, now)
+    passed = validate_with_great_expectations(proofs)
+    seconds["proofs"] = time.perf_counter() - started - sum(seconds.values())
+    yield from _results(context, outcomes, proofs, passed, due=len(due), completed=completed,
+                        landing_meta=landing_meta, seconds=seconds, dry_run=dry_run, engine="spark")
+
+
+def _results(context, outcomes, proofs, passed, *, due: int, completed: int, landing_meta: dict,
+             seconds: dict, dry_run: bool, engine: str = "duckdb"):
     reconciles = all(o.reconciles for o in outcomes)
 
     context.log.info(
         f"enforcement{' (dry run)' if dry_run else ''}: {sum(o.purged for o in outcomes)} rows purged, "
-        f"{sum(o.newly_pseudonymised for o in outcomes)} pseudonymised, {len(due)} erasure(s) due, "
+        f"{sum(o.newly_pseudonymised for o in outcomes)} pseudonymised, {due} erasure(s) due, "
         f"{completed} completed"
     )
     yield MaterializeResult(
@@ -190,7 +256,8 @@ def retention_enforcement(
             "dry_run": dry_run,
             "rows_purged": sum(o.purged for o in outcomes),
             "rows_pseudonymised": sum(o.newly_pseudonymised for o in outcomes),
-            "erasures_due": len(due),
+            "engine": engine,
+            "erasures_due": due,
             "erasures_completed": completed,
             "tables": MetadataValue.json({o.table: o.metadata() for o in outcomes}),
             "landing": MetadataValue.json(landing_meta),

@@ -79,48 +79,69 @@ def due_erasures(con: duckdb.DuckDBPyConnection) -> list[DueErasure]:
     return [DueErasure(*row) for row in rows]
 
 
-def _manifests(con, subject_keys: list[str]) -> dict[str, dict]:
-    """Upstream ids per subject, in one pass per table through the decisions (which carry
-    each record's subject_key), so no email is read and nothing is hashed again."""
-    out: dict[str, dict] = {key: {"crm_contact_ids": [], "marketing_subscriber_ids": []} for key in subject_keys}
-    rows = con.execute(
-        """SELECT d.subject_key, 'crm_contact_ids', c.contact_id
+MANIFEST_IDS_SQL = """SELECT d.subject_key, 'crm_contact_ids', c.contact_id
            FROM retention.retention_decisions AS d
            JOIN raw_crm.contacts AS c ON c._record_id = d.record_id
            WHERE d.source_table = 'raw_crm.contacts' AND d.reason = 'erasure_request'
-             AND d.subject_key IN (SELECT unnest(?))
+             AND d.subject_key IN ({keys})
            UNION
            SELECT d.subject_key, 'marketing_subscriber_ids', s.subscriber_id
            FROM retention.retention_decisions AS d
            JOIN raw_marketing.subscribers AS s ON s._record_id = d.record_id
            WHERE d.source_table = 'raw_marketing.subscribers' AND d.reason = 'erasure_request'
-             AND d.subject_key IN (SELECT unnest(?))
+             AND d.subject_key IN ({keys})
            UNION
            SELECT d.subject_key, 'marketing_subscriber_ids', e.subscriber_id
            FROM retention.retention_decisions AS d
            JOIN raw_marketing.email_events AS e ON e._record_id = d.record_id
            WHERE d.source_table = 'raw_marketing.email_events' AND d.reason = 'erasure_request'
-             AND d.subject_key IN (SELECT unnest(?))
-           ORDER BY 1, 2, 3""",
-        [subject_keys, subject_keys, subject_keys],
-    ).fetchall()
-    for key, kind, value in rows:
+             AND d.subject_key IN ({keys})
+           ORDER BY 1, 2, 3"""
+
+
+class ErasureLookup:
+    """What preparing an erasure reads from where the models live — upstream ids per
+    subject and the subject's cookie tokens. This one reads DuckDB; Spark's reads the
+    cluster (``pipelines.spark.enforce.SparkErasureLookup``)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+
+    def manifest_rows(self, subject_keys: list[str]) -> list[tuple[str, str, str]]:
+        sql = MANIFEST_IDS_SQL.format(keys="SELECT unnest(?)")
+        return self.con.execute(sql, [subject_keys] * sql.count("unnest(?)")).fetchall()
+
+    def cookie_tokens(self, subject_keys: list[str]) -> list[tuple[str, str]]:
+        return self.con.execute(
+            "SELECT DISTINCT cookie_token, subject_key FROM consent.subject_cookies "
+            "WHERE subject_key IN (SELECT unnest(?)) ORDER BY 2, 1", [subject_keys]).fetchall()
+
+
+def _manifests(lookup: ErasureLookup, subject_keys: list[str]) -> dict[str, dict]:
+    """Upstream ids per subject, in one pass per table through the decisions (which carry
+    each record's subject_key), so no email is read and nothing is hashed again."""
+    out: dict[str, dict] = {key: {"crm_contact_ids": [], "marketing_subscriber_ids": []} for key in subject_keys}
+    for key, kind, value in lookup.manifest_rows(subject_keys):
         out[key][kind].append(value)
     return out
 
 
 def prepare_erasures(
     con: duckdb.DuckDBPyConnection, due: list[DueErasure], *, manifest_dir: Path, run_id: str | None,
-    policy_version: str | None, now: datetime, dry_run: bool = False,
+    policy_version: str | None, now: datetime, dry_run: bool = False, lookup: ErasureLookup | None = None,
 ) -> dict[str, str]:
-    """Manifests + suppression tokens for every due request. Returns request_id → manifest path."""
+    """Manifests + suppression tokens for every due request. Returns request_id → manifest path.
+    ``lookup`` reads the models (DuckDB's by default); the suppression list and the audit
+    log are always DuckDB's."""
     if not due or dry_run:
         return {}
+    lookup = lookup or ErasureLookup(con)
     ensure_audit_table(con)
     manifest_dir.mkdir(parents=True, exist_ok=True)
     when = now.replace(tzinfo=None)
     keys = sorted({r.subject_key for r in due})
-    ids = _manifests(con, keys)
+    ids = _manifests(lookup, keys)
+    cookies = lookup.cookie_tokens(keys)
     manifests: dict[str, str] = {}
     for request in due:
         content = {
@@ -141,13 +162,16 @@ def prepare_erasures(
     try:
         con.execute("CREATE OR REPLACE TEMP TABLE lethe_due_erasures (subject_key VARCHAR, request_id VARCHAR)")
         con.executemany("INSERT INTO lethe_due_erasures VALUES (?, ?)", requests)
+        con.execute("CREATE OR REPLACE TEMP TABLE lethe_due_cookies (cookie_token VARCHAR, subject_key VARCHAR)")
+        if cookies:
+            con.executemany("INSERT INTO lethe_due_cookies VALUES (?, ?)", [list(c) for c in cookies])
         # tokens of the email and of every cookie that belongs to the subject
         con.execute(
             f"""INSERT OR IGNORE INTO {SUPPRESSION_TABLE}
                 SELECT subject_key, 'email', subject_key, min(request_id), ? FROM lethe_due_erasures GROUP BY ALL
                 UNION ALL
                 SELECT DISTINCT c.cookie_token, 'cookie_id', c.subject_key, min(d.request_id), ?
-                FROM lethe_due_erasures AS d JOIN consent.subject_cookies AS c USING (subject_key)
+                FROM lethe_due_erasures AS d JOIN lethe_due_cookies AS c USING (subject_key)
                 GROUP BY c.cookie_token, c.subject_key""",
             [when, when],
         )

@@ -29,8 +29,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import cache
-from pathlib import Path
-
 import re
 
 import duckdb
@@ -39,7 +37,7 @@ import jinja2
 from pipelines.audit import AuditEntry, append_entries, ensure_audit_table
 from pipelines.contracts import load_contracts
 from pipelines.enforce.apply import TableOutcome
-from pipelines.enforce.erasure import ADDRESS_IN_TEXT
+from pipelines.enforce.erasure import ADDRESS_IN_TEXT, MANIFEST_IDS_SQL, DueErasure, ErasureLookup
 from pipelines.enforce.tables import (
     DECISIONS_TABLE, ERASURE_LOG_TABLE, OUTCOMES_TABLE, Target, enforcement_targets, ensure_erasure_tables,
 )
@@ -225,22 +223,51 @@ def enforce_table_on_spark(
     return outcome
 
 
-def enforce_on_spark(cursor, warehouse: Path, *, run_id: str | None, policy_version: str | None, now: datetime,
-                     dry_run: bool = False) -> list[TableOutcome]:
-    """Every enforcement target on Spark, one table after another, then the erasure
-    requests carried out; bookkeeping (audit, erasure log, landing lines) in DuckDB."""
+def enforce_on_spark(cursor, con: duckdb.DuckDBPyConnection, *, run_id: str | None, policy_version: str | None,
+                     now: datetime, dry_run: bool = False) -> list[TableOutcome]:
+    """Every enforcement target on Spark, one table after another; bookkeeping (audit,
+    landing lines, ingest-log counters) in DuckDB. Erasure requests are completed
+    afterwards by ``complete_erasures_on_spark``, as on DuckDB."""
     identifiers = _pseudonymised_columns()
-    outcomes = []
-    with duckdb.connect(str(warehouse)) as con:
-        ensure_audit_table(con)
-        con.execute(LANDING_REMOVALS_DDL)
-        for target in enforcement_targets():
-            outcomes.append(enforce_table_on_spark(
-                cursor, con, target, identifiers.get(target.table, {}),
-                run_id=run_id, policy_version=policy_version, now=now, dry_run=dry_run))
-        if not dry_run:
-            complete_erasures_on_spark(cursor, con, run_id=run_id, policy_version=policy_version, now=now)
-    return outcomes
+    ensure_audit_table(con)
+    con.execute(LANDING_REMOVALS_DDL)
+    return [enforce_table_on_spark(cursor, con, target, identifiers.get(target.table, {}),
+                                   run_id=run_id, policy_version=policy_version, now=now, dry_run=dry_run)
+            for target in enforcement_targets()]
+
+
+# Due on Spark: the outcomes the models computed, minus the requests the erasure log (as
+# shipped at the start of this run, before anything was completed) already holds.
+DUE_ON_SPARK_SQL = (f"SELECT request_id, subject_key, received_at, verified_at FROM {OUTCOMES_TABLE} "
+                    f"WHERE outcome = 'erasure_due' AND request_id NOT IN (SELECT request_id FROM {ERASURE_LOG_TABLE})")
+
+
+def due_erasures_on_spark(cursor, con: duckdb.DuckDBPyConnection) -> list[DueErasure]:
+    """``due_erasures`` with the outcomes read from Spark and the erasure log from DuckDB
+    (the authoritative one)."""
+    ensure_erasure_tables(con)
+    done = {r[0] for r in con.execute(f"SELECT request_id FROM {ERASURE_LOG_TABLE}").fetchall()}
+    return [DueErasure(*r) for r in rows(cursor, DUE_ON_SPARK_SQL + " ORDER BY request_id") if r[0] not in done]
+
+
+class SparkErasureLookup(ErasureLookup):
+    """Upstream ids and cookie tokens of the due subjects, read on Spark. The subjects are
+    selected on Spark by the same rule (``DUE_ON_SPARK_SQL``), so no list of keys is sent
+    as SQL text; the lists are checked against the keys asked for."""
+
+    def __init__(self, cursor):
+        self.cursor = cursor
+
+    def manifest_rows(self, subject_keys: list[str]) -> list[tuple[str, str, str]]:
+        wanted = set(subject_keys)
+        sql = MANIFEST_IDS_SQL.format(keys=f"SELECT subject_key FROM ({DUE_ON_SPARK_SQL})")
+        return [tuple(r) for r in rows(self.cursor, sql) if r[0] in wanted]
+
+    def cookie_tokens(self, subject_keys: list[str]) -> list[tuple[str, str]]:
+        wanted = set(subject_keys)
+        sql = ("SELECT DISTINCT cookie_token, subject_key FROM consent.subject_cookies "
+               f"WHERE subject_key IN (SELECT subject_key FROM ({DUE_ON_SPARK_SQL})) ORDER BY 2, 1")
+        return [tuple(r) for r in rows(self.cursor, sql) if r[1] in wanted]
 
 
 def complete_erasures_on_spark(cursor, con: duckdb.DuckDBPyConnection, *, run_id: str | None,

@@ -22,8 +22,8 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 from packaging import version
 
 from pipelines.lineage import dbt_node_metadata
-from pipelines.resources import WarehouseResource
-from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV
+from pipelines.resources import EnforcementSettings, EngineResource, RunClockResource, WarehouseResource
+from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV, LethePaths
 
 # Folder under models/ → Dagster group. Sources keep their ingestion assets' group.
 FOLDER_GROUPS = {
@@ -135,10 +135,26 @@ def build_dbt_assets():
         context: AssetExecutionContext,
         dbt: DbtCliResource,
         warehouse: WarehouseResource,
+        engine: EngineResource,
+        enforcement: EnforcementSettings,
+        clock: RunClockResource,
     ):
         # profiles.yml reads the same variable as the warehouse resource.
         os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
-        invocation = dbt.cli(dbt_build_args(), context=context)
+        args = dbt_build_args()
+        if engine.is_spark():
+            from pipelines.spark.run import SPARK_DBT_ARGS, ship_for_build
+
+            shipped = ship_for_build(warehouse.resolved_path(), LethePaths.resolve().home, run_id=context.run_id,
+                                     dry_run=enforcement.dry_run, now=clock.now())
+            context.log.info(f"moved to Spark: {sum(t.rows for t in shipped)} rows of {len(shipped)} tables")
+            args += SPARK_DBT_ARGS
+        else:
+            from pipelines.spark.run import refuse_duckdb_run_after_move
+
+            with warehouse.connect() as con:
+                refuse_duckdb_run_after_move(con)
+        invocation = dbt.cli(args, context=context)
         yield from invocation.stream()
         finish_invocation(invocation.target_path)
 

@@ -1,19 +1,22 @@
-"""The same models and enforcement on a real Spark cluster agree with DuckDB, and an
-erased subject is gone from every Spark table and its files.
+"""`lethe run --target spark` on a real Spark cluster agrees with `lethe run` on DuckDB,
+and an erased subject is gone from every Spark table, its files and the DuckDB file.
 
 On generated data (200 contacts), against the local standalone cluster of
-``scripts/spark-cluster`` (started here unless a Thrift Server already answers):
+``scripts/spark-cluster`` (started here unless a Thrift Server already answers; the
+Lethe databases on it are dropped first, so the cluster starts empty):
 
-1. DuckDB: ``lethe run --dry-run`` ingests, builds every model and changes nothing.
-2. Spark: the validated raw tables are shipped (``pipelines.spark.ship``) and
-   ``dbt build --target spark`` builds the same project; every consent, retention and
-   mart model equals DuckDB's row for row.
-3. Enforcement of the same decisions on both engines (DuckDB: DELETE/UPDATE; Spark:
-   rewrite and swap) leaves identical raw tables and quarantine; a second Spark pass
-   changes nothing.
-4. After the rebuild on both engines the marts are equal again; the subjects whose
-   erasure was due appear in no Spark table (any text column) and in no Parquet file
-   under any Spark table's location, and no half-swapped table is left.
+1. ``lethe run --dry-run`` ingests into DuckDB and changes nothing; the home is copied,
+   so both engines start from the same ingested rows.
+2. Home A: ``lethe run`` (DuckDB). Home B: ``lethe run --target spark`` — the rows move
+   to Spark, the DuckDB models the dry run left are dropped, dbt builds on Spark,
+   enforcement rewrites the Spark tables, the rebuild and proofs run there.
+3. Every consent, retention and mart model, every raw table and the quarantine are
+   equal row for row between A's DuckDB and Spark; both runs audited the same purges
+   and pseudonymisations; the erasure logs agree.
+4. The subjects whose erasure was due appear in no Spark table (any text column), in no
+   Parquet file under any Spark table's location, in no table of B's DuckDB file (its
+   raw tables are empty, its models dropped); no half-swapped table is left.
+5. A second ``lethe run --target spark`` adds no row and audits no purge.
 
 Marked ``spark``. Needs Java 17+ and the ``spark`` extra (``pip install -e '.[spark]'``:
 pyspark and dbt-spark[PyHive]). Runs when ``LETHE_SPARK_TESTS=1``; see docs/spark.md.
@@ -44,21 +47,14 @@ if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
 import duckdb  # noqa: E402
 import polars as pl  # noqa: E402
 
-from pipelines.enforce.apply import enforce_decisions  # noqa: E402
-from pipelines.enforce.erasure import complete_erasures, due_erasures, purged_rows_by_subject  # noqa: E402
 from pipelines.spark.connection import spark_cursor  # noqa: E402
-from pipelines.spark.enforce import complete_erasures_on_spark, enforce_on_spark  # noqa: E402
-from pipelines.spark.keys import PADS_ENV, write_key_pads  # noqa: E402
-from pipelines.spark.ship import ship_sources  # noqa: E402
-from pipelines.sql_functions import install_sql_functions  # noqa: E402
-from pipelines.transform.dbt import dbt_executable, lethe_dbt_project  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 AS_OF = "2026-11-30T00:00:00Z"
-NOW = dt.datetime(2026, 11, 30, tzinfo=dt.timezone.utc)
 PORT = int(os.environ.get("LETHE_SPARK_THRIFT_PORT", "10000"))
 MODEL_SCHEMAS = ("consent", "retention", "marts")
 RAW_SCHEMAS = ("raw_crm", "raw_marketing", "raw_web", "raw_consent", "raw_requests")
+LETHE_DATABASES = (*RAW_SCHEMAS, *MODEL_SCHEMAS, "staging", "ingest", "policy", "erasure", "lethe")
 
 
 def _port_answers() -> bool:
@@ -90,19 +86,9 @@ def _lethe(home: Path, *args: str) -> subprocess.CompletedProcess:
     # the suite's test key (tests/conftest.py: LETHE_PSEUDONYM_KEY) serves every process and both engines
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("LETHE_") or k.startswith("LETHE_SPARK") or k == "LETHE_PSEUDONYM_KEY"}
-    env |= {"LETHE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home")}
+    env |= {"LETHE_HOME": str(home), "DAGSTER_HOME": str(home / "dagster_home"), "LETHE_DBT_THREADS": "4"}
     return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=900)
-
-
-def _dbt_build(home: Path, target: str, warehouse: Path) -> None:
-    env = dict(os.environ, LETHE_HOME=str(home), LETHE_WAREHOUSE=str(warehouse), LETHE_DBT_THREADS="4")
-    done = subprocess.run(
-        [dbt_executable(), "build", "--target", target, "--exclude", "test_type:unit",
-         "--project-dir", str(REPO / "dbt_project"), "--profiles-dir", str(REPO / "dbt_project"),
-         "--target-path", str(home / f"target-{target}"), "--log-path", str(home / f"logs-{target}")],
-        env=env, capture_output=True, text=True, timeout=1800)
-    assert done.returncode == 0, f"dbt build --target {target} failed:\n{done.stdout[-4000:]}"
+                          capture_output=True, text=True, timeout=2400)
 
 
 def _norm(value):
@@ -139,91 +125,12 @@ def _differences(warehouse: Path, cursor, tables) -> dict[str, str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def run(cluster, tmp_path_factory):
-    home = tmp_path_factory.mktemp("lethe-spark-run")
-    assert _lethe(home, "keygen").returncode == 0
-    assert _lethe(home, "generate", "--out", str(home / "landing"), "--contacts", "200",
-                  "--as-of", "2026-11-30").returncode == 0
-    dry = _lethe(home, "run", "--quiet", "--dry-run", "--as-of", AS_OF)
-    assert dry.returncode in (0, 1), dry.stdout[-3000:] + dry.stderr[-3000:]
-    assert os.environ.get("LETHE_PSEUDONYM_KEY"), "tests/conftest.py sets the suite's key"
-    os.environ[PADS_ENV] = str(write_key_pads(home / "spark-keys"))
-    with spark_cursor() as cursor:
-        ship_sources(home / "warehouse.duckdb", cursor, lethe_dbt_project().manifest_path, home / "exchange")
-    _dbt_build(home, "spark", home / "warehouse.duckdb")
-    return home
-
-
-def test_every_model_agrees_with_duckdb(run):
-    with duckdb.connect(str(run / "warehouse.duckdb"), read_only=True) as con:
-        tables = _tables(con, MODEL_SCHEMAS)
-    assert len(tables) >= 19
-    with spark_cursor() as cursor:
-        assert _differences(run / "warehouse.duckdb", cursor, tables) == {}
-
-
-@pytest.fixture(scope="module")
-def enforced(run):
-    """Both engines enforce the same decisions; DuckDB's copy is the reference."""
-    reference = run / "reference.duckdb"
-    shutil.copy(run / "warehouse.duckdb", reference)
-    with duckdb.connect(str(reference)) as con:
-        install_sql_functions(con)
-        due = due_erasures(con)
-        purged = purged_rows_by_subject(con, [d.subject_key for d in due])
-        duck = enforce_decisions(con, run_id="reference", policy_version="test", now=NOW)
-        complete_erasures(con, due, manifests={}, purged_by_subject=purged, run_id="reference",
-                          policy_version="test", now=NOW)
-    with duckdb.connect(str(run / "warehouse.duckdb"), read_only=True) as con:
-        install_sql_functions(con)
-        keys = [d.subject_key for d in due]
-        erased = [r[0] for r in con.execute(
-            "SELECT DISTINCT email FROM staging.stg_requests__erasure_requests WHERE lethe_hmac(email) IN "
-            "(SELECT unnest(?))", [keys]).fetchall()]
-    spark_home = run / "spark-side.duckdb"  # the bookkeeping of the Spark run (audit, erasure log)
-    shutil.copy(run / "warehouse.duckdb", spark_home)
-    with spark_cursor() as cursor:
-        spark = enforce_on_spark(cursor, spark_home, run_id="spark", policy_version="test", now=NOW)
-    return {"reference": reference, "spark_home": spark_home, "duck": duck, "spark": spark,
-            "due": due, "erased_emails": erased}
-
-
-def test_enforcement_matches_duckdb_row_for_row(run, enforced):
-    assert enforced["due"], "the generated data should hold at least one due erasure request"
-    assert [o.metadata() for o in enforced["spark"]] == [o.metadata() for o in enforced["duck"]]
-    assert sum(o.purged + o.newly_pseudonymised for o in enforced["spark"]) > 0
-    with duckdb.connect(str(enforced["reference"]), read_only=True) as con:
-        tables = _tables(con, RAW_SCHEMAS) + [t for t in _tables(con, ("ingest",)) if t[1] == "quarantine"]
-    with spark_cursor() as cursor:
-        assert _differences(enforced["reference"], cursor, tables) == {}
-
-
-def test_a_second_pass_changes_nothing(enforced):
-    with spark_cursor() as cursor:
-        again = enforce_on_spark(cursor, enforced["spark_home"], run_id="spark-again", policy_version="test", now=NOW)
-        with duckdb.connect(str(enforced["spark_home"])) as con:
-            assert complete_erasures_on_spark(cursor, con, run_id="x", policy_version="test", now=NOW) == 0
-    assert [(o.purged, o.newly_pseudonymised) for o in again] == [(0, 0)] * len(again)
-    with duckdb.connect(str(enforced["spark_home"]), read_only=True) as con:
-        logged = con.execute("SELECT count(*) FROM erasure.erasure_log").fetchall()[0][0]
-        actions = con.execute("SELECT count(*) FROM audit.audit_log WHERE run_id = 'spark-again'").fetchall()[0][0]
-    assert logged == len(enforced["due"])
-    assert actions == 0
-
-
-@pytest.fixture(scope="module")
-def rebuilt(run, enforced):
-    _dbt_build(run, "spark", enforced["spark_home"])
-    _dbt_build(run, "duckdb", enforced["reference"])
-    return enforced
-
-
-def test_marts_agree_after_the_rebuild(rebuilt):
-    with duckdb.connect(str(rebuilt["reference"]), read_only=True) as con:
-        tables = _tables(con, ("marts",))
-    with spark_cursor() as cursor:
-        assert _differences(rebuilt["reference"], cursor, tables) == {}
+def _audited(warehouse: Path, run_id: str | None = None) -> list[tuple]:
+    """(table, action, reason, rows) of purges and pseudonymisations, summed."""
+    where = "WHERE action IN ('purge', 'pseudonymise')" + (f" AND run_id = '{run_id}'" if run_id else "")
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        return con.execute(f"SELECT table_name, action, reason, sum(rows_affected) FROM audit.audit_log {where} "
+                           "GROUP BY ALL HAVING sum(rows_affected) > 0 ORDER BY ALL").fetchall()
 
 
 def _spark_tables(cursor) -> list[tuple[str, str]]:
@@ -235,13 +142,93 @@ def _spark_tables(cursor) -> list[tuple[str, str]]:
     return out
 
 
-def test_erased_subjects_are_gone_from_every_spark_table_and_file(rebuilt):
-    emails = rebuilt["erased_emails"]
+def _spark_counts() -> dict[str, int]:
+    with spark_cursor() as cursor:
+        out = {}
+        for database in (*RAW_SCHEMAS, "ingest"):
+            cursor.execute(f"SHOW TABLES IN `{database}`")
+            for row in cursor.fetchall():
+                cursor.execute(f"SELECT count(*) FROM `{database}`.`{row[1]}`")
+                out[f"{database}.{row[1]}"] = cursor.fetchall()[0][0]
+        return out
+
+
+@pytest.fixture(scope="module")
+def runs(cluster, tmp_path_factory):
+    with spark_cursor() as cursor:  # the cluster's catalog starts without Lethe's databases
+        for database in LETHE_DATABASES:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{database}` CASCADE")
+    base = tmp_path_factory.mktemp("lethe-spark-run")
+    ingested = base / "ingested"
+    assert _lethe(ingested, "keygen").returncode == 0
+    assert _lethe(ingested, "generate", "--out", str(ingested / "landing"), "--contacts", "200",
+                  "--as-of", "2026-11-30").returncode == 0
+    dry = _lethe(ingested, "run", "--quiet", "--dry-run", "--as-of", AS_OF)
+    assert dry.returncode in (0, 1), dry.stdout[-3000:] + dry.stderr[-3000:]
+    assert os.environ.get("LETHE_PSEUDONYM_KEY"), "tests/conftest.py sets the suite's key"
+    with duckdb.connect(str(ingested / "warehouse.duckdb"), read_only=True) as con:
+        erased = [r[0] for r in con.execute(
+            "SELECT DISTINCT e.email FROM raw_requests.erasure_requests AS e JOIN retention.erasure_request_outcomes "
+            "AS o USING (request_id) WHERE o.outcome = 'erasure_due' AND e.email IS NOT NULL").fetchall()]
+    duck_home, spark_home = base / "duckdb", base / "spark"
+    shutil.copytree(ingested, duck_home)
+    shutil.copytree(ingested, spark_home)
+
+    on_duckdb = _lethe(duck_home, "run", "--quiet", "--as-of", AS_OF)
+    assert on_duckdb.returncode == 0, on_duckdb.stdout[-3000:] + on_duckdb.stderr[-3000:]
+    on_spark = _lethe(spark_home, "run", "--quiet", "--target", "spark", "--as-of", AS_OF)
+    assert on_spark.returncode == 0, on_spark.stdout[-3000:] + on_spark.stderr[-3000:]
+    return {"duckdb": duck_home / "warehouse.duckdb", "spark_home": spark_home,
+            "spark_duckdb": spark_home / "warehouse.duckdb", "erased": erased, "output": on_spark.stdout}
+
+
+def test_the_run_reports_spark_and_passes_its_checks(runs):
+    assert "on spark succeeded" in runs["output"]
+    assert "0 failed" in runs["output"]
+
+
+def test_every_model_agrees_with_duckdb(runs):
+    with duckdb.connect(str(runs["duckdb"]), read_only=True) as con:
+        tables = _tables(con, MODEL_SCHEMAS)
+    assert len(tables) >= 19
+    with spark_cursor() as cursor:
+        assert _differences(runs["duckdb"], cursor, tables) == {}
+
+
+def test_enforcement_matches_duckdb_row_for_row(runs):
+    assert runs["erased"], "the generated data should hold at least one due erasure request"
+    duck_audit = _audited(runs["duckdb"])
+    assert duck_audit and _audited(runs["spark_duckdb"]) == duck_audit
+    with duckdb.connect(str(runs["duckdb"]), read_only=True) as con:
+        tables = _tables(con, RAW_SCHEMAS) + [t for t in _tables(con, ("ingest",)) if t[1] == "quarantine"]
+        log = con.execute("SELECT request_id, subject_key, rows_purged FROM erasure.erasure_log ORDER BY 1").fetchall()
+    with spark_cursor() as cursor:
+        assert _differences(runs["duckdb"], cursor, tables) == {}
+    with duckdb.connect(str(runs["spark_duckdb"]), read_only=True) as con:
+        assert con.execute("SELECT request_id, subject_key, rows_purged FROM erasure.erasure_log "
+                           "ORDER BY 1").fetchall() == log
+
+
+def test_the_duckdb_file_keeps_bookkeeping_only(runs):
+    with duckdb.connect(str(runs["spark_duckdb"]), read_only=True) as con:
+        for schema, table, _ in _tables(con, RAW_SCHEMAS) + [("ingest", "quarantine", [])]:
+            assert con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchall()[0][0] == 0, table
+        assert not _tables(con, (*MODEL_SCHEMAS, "staging"))
+        moved = con.execute("SELECT sum(rows_affected) FROM audit.audit_log WHERE action = 'move_to_spark'"
+                            ).fetchall()[0][0]
+        assert moved and moved > 1000
+    for email in runs["erased"]:
+        verified = _lethe(runs["spark_home"], "verify", "--email", email)
+        assert verified.returncode == 0, verified.stdout[-2000:] + verified.stderr[-2000:]
+
+
+def test_erased_subjects_are_gone_from_every_spark_table_and_file(runs):
+    emails = runs["erased"]
     assert emails
     found, locations = {}, set()
     with spark_cursor() as cursor:
         tables = _spark_tables(cursor)
-        assert not [t for t in tables if t[1].endswith(("__lethe_enforced", "__lethe_previous"))]
+        assert not [t for t in tables if t[1].endswith(("__lethe_enforced", "__lethe_previous", "__lethe_incoming"))]
         for database, table in tables:
             cursor.execute(f"DESCRIBE TABLE EXTENDED `{database}`.`{table}`")
             described = cursor.fetchall()
@@ -269,3 +256,12 @@ def test_erased_subjects_are_gone_from_every_spark_table_and_file(rebuilt):
     for location in locations:
         parent = Path(location).parent
         assert not [p for p in parent.iterdir() if p.name.endswith(("__lethe_enforced", "__lethe_previous"))]
+
+
+def test_a_second_run_adds_nothing_and_purges_nothing(runs):
+    before = _spark_counts()
+    again = _lethe(runs["spark_home"], "run", "--quiet", "--target", "spark", "--as-of", AS_OF)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    run_id = again.stdout.split("Run ", 1)[1].split()[0]
+    assert _audited(runs["spark_duckdb"], run_id) == []
+    assert _spark_counts() == before

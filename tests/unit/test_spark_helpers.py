@@ -1,12 +1,21 @@
 """Spark-side helpers that need no cluster: the key pads file and what gets shipped."""
 
+import json
+import os
+import socket
 import stat
+import subprocess
+import sys
 
+import duckdb
 import polars as pl
+import pytest
 
 from pipelines.pseudonym import hmac_pads
 from pipelines.spark.keys import write_key_pads
-from pipelines.spark.ship import _spark_select, dbt_sources
+from pipelines.resources import TARGET_ENV, EngineResource
+from pipelines.spark.run import WarehouseOnSpark, refuse_duckdb_run_after_move
+from pipelines.spark.ship import SHIPMENTS_DDL, SHIPMENTS_TABLE, _spark_select, dbt_sources, drop_duckdb_models
 from pipelines.transform.dbt import lethe_dbt_project
 
 
@@ -39,3 +48,68 @@ def test_every_dbt_source_is_shipped():
 def test_timestamps_become_spark_timestamps_and_names_are_quoted():
     select = _spark_select([("occurred_at", "TIMESTAMP"), ("odd`name", "VARCHAR"), ("n", "BIGINT")])
     assert select == "cast(`occurred_at` as timestamp) as `occurred_at`, `odd``name`, `n`"
+
+
+def test_the_target_comes_from_config_then_environment_then_duckdb(monkeypatch):
+    monkeypatch.delenv(TARGET_ENV, raising=False)
+    assert EngineResource().resolved() == "duckdb"
+    monkeypatch.setenv(TARGET_ENV, "Spark")
+    assert EngineResource().is_spark()
+    assert EngineResource(target="duckdb").resolved() == "duckdb"
+    monkeypatch.setenv(TARGET_ENV, "bigquery")
+    with pytest.raises(ValueError, match="unknown target 'bigquery'.*LETHE_TARGET"):
+        EngineResource().resolved()
+
+
+def test_a_warehouse_whose_rows_moved_refuses_a_duckdb_run(tmp_path):
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        refuse_duckdb_run_after_move(con)  # never shipped: nothing to refuse
+        con.execute("CREATE SCHEMA ingest")
+        con.execute(SHIPMENTS_DDL)
+        con.execute(f"INSERT INTO {SHIPMENTS_TABLE} VALUES ('r1', 'raw_web.events', 0, 0, false, now())")
+        con.execute(f"INSERT INTO {SHIPMENTS_TABLE} VALUES ('r0', 'raw_web.events', 5, 5, true, now())")
+        refuse_duckdb_run_after_move(con)  # a dry run's copy and an empty move leave DuckDB's rows
+        con.execute(f"INSERT INTO {SHIPMENTS_TABLE} VALUES ('r2', 'raw_web.events', 7, 7, false, now())")
+        with pytest.raises(WarehouseOnSpark, match="moved 7 rows to Spark.*--target spark"):
+            refuse_duckdb_run_after_move(con)
+
+
+def test_moving_to_spark_drops_the_duckdb_models_and_audits_it(tmp_path):
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"nodes": {
+        "model.lethe.a": {"resource_type": "model", "schema": "consent", "name": "consent_state", "alias": None},
+        "model.lethe.b": {"resource_type": "model", "schema": "staging", "name": "stg_x", "alias": "stg_x"},
+        "test.lethe.c": {"resource_type": "test", "schema": "consent", "name": "not_a_relation"},
+    }}))
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        con.execute("CREATE SCHEMA consent; CREATE SCHEMA staging; CREATE SCHEMA raw_web")
+        con.execute("CREATE TABLE raw_web.events AS SELECT 1 AS n")
+        con.execute("CREATE TABLE consent.consent_state AS SELECT 'x@example.org' AS email")
+        con.execute("CREATE VIEW staging.stg_x AS SELECT * FROM raw_web.events")
+        con.execute("CREATE TABLE consent.not_a_relation AS SELECT 1 AS n")
+        assert drop_duckdb_models(con, manifest, run_id="run-1") == 2
+        left = con.execute("SELECT table_schema || '.' || table_name FROM information_schema.tables "
+                           "WHERE table_schema <> 'audit' ORDER BY 1").fetchall()
+        assert left == [("consent.not_a_relation",), ("raw_web.events",)]
+        audit = con.execute("SELECT action, reason, rows_affected, run_id FROM audit.audit_log").fetchall()
+        assert audit == [("drop_duckdb_copy", "target_spark", 2, "run-1")]
+        assert drop_duckdb_models(con, manifest, run_id="run-2") == 0  # a re-run changes nothing
+        assert con.execute("SELECT count(*) FROM audit.audit_log").fetchall()[0][0] == 1
+
+
+def test_lethe_run_on_spark_without_a_thrift_server_says_how_to_start_one(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LETHE_") or k == "LETHE_PSEUDONYM_KEY"}
+    env |= {"LETHE_HOME": str(tmp_path), "LETHE_SPARK_THRIFT_PORT": str(_free_port())}
+    (tmp_path / "landing").mkdir()
+    done = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--target", "spark"], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "error: --target spark:" in done.stderr
+    assert "scripts/spark-cluster start" in done.stderr or "pip install -e '.[spark]'" in done.stderr
+    assert not (tmp_path / "warehouse.duckdb").exists()  # refused before anything ran
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
