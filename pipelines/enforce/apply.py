@@ -19,7 +19,7 @@ import duckdb
 
 from pipelines.audit import AuditEntry, append_entries, ensure_audit_table
 from pipelines.enforce.tables import DECISIONS_TABLE, Target, enforcement_targets
-from pipelines.ingest.tables import INGEST_LOG_TABLE, LANDING_REMOVALS_DDL, record_landing_removals_sql
+from pipelines.ingest.tables import LANDING_REMOVALS_DDL, add_purged_counts, record_landing_removals_sql
 
 
 @dataclass
@@ -113,11 +113,7 @@ def enforce_table(
                 f"WHERE d.source_table = '{target.table}' AND d.record_id = t.{target.id_column} "
                 f"AND d.action = 'purge'"
             )
-            con.executemany(
-                f"UPDATE {INGEST_LOG_TABLE} SET {target.log_purged_column} = "
-                f"coalesce({target.log_purged_column}, 0) + ? WHERE file_hash = ? AND source_table = ?",
-                [[n, file_hash, log_table] for file_hash, log_table, n in per_file],
-            )
+            add_purged_counts(con, target.log_purged_column, per_file)
         if pending:
             sets = ", ".join(target.pseudonymise_sql + (f"{target.pseudonymised_marker} = ?",))
             con.execute(

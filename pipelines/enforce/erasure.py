@@ -32,7 +32,7 @@ from pipelines.enforce.tables import (
     SUPPRESSION_TABLE,
     ensure_erasure_tables,
 )
-from pipelines.ingest.tables import INGEST_LOG_TABLE, record_landing_removals_sql
+from pipelines.ingest.tables import add_purged_counts, record_landing_removals_sql
 
 DEFAULT_SLA_HOURS = 72
 SLA_ENV = "LETHE_ERASURE_SLA_HOURS"
@@ -223,9 +223,7 @@ def complete_erasures(
         per_file = con.execute(
             f"SELECT file_hash, source_table, count(*) FROM ingest.quarantine "
             f"WHERE quarantine_id IN ({quarantine_naming_sql()}) GROUP BY ALL", {"keys": keys}).fetchall()
-        con.executemany(
-            f"UPDATE {INGEST_LOG_TABLE} SET quarantine_purged = coalesce(quarantine_purged, 0) + ? "
-            "WHERE file_hash = ? AND source_table = ?", [[n, h, t] for h, t, n in per_file])
+        add_purged_counts(con, "quarantine_purged", per_file)
         con.execute(f"DELETE FROM ingest.quarantine WHERE quarantine_id IN ({quarantine_naming_sql()})",
                     {"keys": keys})
         quarantine_purged = sum(n for _, _, n in per_file)

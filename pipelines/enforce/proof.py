@@ -83,22 +83,31 @@ def erased_subject_rows(con) -> int:
     return total
 
 
-def malformed_pseudonyms(con) -> int:
-    """Pseudonymised rows whose identifiers are not a 64-hex token / an IP network."""
-    total = 0
+def malformed_pseudonym_queries(quote, matches) -> list[str]:
+    """Per contract table with direct identifiers: a count of pseudonymised rows whose
+    identifiers are not a 64-hex token / an IP network. ``quote`` and ``matches(column,
+    pattern)`` give the engine's identifier quoting and regex test (DuckDB here, Spark in
+    ``pipelines.spark.proofs``)."""
+    queries = []
     for contract in load_contracts():
         checks = []
         for column in contract.columns:
             if column.pii_class != "direct_identifier":
                 continue
             pattern = NETWORK if column.pii_category == "ip_address" else TOKEN
-            checks.append(f"({column.name} IS NOT NULL AND NOT regexp_matches({column.name}, '{pattern}'))")
+            name = quote(column.name)
+            checks.append(f"({name} IS NOT NULL AND NOT {matches(name, pattern)})")
         if checks:
-            total += con.execute(
-                f"SELECT count(*) FROM {contract.qualified_table} WHERE _pseudonymised_at IS NOT NULL "
-                f"AND ({' OR '.join(checks)})"
-            ).fetchall()[0][0]
-    return total
+            schema, table = contract.qualified_table.split(".", 1)
+            queries.append(f"SELECT count(*) FROM {quote(schema)}.{quote(table)} WHERE _pseudonymised_at IS NOT NULL "
+                           f"AND ({' OR '.join(checks)})")
+    return queries
+
+
+def malformed_pseudonyms(con) -> int:
+    """Pseudonymised rows whose identifiers are not a 64-hex token / an IP network."""
+    queries = malformed_pseudonym_queries(lambda n: f'"{n}"', lambda c, p: f"regexp_matches({c}, '{p}')")
+    return sum(con.execute(q).fetchall()[0][0] for q in queries)
 
 
 def unreconciled(con) -> int:

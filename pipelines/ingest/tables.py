@@ -124,6 +124,18 @@ CREATE TABLE IF NOT EXISTS {LANDING_REMOVALS_TABLE} (
 """
 
 
+def add_purged_counts(con, column: str, per_file) -> None:
+    """Add purged rows to the ingest log's ``column`` (``rows_purged`` or
+    ``quarantine_purged``) per (file_hash, source_table, rows), so every landing file still
+    reconciles (read = loaded + quarantined + suppressed, minus purges). Every path that
+    purges calls this — DuckDB's DELETEs and Spark's rewrites alike."""
+    if column not in ("rows_purged", "quarantine_purged"):
+        raise ValueError(f"not a purge counter of the ingest log: {column}")
+    con.executemany(
+        f"UPDATE {INGEST_LOG_TABLE} SET {column} = coalesce({column}, 0) + ? WHERE file_hash = ? AND source_table = ?",
+        [[n, file_hash, table] for file_hash, table, n in per_file])
+
+
 def record_landing_removals_sql(select_sql: str) -> str:
     """INSERT of (file_hash, line_number, reason) rows from ``select_sql`` — only for
     files whose landing copy still exists (nothing to blank otherwise). Named parameter

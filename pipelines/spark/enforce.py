@@ -41,7 +41,9 @@ from pipelines.enforce.erasure import ADDRESS_IN_TEXT, MANIFEST_IDS_SQL, DueEras
 from pipelines.enforce.tables import (
     DECISIONS_TABLE, ERASURE_LOG_TABLE, OUTCOMES_TABLE, Target, enforcement_targets, ensure_erasure_tables,
 )
-from pipelines.ingest.tables import INGEST_LOG_TABLE, LANDING_REMOVALS_DDL, LANDING_REMOVALS_TABLE, QUARANTINE_TABLE
+from pipelines.ingest.tables import (
+    INGEST_LOG_TABLE, LANDING_REMOVALS_DDL, LANDING_REMOVALS_TABLE, QUARANTINE_TABLE, add_purged_counts,
+)
 from pipelines.settings import DBT_PROJECT_DIR
 from pipelines.spark.connection import rows
 
@@ -142,6 +144,14 @@ def _decided(target: Target) -> str:
             f"ON d.source_table = '{target.table}' AND d.record_id = t.{_quote(target.id_column)}")
 
 
+def _per_file(keys) -> list[tuple[str, str, int]]:
+    """(file_hash, source_table, rows) from one (file_hash, source_table) per purged row."""
+    counts: dict[tuple[str, str], int] = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    return [(h, t, n) for (h, t), n in sorted(counts.items())]
+
+
 def enforce_table_on_spark(
     cursor, con: duckdb.DuckDBPyConnection, target: Target, identifiers: dict[str, str], *,
     run_id: str | None, policy_version: str | None, now: datetime, dry_run: bool = False,
@@ -170,7 +180,7 @@ def enforce_table_on_spark(
     removals = []
     if purged:
         removals = rows(cursor, f"SELECT t.{_quote(target.file_hash_column)}, t.{_quote(target.line_column)}, "
-                                f"d.reason FROM {_decided(target)} WHERE d.action = 'purge'")
+                                f"d.reason, {target.log_table_sql} FROM {_decided(target)} WHERE d.action = 'purge'")
     cursor.execute(f"SELECT * FROM {_table(target.table)} LIMIT 0")
     columns = [c[0].split(".")[-1] for c in cursor.description]
     stamp = f"timestamp '{now.replace(tzinfo=None).isoformat(sep=' ')}'"
@@ -198,16 +208,9 @@ def enforce_table_on_spark(
                 f"INSERT INTO {LANDING_REMOVALS_TABLE} (file_hash, line_number, reason, recorded_at) "
                 f"SELECT ?, ?, ?, ? WHERE ? IN (SELECT file_hash FROM {INGEST_LOG_TABLE} "
                 f"WHERE landing_removed_at IS NULL)",
-                [[h, line, reason, now.replace(tzinfo=None), h] for h, line, reason in removals if line is not None])
-            per_file: dict[str, int] = {}
-            for h, _, _ in removals:
-                per_file[h] = per_file.get(h, 0) + 1
-            log_table = target.table if target.log_table_sql.startswith("'") else None
-            if log_table:
-                con.executemany(
-                    f"UPDATE {INGEST_LOG_TABLE} SET {target.log_purged_column} = "
-                    f"coalesce({target.log_purged_column}, 0) + ? WHERE file_hash = ? AND source_table = ?",
-                    [[n, h, log_table] for h, n in per_file.items()])
+                [[h, line, reason, now.replace(tzinfo=None), h] for h, line, reason, _ in removals
+                 if line is not None])
+            add_purged_counts(con, target.log_purged_column, _per_file((h, table) for h, _, _, table in removals))
         entries = [AuditEntry(target.table, "purge", reason, n, run_id=run_id, policy_version=policy_version,
                               details={"engine": "spark", "method": "rewrite_and_swap"})
                    for reason, n in sorted(purge_reasons.items())]
@@ -332,12 +335,7 @@ def complete_erasures_on_spark(cursor, con: duckdb.DuckDBPyConnection, *, run_id
                 f"SELECT ?, ?, 'erasure_request', ? WHERE ? IN (SELECT file_hash FROM {INGEST_LOG_TABLE} "
                 f"WHERE landing_removed_at IS NULL)",
                 [[h, line, when, h] for h, line, _ in removals if line is not None])
-            per_file: dict[tuple[str, str], int] = {}
-            for h, _, source_table in removals:
-                per_file[(h, source_table)] = per_file.get((h, source_table), 0) + 1
-            con.executemany(
-                f"UPDATE {INGEST_LOG_TABLE} SET quarantine_purged = coalesce(quarantine_purged, 0) + ? "
-                "WHERE file_hash = ? AND source_table = ?", [[n, h, t] for (h, t), n in per_file.items()])
+            add_purged_counts(con, "quarantine_purged", _per_file((h, table) for h, _, table in removals))
         con.executemany(
             f"INSERT INTO {ERASURE_LOG_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [[r[0], r[1], r[2], r[3], when, purged_by_subject.get(r[1], 0), None, run_id] for r in due])

@@ -17,7 +17,7 @@ import duckdb
 
 from pipelines.contracts import load_contracts
 from pipelines.enforce.erasure import sla_hours
-from pipelines.enforce.proof import NETWORK, TOKEN, Proof
+from pipelines.enforce.proof import Proof, malformed_pseudonym_queries
 from pipelines.enforce.tables import DECISIONS_TABLE, ERASURE_LOG_TABLE, OUTCOMES_TABLE, enforcement_targets
 from pipelines.ingest.tables import INGEST_LOG_TABLE, QUARANTINE_TABLE
 from pipelines.spark.connection import rows
@@ -107,18 +107,10 @@ def erased_subject_rows(cursor) -> int:
 
 
 def malformed_pseudonyms(cursor) -> int:
-    total = 0
-    for contract in load_contracts():
-        checks = []
-        for column in contract.columns:
-            if column.pii_class != "direct_identifier":
-                continue
-            pattern = (NETWORK if column.pii_category == "ip_address" else TOKEN).replace("\\", "\\\\")
-            checks.append(f"({_quote(column.name)} IS NOT NULL AND NOT {_quote(column.name)} RLIKE '{pattern}')")
-        if checks:
-            total += _count(cursor, f"SELECT count(*) FROM {_table(contract.qualified_table)} "
-                                    f"WHERE _pseudonymised_at IS NOT NULL AND ({' OR '.join(checks)})")
-    return total
+    def rlike(column: str, pattern: str) -> str:
+        return f"{column} RLIKE '{pattern.replace(chr(92), chr(92) * 2)}'"  # Spark literals unescape backslashes
+
+    return sum(_count(cursor, q) for q in malformed_pseudonym_queries(_quote, rlike))
 
 
 def unreconciled(cursor, con: duckdb.DuckDBPyConnection) -> int:

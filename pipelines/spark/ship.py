@@ -80,30 +80,44 @@ def _spark_select(columns: list[tuple[str, str]]) -> str:
     return ", ".join(parts)
 
 
-def ship_table(con: duckdb.DuckDBPyConnection, cursor, schema: str, table: str, exchange: Path) -> ShippedTable:
-    started = time.perf_counter()
+def _duckdb_columns(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> list[tuple[str, str]]:
     columns = con.execute(
         "SELECT column_name, data_type FROM information_schema.columns "
         "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position", [schema, table]).fetchall()
     if not columns:
         raise ShipError(f"{schema}.{table} is not in the DuckDB warehouse: run the ingestion first")
-    expected = con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchall()[0][0]
-    folder = exchange / f"{schema}.{table}"
+    return columns
+
+
+def _stage_incoming(con: duckdb.DuckDBPyConnection, cursor, schema: str, table: str, folder: Path,
+                    expected: int) -> str:
+    """DuckDB's table → Parquet in ``folder`` → Spark table ``<table>__lethe_incoming``, its
+    row count checked; returns that table's quoted name. The caller removes ``folder``."""
+    columns = _duckdb_columns(con, schema, table)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    try:
-        file = folder / "part-0.parquet"
-        con.execute(f"COPY \"{schema}\".\"{table}\" TO '{file}' (FORMAT parquet)")
-        incoming = f"{_quote(schema)}.{_quote(table + '__lethe_incoming')}"
-        target = f"{_quote(schema)}.{_quote(table)}"
-        cursor.execute(f"CREATE DATABASE IF NOT EXISTS {_quote(schema)}")
+    file = folder / "part-0.parquet"
+    con.execute(f"COPY \"{schema}\".\"{table}\" TO '{file}' (FORMAT parquet)")
+    incoming = f"{_quote(schema)}.{_quote(table + '__lethe_incoming')}"
+    cursor.execute(f"CREATE DATABASE IF NOT EXISTS {_quote(schema)}")
+    cursor.execute(f"DROP TABLE IF EXISTS {incoming}")
+    cursor.execute(f"CREATE TABLE {incoming} USING parquet AS SELECT {_spark_select(columns)} FROM parquet.`{file}`")
+    arrived = rows(cursor, f"SELECT count(*) FROM {incoming}")[0][0]
+    if arrived != expected:
         cursor.execute(f"DROP TABLE IF EXISTS {incoming}")
-        cursor.execute(f"CREATE TABLE {incoming} USING parquet AS "
-                       f"SELECT {_spark_select(columns)} FROM parquet.`{file}`")
-        arrived = rows(cursor, f"SELECT count(*) FROM {incoming}")[0][0]
-        if arrived != expected:
-            cursor.execute(f"DROP TABLE IF EXISTS {incoming}")
-            raise ShipError(f"{schema}.{table}: {arrived} rows arrived in Spark, {expected} were sent")
+        raise ShipError(f"{schema}.{table}: {arrived} rows arrived in Spark, {expected} were sent")
+    return incoming
+
+
+def ship_table(con: duckdb.DuckDBPyConnection, cursor, schema: str, table: str, exchange: Path) -> ShippedTable:
+    """Copy a whole table to Spark, replacing Spark's copy (the bookkeeping tables)."""
+    started = time.perf_counter()
+    _duckdb_columns(con, schema, table)
+    expected = con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchall()[0][0]
+    folder = exchange / f"{schema}.{table}"
+    try:
+        incoming = _stage_incoming(con, cursor, schema, table, folder, expected)
+        target = f"{_quote(schema)}.{_quote(table)}"
         cursor.execute(f"DROP TABLE IF EXISTS {target}")
         cursor.execute(f"ALTER TABLE {incoming} RENAME TO {target}")
     finally:
@@ -123,13 +137,8 @@ def move_rows(con: duckdb.DuckDBPyConnection, cursor, schema: str, table: str, i
     transaction around export and delete: a failure anywhere leaves DuckDB's rows where
     they were, and the next run appends only the ids Spark lacks."""
     started = time.perf_counter()
-    columns = con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns "
-        "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position", [schema, table]).fetchall()
-    if not columns:
-        raise ShipError(f"{schema}.{table} is not in the DuckDB warehouse: run the ingestion first")
+    _duckdb_columns(con, schema, table)
     target = f"{_quote(schema)}.{_quote(table)}"
-    incoming = f"{_quote(schema)}.{_quote(table + '__lethe_incoming')}"
     folder = exchange / f"{schema}.{table}"
     con.execute("BEGIN TRANSACTION")
     try:
@@ -138,17 +147,7 @@ def move_rows(con: duckdb.DuckDBPyConnection, cursor, schema: str, table: str, i
         exists = _spark_exists(cursor, schema, table)
         added = 0
         if sent or not exists:
-            shutil.rmtree(folder, ignore_errors=True)
-            folder.mkdir(parents=True)
-            file = folder / "part-0.parquet"
-            con.execute(f"COPY \"{schema}\".\"{table}\" TO '{file}' (FORMAT parquet)")
-            cursor.execute(f"DROP TABLE IF EXISTS {incoming}")
-            cursor.execute(f"CREATE TABLE {incoming} USING parquet AS "
-                           f"SELECT {_spark_select(columns)} FROM parquet.`{file}`")
-            arrived = rows(cursor, f"SELECT count(*) FROM {incoming}")[0][0]
-            if arrived != sent:
-                cursor.execute(f"DROP TABLE IF EXISTS {incoming}")
-                raise ShipError(f"{schema}.{table}: {arrived} rows arrived in Spark, {sent} were sent")
+            incoming = _stage_incoming(con, cursor, schema, table, folder, sent)
             if not exists:
                 cursor.execute(f"ALTER TABLE {incoming} RENAME TO {target}")
                 added = sent
