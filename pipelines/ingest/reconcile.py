@@ -13,8 +13,11 @@ from pipelines.contracts import SourceContract
 from pipelines.ingest.tables import INGEST_LOG_TABLE, QUARANTINE_TABLE
 
 
-def unreconciled_files(con: duckdb.DuckDBPyConnection, contract: SourceContract) -> list[str]:
-    """Landing files (relative paths) whose counts do not add up; empty when all is well."""
+def unreconciled_files(con: duckdb.DuckDBPyConnection, contract: SourceContract,
+                       run_id: str | None = None) -> list[str]:
+    """Landing files (relative paths) whose counts do not add up; empty when all is well.
+    ``run_id``: only the files that run ingested — on the spark target, where earlier
+    files' rows have moved to the cluster and the Spark proof reconciles them."""
     table = contract.qualified_table
     rows = con.execute(
         f"""
@@ -28,12 +31,12 @@ def unreconciled_files(con: duckdb.DuckDBPyConnection, contract: SourceContract)
         FROM {INGEST_LOG_TABLE} AS log
         LEFT JOIN loaded USING (file_hash)
         LEFT JOIN quarantined USING (file_hash)
-        WHERE log.source_table = ? AND log.status = 'loaded'
+        WHERE log.source_table = ? AND log.status = 'loaded' AND (? IS NULL OR log.run_id = ?)
           AND (log.rows_loaded - coalesce(log.rows_purged, 0) <> coalesce(loaded.n, 0)
                OR log.rows_quarantined - coalesce(log.quarantine_purged, 0) <> coalesce(quarantined.n, 0)
                OR log.rows_read <> log.rows_loaded + log.rows_quarantined + coalesce(log.rows_suppressed, 0))
         ORDER BY 1
         """,
-        [table, table],
+        [table, table, run_id, run_id],
     ).fetchall()
     return [r[0] for r in rows]

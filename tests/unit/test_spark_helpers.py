@@ -113,3 +113,27 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_reconciliation_can_be_limited_to_one_runs_files(tmp_path):
+    from pipelines.contracts import load_contracts
+    from pipelines.ingest.reconcile import unreconciled_files
+    from pipelines.ingest.tables import INGEST_LOG_TABLE
+
+    contract = next(c for c in load_contracts() if c.qualified_table == "raw_web.events")
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        con.execute("CREATE SCHEMA raw_web; CREATE SCHEMA ingest")
+        con.execute("CREATE TABLE raw_web.events (_file_hash VARCHAR)")
+        con.execute("CREATE TABLE ingest.quarantine (file_hash VARCHAR, source_table VARCHAR)")
+        con.execute(f"CREATE TABLE {INGEST_LOG_TABLE} (source_file VARCHAR, file_hash VARCHAR, source_table VARCHAR, "
+                    "status VARCHAR, rows_read BIGINT, rows_loaded BIGINT, rows_quarantined BIGINT, "
+                    "rows_suppressed BIGINT, rows_purged BIGINT, quarantine_purged BIGINT, run_id VARCHAR)")
+        # old.csv's two rows moved to Spark (not in DuckDB); new.csv's row is here
+        con.execute(f"INSERT INTO {INGEST_LOG_TABLE} VALUES "
+                    "('old.csv', 'h1', 'raw_web.events', 'loaded', 2, 2, 0, 0, 0, 0, 'run-1'), "
+                    "('new.csv', 'h2', 'raw_web.events', 'loaded', 1, 1, 0, 0, 0, 0, 'run-2')")
+        con.execute("INSERT INTO raw_web.events VALUES ('h2')")
+        assert unreconciled_files(con, contract) == ["old.csv"]
+        assert unreconciled_files(con, contract, run_id="run-2") == []
+        con.execute("DELETE FROM raw_web.events")
+        assert unreconciled_files(con, contract, run_id="run-2") == ["new.csv"]
