@@ -131,9 +131,12 @@ def add_purged_counts(con, column: str, per_file) -> None:
     purges calls this — DuckDB's DELETEs and Spark's rewrites alike."""
     if column not in ("rows_purged", "quarantine_purged"):
         raise ValueError(f"not a purge counter of the ingest log: {column}")
+    rows = [[n, file_hash, table] for file_hash, table, n in per_file]
+    if not rows:  # nothing purged (DuckDB's executemany refuses an empty list)
+        return
     con.executemany(
         f"UPDATE {INGEST_LOG_TABLE} SET {column} = coalesce({column}, 0) + ? WHERE file_hash = ? AND source_table = ?",
-        [[n, file_hash, table] for file_hash, table, n in per_file])
+        rows)
 
 
 def record_landing_removals_sql(select_sql: str) -> str:
