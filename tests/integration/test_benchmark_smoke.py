@@ -21,7 +21,11 @@ def test_benchmark_runs_end_to_end_at_tiny_scale(tmp_path, monkeypatch, capsys):
     result = json.loads(out.read_text())
     assert result["same_final_counts"] is True
     stages = {s["stage"].strip() for s in result["pipeline"]["stages"]}
-    assert {"startup", "ingest", "dbt_build", "enforcement", "compaction"} <= stages
+    assert {"startup", "ingest", "dbt_build", "enforcement", "compaction", "outputs"} <= stages
+    # the report and analyst database are named, so they can be told apart from the work
+    # the reference also does
+    assert {"outputs.compliance_report", "outputs.publish_analyst_database"} <= stages
+    assert result["ratios"]["end to end without start-up and outputs"] < result["ratios"]["end to end"]
     assert {s["stage"] for s in result["reference"]["stages"]} >= {"load", "consent_state", "decisions", "enforce",
                                                                   "compaction"}
     assert all(s["seconds"] >= 0 for s in result["pipeline"]["stages"] + result["reference"]["stages"])
