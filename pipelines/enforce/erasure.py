@@ -26,7 +26,9 @@ from pathlib import Path
 import duckdb
 
 from pipelines.audit import AuditEntry, append_entries, ensure_audit_table
+from pipelines.bulk_insert import insert_rows
 from pipelines.enforce.tables import (
+    ERASURE_LOG_COLUMNS,
     ERASURE_LOG_TABLE,
     OUTCOMES_TABLE,
     SUPPRESSION_TABLE,
@@ -161,10 +163,9 @@ def prepare_erasures(
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute("CREATE OR REPLACE TEMP TABLE lethe_due_erasures (subject_key VARCHAR, request_id VARCHAR)")
-        con.executemany("INSERT INTO lethe_due_erasures VALUES (?, ?)", requests)
+        insert_rows(con, "lethe_due_erasures", ("subject_key", "request_id"), requests)
         con.execute("CREATE OR REPLACE TEMP TABLE lethe_due_cookies (cookie_token VARCHAR, subject_key VARCHAR)")
-        if cookies:
-            con.executemany("INSERT INTO lethe_due_cookies VALUES (?, ?)", [list(c) for c in cookies])
+        insert_rows(con, "lethe_due_cookies", ("cookie_token", "subject_key"), cookies)
         # tokens of the email and of every cookie that belongs to the subject
         con.execute(
             f"""INSERT OR IGNORE INTO {SUPPRESSION_TABLE}
@@ -227,11 +228,9 @@ def complete_erasures(
         con.execute(f"DELETE FROM ingest.quarantine WHERE quarantine_id IN ({quarantine_naming_sql()})",
                     {"keys": keys})
         quarantine_purged = sum(n for _, _, n in per_file)
-        con.executemany(
-            f"INSERT INTO {ERASURE_LOG_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [[r.request_id, r.subject_key, r.received_at, r.verified_at, when,
-              purged_by_subject.get(r.subject_key, 0), manifests.get(r.request_id), run_id] for r in due],
-        )
+        insert_rows(con, ERASURE_LOG_TABLE, ERASURE_LOG_COLUMNS,
+                    [(r.request_id, r.subject_key, r.received_at, r.verified_at, when,
+                      purged_by_subject.get(r.subject_key, 0), manifests.get(r.request_id), run_id) for r in due])
         entries = [AuditEntry("ingest.quarantine", "purge", "erasure_request", quarantine_purged,
                               run_id=run_id, policy_version=policy_version)] if quarantine_purged else []
         for request in due:

@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS {ERASURE_LOG_TABLE} (
     run_id VARCHAR
 );
 """
+ERASURE_LOG_COLUMNS = ("request_id", "subject_key", "received_at", "verified_at", "completed_at", "rows_purged",
+                       "manifest_file", "run_id")
 
 
 @dataclass(frozen=True)

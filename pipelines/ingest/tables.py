@@ -139,6 +139,13 @@ def add_purged_counts(con, column: str, per_file) -> None:
         rows)
 
 
+# A landing removal is recorded only while the file's landing copy exists (nothing to
+# blank otherwise); a condition on the candidate row's file_hash.
+LANDING_STILL_ON_DISK = (
+    f"file_hash IN (SELECT file_hash FROM {INGEST_LOG_TABLE} WHERE landing_removed_at IS NULL)"
+)
+
+
 def record_landing_removals_sql(select_sql: str) -> str:
     """INSERT of (file_hash, line_number, reason) rows from ``select_sql`` — only for
     files whose landing copy still exists (nothing to blank otherwise). Named parameter
@@ -146,6 +153,5 @@ def record_landing_removals_sql(select_sql: str) -> str:
     return (
         f"INSERT INTO {LANDING_REMOVALS_TABLE} (file_hash, line_number, reason, recorded_at) "
         f"SELECT r.file_hash, r.line_number, r.reason, $recorded_at FROM ({select_sql}) AS r "
-        f"WHERE r.line_number IS NOT NULL AND r.file_hash IN "
-        f"(SELECT file_hash FROM {INGEST_LOG_TABLE} WHERE landing_removed_at IS NULL)"
+        f"WHERE r.line_number IS NOT NULL AND r.{LANDING_STILL_ON_DISK}"
     )

@@ -38,11 +38,13 @@ from pipelines.audit import AuditEntry, append_entries, ensure_audit_table
 from pipelines.contracts import load_contracts
 from pipelines.enforce.apply import TableOutcome
 from pipelines.enforce.erasure import ADDRESS_IN_TEXT, MANIFEST_IDS_SQL, DueErasure, ErasureLookup
+from pipelines.bulk_insert import insert_rows
 from pipelines.enforce.tables import (
-    DECISIONS_TABLE, ERASURE_LOG_TABLE, OUTCOMES_TABLE, Target, enforcement_targets, ensure_erasure_tables,
+    DECISIONS_TABLE, ERASURE_LOG_COLUMNS, ERASURE_LOG_TABLE, OUTCOMES_TABLE, Target, enforcement_targets, ensure_erasure_tables,
 )
 from pipelines.ingest.tables import (
-    INGEST_LOG_TABLE, LANDING_REMOVALS_DDL, LANDING_REMOVALS_TABLE, QUARANTINE_TABLE, add_purged_counts,
+    LANDING_REMOVALS_DDL, LANDING_REMOVALS_TABLE, LANDING_STILL_ON_DISK, QUARANTINE_TABLE,
+    add_purged_counts,
 )
 from pipelines.settings import DBT_PROJECT_DIR
 from pipelines.spark.connection import rows
@@ -204,12 +206,9 @@ def enforce_table_on_spark(
     con.execute("BEGIN TRANSACTION")
     try:
         if removals:
-            con.executemany(
-                f"INSERT INTO {LANDING_REMOVALS_TABLE} (file_hash, line_number, reason, recorded_at) "
-                f"SELECT ?, ?, ?, ? WHERE ? IN (SELECT file_hash FROM {INGEST_LOG_TABLE} "
-                f"WHERE landing_removed_at IS NULL)",
-                [[h, line, reason, now.replace(tzinfo=None), h] for h, line, reason, _ in removals
-                 if line is not None])
+            insert_rows(con, LANDING_REMOVALS_TABLE, ("file_hash", "line_number", "reason", "recorded_at"),
+                        [(h, line, reason, now.replace(tzinfo=None)) for h, line, reason, _ in removals
+                         if line is not None], where=LANDING_STILL_ON_DISK)
             add_purged_counts(con, target.log_purged_column, _per_file((h, table) for h, _, _, table in removals))
         entries = [AuditEntry(target.table, "purge", reason, n, run_id=run_id, policy_version=policy_version,
                               details={"engine": "spark", "method": "rewrite_and_swap"})
@@ -330,15 +329,12 @@ def complete_erasures_on_spark(cursor, con: duckdb.DuckDBPyConnection, *, run_id
     con.execute("BEGIN TRANSACTION")
     try:
         if removals:
-            con.executemany(
-                f"INSERT INTO {LANDING_REMOVALS_TABLE} (file_hash, line_number, reason, recorded_at) "
-                f"SELECT ?, ?, 'erasure_request', ? WHERE ? IN (SELECT file_hash FROM {INGEST_LOG_TABLE} "
-                f"WHERE landing_removed_at IS NULL)",
-                [[h, line, when, h] for h, line, _ in removals if line is not None])
+            insert_rows(con, LANDING_REMOVALS_TABLE, ("file_hash", "line_number", "reason", "recorded_at"),
+                        [(h, line, "erasure_request", when) for h, line, _ in removals if line is not None],
+                        where=LANDING_STILL_ON_DISK)
             add_purged_counts(con, "quarantine_purged", _per_file((h, table) for h, _, table in removals))
-        con.executemany(
-            f"INSERT INTO {ERASURE_LOG_TABLE} VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [[r[0], r[1], r[2], r[3], when, purged_by_subject.get(r[1], 0), None, run_id] for r in due])
+        insert_rows(con, ERASURE_LOG_TABLE, ERASURE_LOG_COLUMNS,
+                    [(r[0], r[1], r[2], r[3], when, purged_by_subject.get(r[1], 0), None, run_id) for r in due])
         entries = [AuditEntry(QUARANTINE_TABLE, "purge", "erasure_request", len(removals), run_id=run_id,
                               policy_version=policy_version, details={"engine": "spark"})] if removals else []
         entries += [AuditEntry(

@@ -16,6 +16,7 @@ from datetime import datetime
 
 import duckdb
 
+from pipelines.bulk_insert import insert_rows
 from pipelines.ingest.tables import INGEST_LOG_TABLE, INGEST_SCHEMA
 from pipelines.vendors.base import RowAccount
 
@@ -81,11 +82,9 @@ def log_conversion(
             [file_hash, adapter, source_file, account.rows_read, account.rows_mapped, account.rows_skipped,
              json.dumps(account.skipped_reasons), json.dumps(account.parts_skipped), now, run_id],
         )
-        if account.skipped_lines:
-            con.executemany(
-                f"INSERT INTO {VENDOR_SKIPPED_ROWS} VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [[file_hash, adapter, source_file, line, reason] for line, reason in account.skipped_lines],
-            )
+        insert_rows(con, VENDOR_SKIPPED_ROWS, ("file_hash", "adapter", "source_file", "line_number", "reason"),
+                    [(file_hash, adapter, source_file, line, reason) for line, reason in account.skipped_lines],
+                    on_conflict="ON CONFLICT DO NOTHING")
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
