@@ -35,12 +35,13 @@ import duckdb
 import jinja2
 
 from pipelines.audit import AuditEntry, append_entries, ensure_audit_table
+from pipelines.bulk_insert import insert_rows
 from pipelines.contracts import load_contracts
 from pipelines.enforce.apply import TableOutcome
 from pipelines.enforce.erasure import ADDRESS_IN_TEXT, MANIFEST_IDS_SQL, DueErasure, ErasureLookup
-from pipelines.bulk_insert import insert_rows
 from pipelines.enforce.tables import (
-    DECISIONS_TABLE, ERASURE_LOG_COLUMNS, ERASURE_LOG_TABLE, OUTCOMES_TABLE, Target, enforcement_targets, ensure_erasure_tables,
+    DECISIONS_TABLE, ERASURE_LOG_COLUMNS, ERASURE_LOG_TABLE, OUTCOMES_TABLE, Target, enforcement_targets,
+    ensure_erasure_tables,
 )
 from pipelines.ingest.tables import (
     LANDING_REMOVALS_DDL, LANDING_REMOVALS_TABLE, LANDING_STILL_ON_DISK, QUARANTINE_TABLE,
