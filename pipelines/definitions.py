@@ -26,7 +26,7 @@ landing_specs, ingestion_assets = ingestion_definitions()
 
 defs = Definitions(
     assets=[
-        *landing_specs, *ingestion_assets, retention_policy, build_dbt_assets(),
+        *landing_specs, *ingestion_assets, retention_policy, *build_dbt_assets(),
         retention_enforcement, compacted_warehouse, *EVIDENCE_SPECS, compliance_report, analyst_database,
     ],
     jobs=[run_pipeline_job, enforce_retention_job, erase_subjects_job],

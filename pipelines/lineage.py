@@ -12,8 +12,22 @@ reach the metadata.
 from functools import cache
 from typing import Any, Mapping
 
+from dagster import AssetKey
+
 from pipelines.contracts import SourceContract, load_contracts
 from pipelines.policy import RetentionPolicy, TablePolicy, load_policy
+
+# The enforcement step. Defined here because both sides of the graph name it: enforcement
+# depends on the decision models, and the marts depend on enforcement (they are built
+# from the enforced rows, once per run — pipelines/transform/dbt.py).
+ENFORCEMENT_KEY = AssetKey(["enforcement", "retention_enforcement"])
+
+
+def mart_keys() -> list[AssetKey]:
+    """The marts' asset keys, from the dbt manifest (the analyst database's own list)."""
+    from pipelines.publish import load_marts
+
+    return [AssetKey([m.schema, m.name]) for m in load_marts()]
 
 
 @cache

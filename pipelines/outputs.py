@@ -9,18 +9,12 @@ from datetime import timezone
 from dagster import AssetExecutionContext, AssetKey, AssetSpec, MaterializeResult, MetadataValue, multi_asset
 
 from pipelines.enforce.assets import AUDIT_GROUP, AUDIT_LOG_KEY, COMPACTION_KEY, audit_mirror_path
+from pipelines.lineage import mart_keys
 from pipelines.resources import EnforcementSettings, EngineResource, RunClockResource, WarehouseResource
 from pipelines.settings import LethePaths
 
 REPORT_KEY = AssetKey(["audit", "compliance_report"])
 ANALYST_DB_KEY = AssetKey(["marts", "analyst_database"])
-
-
-def mart_keys() -> list[AssetKey]:
-    """The marts the analyst database copies, from the dbt manifest (publish's own list)."""
-    from pipelines.publish import load_marts
-
-    return [AssetKey([m.schema, m.name]) for m in load_marts()]
 
 
 def reports_dir():

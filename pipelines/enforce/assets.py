@@ -2,8 +2,10 @@
 
 ``retention_enforcement`` runs after the dbt models (it depends on the decisions): it
 carries out due erasures, applies every table's decisions, cleans the landing zone,
-rebuilds the dbt models from the changed raw tables and runs the proofs as blocking
-checks. ``compacted_warehouse`` then rewrites the DuckDB file so deleted bytes are gone.
+rebuilds the consent and decision models from the changed raw tables, drops the previous
+marts and runs the proofs as blocking checks. The dbt marts step then builds the marts
+from the enforced rows, and ``compacted_warehouse`` rewrites the DuckDB file so deleted
+bytes are gone.
 Metadata holds counts only.
 """
 
@@ -30,6 +32,8 @@ from pipelines.enforce.compact import compact_warehouse
 from pipelines.enforce.erasure import complete_erasures, due_erasures, prepare_erasures, purged_rows_by_subject
 from pipelines.enforce.landing import remove_files_past_window, remove_suppressed_subjects
 from pipelines.enforce.proof import compute_proofs, validate_with_great_expectations
+from pipelines.ingest.tables import quote_ident
+from pipelines.lineage import ENFORCEMENT_KEY, mart_keys
 from pipelines.resources import (
     EnforcementSettings, EngineResource, LandingZoneResource, RunClockResource, WarehouseResource,
 )
@@ -38,7 +42,6 @@ from pipelines.sql_functions import install_sql_functions
 from pipelines.transform.dbt import dbt_rebuild_args, finish_invocation, lethe_dbt_project
 
 ENFORCEMENT_GROUP = "enforcement"
-ENFORCEMENT_KEY = AssetKey(["enforcement", "retention_enforcement"])
 COMPACTION_KEY = AssetKey(["enforcement", "compacted_warehouse"])
 PROOFS = [
     ("no_rows_decided_purge_remain", "0 rows in any table whose decision is purge"),
@@ -105,8 +108,9 @@ def _policy_version(con) -> str | None:
         description=(
             "Applies retention_decisions to the source of truth — raw tables, quarantine, ingest log, "
             "landing files: deletes purged rows, pseudonymises in place, carries out due erasure requests "
-            "(suppression list, upstream manifest, request reduced to its token), then rebuilds the dbt "
-            "models and proves the result. One transaction per table; a re-run changes nothing."
+            "(suppression list, upstream manifest, request reduced to its token), then rebuilds the consent "
+            "and decision models, drops the previous marts (the marts step builds them from the enforced "
+            "rows) and proves the result. One transaction per table; a re-run changes nothing."
         ),
     )],
     check_specs=[
@@ -151,8 +155,11 @@ def retention_enforcement(
 
     changed_rows = sum(o.purged + o.newly_pseudonymised for o in outcomes)
     if not dry_run and (changed_rows or completed):
-        # the raw tables changed under the models: rebuild them (incremental or not) so no
-        # model keeps a purged row
+        # the raw tables changed under the models: rebuild them so no model keeps a purged
+        # row; the marts step after this one builds the marts, and until it does the
+        # previous marts (which may name subjects erased just now) are gone
+        with warehouse.connect() as con:
+            drop_marts(con.execute)
         os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
         rebuild = dbt.cli(dbt_rebuild_args(), manifest=lethe_dbt_project().manifest_path).wait()
         finish_invocation(rebuild.target_path)
@@ -165,6 +172,16 @@ def retention_enforcement(
     seconds["proofs"] = time.perf_counter() - started - sum(seconds.values())
     yield from _results(context, outcomes, proofs, passed, due=len(due), completed=completed,
                         landing_meta=landing_meta, seconds=seconds, dry_run=dry_run)
+
+
+def drop_marts(execute, quote=quote_ident) -> None:
+    """Drop the marts (tables named in the dbt manifest) ahead of the marts step, which
+    builds them from the enforced rows. ``execute`` runs one statement (a DuckDB
+    connection's or a Spark cursor's), ``quote`` quotes a name in that engine's SQL."""
+    from pipelines.publish import load_marts
+
+    for mart in load_marts():
+        execute(f"DROP TABLE IF EXISTS {quote(mart.schema)}.{quote(mart.name)}")
 
 
 def clean_landing(con, landing: LandingZoneResource, *, now, run_id: str, policy_version: str | None) -> dict:
@@ -195,6 +212,7 @@ def _enforce_on_spark(context, warehouse: WarehouseResource, landing: LandingZon
     from pipelines.spark.enforce import (
         SparkErasureLookup, complete_erasures_on_spark, due_erasures_on_spark, enforce_on_spark,
     )
+    from pipelines.spark.enforce import _quote as spark_quote
     from pipelines.spark.proofs import compute_spark_proofs
     from pipelines.spark.run import SPARK_DBT_ARGS, prepare_key, ship
 
@@ -228,6 +246,8 @@ def _enforce_on_spark(context, warehouse: WarehouseResource, landing: LandingZon
         seconds["erasure_and_landing"] = time.perf_counter() - started - sum(seconds.values())
 
     if not dry_run and (sum(o.purged + o.newly_pseudonymised for o in outcomes) or completed):
+        with spark_cursor() as cursor:
+            drop_marts(cursor.execute, quote=spark_quote)
         os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
         rebuild = dbt.cli(dbt_rebuild_args() + SPARK_DBT_ARGS, manifest=lethe_dbt_project().manifest_path).wait()
         finish_invocation(rebuild.target_path)
@@ -282,7 +302,8 @@ def _results(context, outcomes, proofs, passed, *, due: int, completed: int, lan
     name="compact_warehouse",
     specs=[AssetSpec(
         key=COMPACTION_KEY,
-        deps=[ENFORCEMENT_KEY],
+        # after the marts, which are built from the enforced rows: the compacted file holds them
+        deps=[ENFORCEMENT_KEY, *mart_keys()],
         group_name=ENFORCEMENT_GROUP,
         kinds={"duckdb"},
         description=(

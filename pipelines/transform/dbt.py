@@ -5,6 +5,14 @@ dagster-dbt's default source keys equal the ingestion assets' keys and the asset
 reads extract → raw → staging without any custom mapping. The translator sets the
 group from the model's folder, so the graph follows the data's journey, and adds the
 contract and policy metadata of the raw tables each model derives from.
+
+Two dbt steps per run, on either side of enforcement: ``lethe_dbt_models`` builds and
+tests staging, consent and retention (the decisions enforcement applies);
+``lethe_dbt_marts`` builds and tests the marts from the enforced rows. Marts built
+before enforcement were only ever thrown away — enforcement changes them (cookies lose
+their subject once the linking events are purged, purged consent events leave the
+counts) — so they are built once, and their materialisation in the UI is the state
+analysts get.
 """
 
 
@@ -21,7 +29,7 @@ from dagster import AssetExecutionContext, AssetSpec
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 from packaging import version
 
-from pipelines.lineage import dbt_node_metadata
+from pipelines.lineage import ENFORCEMENT_KEY, dbt_node_metadata
 from pipelines.resources import EnforcementSettings, EngineResource, RunClockResource, WarehouseResource
 from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV, LethePaths
 
@@ -35,6 +43,20 @@ FOLDER_GROUPS = {
     "audit": "audit",
 }
 
+# dbt selection of the marts: built after enforcement, by their own step. Excluded with
+# their descendants (``+``): a test reading a mart and an earlier model (the consent
+# proofs) is then left out too, whatever the indirect-selection mode.
+MARTS_SELECTION = "path:models/marts"
+MARTS_AND_THEIR_TESTS = f"{MARTS_SELECTION}+"
+# Unit tests check the SQL's logic on fixed inputs, not the data: they belong in CI
+# (tests/integration runs them), not in every production run (≈ 8 s that prove nothing new).
+UNIT_TESTS = "test_type:unit"
+
+
+def is_mart(dbt_resource_props: Mapping[str, Any]) -> bool:
+    return dbt_resource_props.get("resource_type") == "model" and \
+        dbt_resource_props.get("original_file_path", "").startswith("models/marts/")
+
 
 class LetheDbtTranslator(DagsterDbtTranslator):
     """Groups from the model's folder; metadata naming the contracts and policy rules a
@@ -42,8 +64,14 @@ class LetheDbtTranslator(DagsterDbtTranslator):
 
     def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project) -> AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
-        extra = dbt_node_metadata(self.get_resource_props(manifest, unique_id), manifest)
-        return spec.merge_attributes(metadata=extra) if extra else spec
+        props = self.get_resource_props(manifest, unique_id)
+        extra = dbt_node_metadata(props, manifest)
+        if extra:
+            spec = spec.merge_attributes(metadata=extra)
+        if is_mart(props):
+            # built from the enforced rows: after enforcement, in the same run
+            spec = spec.merge_attributes(deps=[ENFORCEMENT_KEY])
+        return spec
 
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         if dbt_resource_props.get("resource_type") == "source":
@@ -93,20 +121,17 @@ def lethe_dbt_project() -> DbtProject:
 
 
 def dbt_build_args() -> list[str]:
-    """dbt CLI arguments for one run. No ``--vars``: the as-of time comes from
-    policy.run_context, so dbt's partial parse stays valid from run to run (and vars
-    would be written into run_results.json and dbt.log).
-
-    Unit tests are left out: they check the SQL's logic on fixed inputs, not the data, so
-    they belong in CI (tests/integration runs them), not in every production run, where
-    they cost ≈ 8 s and prove nothing new."""
-    return ["build", "--exclude", "test_type:unit"]
+    """dbt CLI arguments for a dbt step; the selection comes from the step's assets
+    (``build_dbt_assets``). No ``--vars``: the as-of time comes from policy.run_context,
+    so dbt's partial parse stays valid from run to run (and vars would be written into
+    run_results.json and dbt.log)."""
+    return ["build"]
 
 
 def dbt_rebuild_args() -> list[str]:
-    """dbt CLI arguments for the rebuild after enforcement: every model (so none keeps a
-    purged row) and the tests that enforcement can change — those on the consent,
-    retention and mart models, the marts' identifier and consent proofs among them.
+    """dbt CLI arguments for the rebuild after enforcement: every model before the marts
+    (so none keeps a purged row; the marts step that follows builds the marts) and the
+    tests that enforcement can change — those on the consent and retention models.
 
     Left out: the tests on staging views and raw sources (69 + 19 of 130). They ran in
     this run's first build, and enforcement only deletes rows and swaps identifiers for
@@ -117,19 +142,21 @@ def dbt_rebuild_args() -> list[str]:
 
     One ``--exclude`` with space-separated selectors: dagster-dbt re-reads ``--exclude``
     and keeps one value per flag."""
-    return ["build", "--exclude", "test_type:unit resource_type:test,path:models/staging",
+    return ["build", "--exclude", f"{UNIT_TESTS} resource_type:test,path:models/staging {MARTS_AND_THEIR_TESTS}",
             "--indirect-selection", "cautious"]
 
 
 def build_dbt_assets():
+    """The two dbt steps: models up to the decisions (before enforcement) and the marts
+    (after it). Same translator, so groups, metadata and checks are as before."""
     project = lethe_dbt_project()
+    translator = LetheDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
-        dagster_dbt_translator=LetheDbtTranslator(
-            settings=DagsterDbtTranslatorSettings(enable_asset_checks=True)
-        ),
+        exclude=f"{MARTS_AND_THEIR_TESTS} {UNIT_TESTS}",
+        dagster_dbt_translator=translator,
     )
     def lethe_dbt_models(
         context: AssetExecutionContext,
@@ -158,7 +185,30 @@ def build_dbt_assets():
         yield from invocation.stream()
         finish_invocation(invocation.target_path)
 
-    return lethe_dbt_models
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        select=MARTS_SELECTION,
+        exclude=UNIT_TESTS,
+        dagster_dbt_translator=translator,
+    )
+    def lethe_dbt_marts(
+        context: AssetExecutionContext,
+        dbt: DbtCliResource,
+        warehouse: WarehouseResource,
+        engine: EngineResource,
+    ):
+        os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
+        args = dbt_build_args()
+        if engine.is_spark():
+            from pipelines.spark.run import SPARK_DBT_ARGS
+
+            args += SPARK_DBT_ARGS
+        invocation = dbt.cli(args, context=context)
+        yield from invocation.stream()
+        finish_invocation(invocation.target_path)
+
+    return [lethe_dbt_models, lethe_dbt_marts]
 
 
 def finish_invocation(invocation_target: Path) -> None:

@@ -21,7 +21,7 @@ def test_benchmark_runs_end_to_end_at_tiny_scale(tmp_path, monkeypatch, capsys):
     result = json.loads(out.read_text())
     assert result["same_final_counts"] is True
     stages = {s["stage"].strip() for s in result["pipeline"]["stages"]}
-    assert {"startup", "ingest", "dbt_build", "enforcement", "compaction", "outputs"} <= stages
+    assert {"startup", "ingest", "dbt_build", "enforcement", "marts", "compaction", "outputs"} <= stages
     # the report and analyst database are named, so they can be told apart from the work
     # the reference also does
     assert {"outputs.compliance_report", "outputs.publish_analyst_database"} <= stages

@@ -104,36 +104,62 @@ def test_erasure_sensor_starts_the_job_only_when_the_request_folder_changes(tmp_
     assert isinstance(erasure_requests_sensor(build_sensor_context(cursor=first.cursor)), RunRequest)
 
 
-def test_rebuild_after_enforcement_keeps_every_proof_and_drops_only_staging_tests(tmp_path):
-    """The rebuild's selection, resolved by dbt itself: every model, every test on a later
-    model (the marts' identifier and consent proofs among them), no test whose parents
-    are all staging views or raw sources."""
+def test_dbt_steps_split_at_enforcement_and_rebuild_drops_only_staging_tests(tmp_path):
+    """The selections, resolved by dbt itself. The two dbt steps (before and after
+    enforcement) cover every model and test once between them, the marts and every mart
+    test in the second; the rebuild inside enforcement is every model but the marts and
+    every test but those whose parents are all staging views or raw sources and those of
+    the marts (which the marts step runs, the seven identifier and consent proofs among
+    them)."""
     import json
 
     from dbt.cli.main import dbtRunner
 
+    from pipelines.definitions import defs
     from pipelines.settings import DBT_PROJECT_DIR
     from pipelines.transform.dbt import dbt_rebuild_args
 
     def listed(args: list[str]) -> list[dict]:
         result = dbtRunner().invoke([
-            "ls", *args[1:], "--output", "json",
+            "ls", *args, "--output", "json", "--resource-type", "model", "--resource-type", "test",
+            "--resource-type", "source",
             "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR),
             "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "logs"), "--quiet",
         ])
         assert result.success
         return [json.loads(line) for line in result.result]
 
-    everything = listed(["build", "--exclude", "test_type:unit"])
-    rebuilt = {n["unique_id"] for n in listed(dbt_rebuild_args())}
+    def step_selection(name: str) -> list[str]:
+        from dagster_dbt.asset_utils import DAGSTER_DBT_EXCLUDE_METADATA_KEY, DAGSTER_DBT_SELECT_METADATA_KEY
+
+        step = next(a for a in defs.assets if getattr(a, "node_def", None) and a.node_def.name == name)
+        tags = step.node_def.tags
+        return ["--select", tags[DAGSTER_DBT_SELECT_METADATA_KEY], "--exclude", tags[DAGSTER_DBT_EXCLUDE_METADATA_KEY]]
+
+    def built(args: list[str]) -> set[str]:
+        return {n["unique_id"] for n in listed(args) if n["resource_type"] != "source"}
+
+    everything = listed(["--exclude", "test_type:unit"])
+    ids = {n["unique_id"] for n in everything if n["resource_type"] != "source"}
+    before = built(step_selection("lethe_dbt_models"))
+    marts_step = built(step_selection("lethe_dbt_marts"))
+    rebuilt = built(dbt_rebuild_args()[1:])
+    assert before | marts_step == ids and not before & marts_step
+
     models = {n["unique_id"] for n in everything if n["resource_type"] == "model"}
+    marts = {m for m in models if m in marts_step}
+    assert len(marts) == 4 and all(n["original_file_path"].startswith("models/marts/")
+                                   for n in everything if n["unique_id"] in marts)
     staging = {n["unique_id"] for n in everything
                if n["resource_type"] in ("model", "source") and n["original_file_path"].startswith("models/staging/")}
-    assert models <= rebuilt and staging
+    assert staging and (rebuilt & models) == models - marts
     for node in everything:
         if node["resource_type"] != "test":
             continue
-        only_staging = all(p in staging for p in node["depends_on"]["nodes"])
-        assert (node["unique_id"] in rebuilt) == (not only_staging), node["unique_id"]
-    proofs = [t for t in rebuilt if ".assert_" in t or ".no_direct_identifiers_" in t]
+        parents = node["depends_on"]["nodes"]
+        on_a_mart = any(p in marts for p in parents)
+        assert (node["unique_id"] in marts_step) == on_a_mart, node["unique_id"]
+        only_staging = all(p in staging for p in parents)
+        assert (node["unique_id"] in rebuilt) == (not only_staging and not on_a_mart), node["unique_id"]
+    proofs = [t for t in marts_step if ".assert_" in t or ".no_direct_identifiers_" in t]
     assert len(proofs) == 7

@@ -229,6 +229,37 @@ def test_second_run_right_after_changes_nothing(lethe):
     assert new_actions == []
 
 
+def test_marts_are_built_once_per_run_after_enforcement(lethe):
+    """Every run's dbt marts step starts after enforcement has ended (the marts are built
+    from the enforced rows, once) and compaction after the marts (the compacted file
+    holds them). Read from the Dagster event log of every run the fixture made."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DAGSTER_HOME", str(lethe["home"] / "dagster_home"))
+    try:
+        with DagsterInstance.get() as instance:
+            runs = instance.get_runs()
+            assert len(runs) == 4  # A (dry run) … D
+            for run in runs:
+                steps = {s.step_key: s for s in instance.get_run_step_stats(run.run_id)}
+                assert {"lethe_dbt_models", "retention_enforcement", "lethe_dbt_marts"} <= set(steps)
+                models, enforce, marts = (steps[k] for k in ("lethe_dbt_models", "retention_enforcement",
+                                                             "lethe_dbt_marts"))
+                assert models.end_time <= enforce.start_time
+                assert enforce.end_time <= marts.start_time
+                if "compact_warehouse" in steps:
+                    assert marts.end_time <= steps["compact_warehouse"].start_time
+            for run in runs:
+                materialised = instance.get_records_for_run(
+                    run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION, limit=1000).records
+                keys = [r.event_log_entry.dagster_event.asset_key.to_user_string() for r in materialised]
+                assert keys.count("marts/contacts") == 1, keys  # built once per run
+                assert keys.index("enforcement/retention_enforcement") < keys.index("marts/contacts")
+    finally:
+        mp.undo()
+
+
 def test_dry_run_changed_nothing_but_enforcement_did(lethe, con):
     dry_audit = con.execute("SELECT count(*) FROM audit.audit_log").fetchall()[0][0] if con.execute(
         "SELECT 1 FROM information_schema.tables WHERE table_schema = 'audit'").fetchall() else 0
