@@ -131,8 +131,31 @@ def compute_proofs(con: duckdb.DuckDBPyConnection, now: datetime) -> list[Proof]
     ]
 
 
+def keep_spark_connect_from_exiting() -> None:
+    """Great Expectations imports ``pyspark.sql.connect`` when pyspark is installed (the
+    ``spark`` extra). In a process whose ``__main__`` has neither a spec nor a file —
+    pytest-xdist workers, ``python -c`` — pyspark takes itself to be running its own
+    doctests and, when Spark Connect's optional packages are missing, calls
+    ``sys.exit(0)``: the enforcement step then "fails" with ``SystemExit: 0`` inside the GE
+    import. Lethe talks to Spark through the Thrift Server, never Spark Connect, so when
+    importing it exits, mark it unavailable (GE catches the ImportError that follows);
+    anywhere else the import raises ImportError on its own and nothing changes."""
+    import importlib.util
+    import sys
+
+    if "pyspark.sql.connect" in sys.modules or importlib.util.find_spec("pyspark") is None:
+        return
+    try:
+        import pyspark.sql.connect  # noqa: F401
+    except SystemExit:
+        sys.modules["pyspark.sql.connect"] = None  # later imports raise ImportError
+    except ImportError:
+        pass
+
+
 def validate_with_great_expectations(proofs: list[Proof]) -> dict[str, bool]:
     """One GE expectation per proof over a one-row frame of counts (BOOLEAN_ONLY results)."""
+    keep_spark_connect_from_exiting()
     import great_expectations as gx
     import pandas as pd
 

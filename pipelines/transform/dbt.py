@@ -166,24 +166,18 @@ def build_dbt_assets():
         enforcement: EnforcementSettings,
         clock: RunClockResource,
     ):
-        # profiles.yml reads the same variable as the warehouse resource.
-        os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
-        args = dbt_build_args()
         if engine.is_spark():
-            from pipelines.spark.run import SPARK_DBT_ARGS, ship_for_build
+            from pipelines.spark.run import ship_for_build
 
             shipped = ship_for_build(warehouse.resolved_path(), LethePaths.resolve().home, run_id=context.run_id,
                                      dry_run=enforcement.dry_run, now=clock.now())
             context.log.info(f"moved to Spark: {sum(t.rows for t in shipped)} rows of {len(shipped)} tables")
-            args += SPARK_DBT_ARGS
         else:
             from pipelines.spark.run import refuse_duckdb_run_after_move
 
             with warehouse.connect() as con:
                 refuse_duckdb_run_after_move(con)
-        invocation = dbt.cli(args, context=context)
-        yield from invocation.stream()
-        finish_invocation(invocation.target_path)
+        yield from _stream_build(context, dbt, warehouse, engine)
 
     @dbt_assets(
         manifest=project.manifest_path,
@@ -198,17 +192,24 @@ def build_dbt_assets():
         warehouse: WarehouseResource,
         engine: EngineResource,
     ):
-        os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
-        args = dbt_build_args()
-        if engine.is_spark():
-            from pipelines.spark.run import SPARK_DBT_ARGS
-
-            args += SPARK_DBT_ARGS
-        invocation = dbt.cli(args, context=context)
-        yield from invocation.stream()
-        finish_invocation(invocation.target_path)
+        yield from _stream_build(context, dbt, warehouse, engine)
 
     return [lethe_dbt_models, lethe_dbt_marts]
+
+
+def _stream_build(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource,
+                  engine: EngineResource):
+    """`dbt build` of the step's selection on the run's engine, its events streamed to Dagster."""
+    # profiles.yml reads the same variable as the warehouse resource.
+    os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
+    args = dbt_build_args()
+    if engine.is_spark():
+        from pipelines.spark.run import SPARK_DBT_ARGS
+
+        args += SPARK_DBT_ARGS
+    invocation = dbt.cli(args, context=context)
+    yield from invocation.stream()
+    finish_invocation(invocation.target_path)
 
 
 def finish_invocation(invocation_target: Path) -> None:
