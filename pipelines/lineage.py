@@ -23,11 +23,13 @@ from pipelines.policy import RetentionPolicy, TablePolicy, load_policy
 ENFORCEMENT_KEY = AssetKey(["enforcement", "retention_enforcement"])
 
 
-def mart_keys() -> list[AssetKey]:
-    """The marts' asset keys, from the dbt manifest (the analyst database's own list)."""
+@cache
+def mart_keys() -> tuple[AssetKey, ...]:
+    """The marts' asset keys, from the dbt manifest (the analyst database's own list).
+    Read once per process: two asset definitions depend on them."""
     from pipelines.publish import load_marts
 
-    return [AssetKey([m.schema, m.name]) for m in load_marts()]
+    return tuple(AssetKey([m.schema, m.name]) for m in load_marts())
 
 
 @cache

@@ -93,13 +93,16 @@ class PublishResult:
     policy_version: str | None
 
 
+def is_mart_node(node: dict) -> bool:
+    """A dbt model under ``models/marts`` (a manifest node): what analysts may read."""
+    return node.get("resource_type") == "model" and Path(node["original_file_path"]).parent.name == MARTS_FOLDER
+
+
 def marts_from_manifest(manifest: dict) -> list[MartDoc]:
     """The dbt models under ``models/marts`` with their descriptions, sorted by name."""
     marts = []
     for node in manifest.get("nodes", {}).values():
-        if node.get("resource_type") != "model":
-            continue
-        if Path(node["original_file_path"]).parent.name != MARTS_FOLDER:
+        if not is_mart_node(node):
             continue
         marts.append(MartDoc(
             schema=node["schema"],

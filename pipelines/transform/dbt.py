@@ -30,6 +30,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 from packaging import version
 
 from pipelines.lineage import ENFORCEMENT_KEY, dbt_node_metadata
+from pipelines.publish import MARTS_FOLDER, is_mart_node
 from pipelines.resources import EnforcementSettings, EngineResource, RunClockResource, WarehouseResource
 from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV, LethePaths
 
@@ -46,16 +47,11 @@ FOLDER_GROUPS = {
 # dbt selection of the marts: built after enforcement, by their own step. Excluded with
 # their descendants (``+``): a test reading a mart and an earlier model (the consent
 # proofs) is then left out too, whatever the indirect-selection mode.
-MARTS_SELECTION = "path:models/marts"
+MARTS_SELECTION = f"path:models/{MARTS_FOLDER}"
 MARTS_AND_THEIR_TESTS = f"{MARTS_SELECTION}+"
 # Unit tests check the SQL's logic on fixed inputs, not the data: they belong in CI
 # (tests/integration runs them), not in every production run (≈ 8 s that prove nothing new).
 UNIT_TESTS = "test_type:unit"
-
-
-def is_mart(dbt_resource_props: Mapping[str, Any]) -> bool:
-    return dbt_resource_props.get("resource_type") == "model" and \
-        dbt_resource_props.get("original_file_path", "").startswith("models/marts/")
 
 
 class LetheDbtTranslator(DagsterDbtTranslator):
@@ -68,7 +64,7 @@ class LetheDbtTranslator(DagsterDbtTranslator):
         extra = dbt_node_metadata(props, manifest)
         if extra:
             spec = spec.merge_attributes(metadata=extra)
-        if is_mart(props):
+        if is_mart_node(props):
             # built from the enforced rows: after enforcement, in the same run
             spec = spec.merge_attributes(deps=[ENFORCEMENT_KEY])
         return spec
