@@ -4,9 +4,13 @@ the warehouse cannot point into, and files leave after the window."""
 from datetime import datetime, timedelta
 
 import duckdb
+import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipelines.contracts import load_contracts
+from pipelines.enforce import landing as landing_module
 from pipelines.enforce.apply import enforce_decisions
 from pipelines.enforce.landing import blank_lines, remove_files_past_window, remove_suppressed_subjects
 from pipelines.enforce.tables import DECISIONS_TABLE, SUPPRESSION_TABLE, enforcement_targets, ensure_erasure_tables
@@ -165,3 +169,50 @@ def test_files_already_checked_against_the_same_suppression_list_are_not_read_ag
     outcome = remove_suppressed_subjects(con, landing, now=NOW)
     assert calls and outcome.files_deleted_suppressed == 1
     assert not (vendor / "other.csv").exists()
+
+
+# Random files for the byte path of blank_lines against its definition (the line-by-line
+# parse): commas, quotes (often broken on purpose, so records run over line breaks), CR,
+# whitespace-only lines, non-ASCII and Unicode line separators, BOM or not.
+_CELL = st.text(alphabet=["a", "1", " ", ",", '"', "\n", "é", "\u2028", "\u00a0", "\t"], max_size=5)
+
+
+@pytest.mark.parametrize("file_format", ["csv", "jsonl"])
+def test_blanking_bytes_gives_what_parsing_the_lines_gives(file_format):
+    """Whenever the byte path answers (it declines only CSV with a lone CR), its bytes and
+    count are the parsing path's; with these cells it answers most files, so it is
+    really compared. Derandomised, so CI sees the same examples every run."""
+    answered = []
+
+    @settings(max_examples=400, deadline=None, derandomize=True, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(rows=st.lists(st.lists(_CELL, min_size=1, max_size=3), max_size=8),
+           ending=st.sampled_from(["\n", "\r\n"]), final=st.booleans(), bom=st.booleans(),
+           lone_cr=st.booleans(), starts=st.sets(st.integers(min_value=0, max_value=14), max_size=10))
+    def check(rows, ending, final, bom, lone_cr, starts):
+        body = ending.join(",".join(cells) for cells in rows).replace("\n", ending) if ending != "\n" else \
+            "\n".join(",".join(cells) for cells in rows)
+        text = "id,b,c" + ending + body + (ending if final else "")
+        if lone_cr:
+            text = text.replace("1", "\r", 1)
+        data = (b"\xef\xbb\xbf" if bom else b"") + text.encode("utf-8")
+        expected = landing_module._blank_lines_by_parsing(data, set(starts), file_format)
+        ranges = landing_module.blanking_ranges(data, starts, file_format)
+        fast = None if ranges is None else (
+            b"".join(landing_module.kept_slices(memoryview(data), ranges[0], ranges[1])), ranges[2])
+        answered.append(fast is not None)
+        if fast is not None:
+            assert fast == expected
+        assert blank_lines(data, starts, file_format) == expected
+
+    check()
+    assert sum(answered) > len(answered) / 2, f"byte path answered {sum(answered)} of {len(answered)}"
+
+
+def test_blanking_bytes_measures_a_quoted_record_over_several_lines():
+    """The case the batch check cannot settle: a removed record whose quoted field runs
+    over two line breaks is blanked whole by the byte path, its neighbours untouched."""
+    data = b'id,note\r\n1,"a\r\nb\r\nc"\r\n2,"kept, quoted"\r\n3,plain\r\n'
+    out = blank_lines(data, np.array([2, 6]), "csv")
+    assert out == (b'id,note\r\n\r\n\r\n\r\n2,"kept, quoted"\r\n\r\n', 2)
+    assert out == landing_module._blank_lines_by_parsing(data, {2, 6}, "csv")
