@@ -257,7 +257,8 @@ def test_rows_reached_through_a_shared_cookie_hide_the_other_persons_identifiers
             "INSERT INTO raw_web.events (event_id, cookie_id, email, page_url, _record_id) "
             "VALUES ('shared-1', ?, ?, ?, 'shared:1')", [cookie, other, f"https://www.example.com/?u={other}"])
         con.execute(
-            "INSERT INTO retention.retention_decisions (source_table, record_id, subject_key, action) "
+            # retention_decisions is a view over the per-table decisions
+            "INSERT INTO retention.int_decisions__web_events (source_table, record_id, subject_key, action) "
             "VALUES ('raw_web.events', 'shared:1', ?, 'keep')", [hmac_token(other, key)])
 
     result = _export(copy, key, email)
