@@ -85,6 +85,20 @@ def _text(name: str) -> pl.Expr:
     return pl.when(trimmed == "").then(None).otherwise(trimmed)
 
 
+TRIMMED_PREFIX = "__trimmed__"
+
+
+def trimmed_name(column: str) -> str:
+    return TRIMMED_PREFIX + column
+
+
+def _trimmed(name: str) -> pl.Expr:
+    """``_text(name)``, read from the column ``validate`` computes once per contract column
+    (every check and the normalisation read it: trimming each time was a copy of the
+    column per check)."""
+    return pl.col(trimmed_name(name))
+
+
 def parse_timestamp(expr: pl.Expr) -> pl.Expr:
     """ISO-8601 date or datetime, ``Z`` or ±HH:MM / ±HHMM offset, naive = UTC → UTC, naive.
 
@@ -123,7 +137,7 @@ def with_parsed_timestamps(records: pl.DataFrame, columns: list[str]) -> pl.Data
         return records
     frame = records.with_row_index("__row")
     for name in columns:
-        text = _text(name)
+        text = _trimmed(name) if trimmed_name(name) in frame.columns else _text(name)
         fast = text.str.strptime(pl.Datetime("us"), CANONICAL_TIMESTAMP, strict=False)
         frame = frame.with_columns(fast.alias(parsed_name(name)))
         todo = frame.filter(pl.col(parsed_name(name)).is_null() & text.is_not_null())
@@ -140,8 +154,8 @@ def _parse_date(expr: pl.Expr) -> pl.Expr:
     return expr.str.to_date("%Y-%m-%d", strict=False)
 
 
-def _format_failure(column: Column) -> tuple[str, pl.Expr] | None:
-    value = _text(column.name)
+def _format_failure(column: Column, value: pl.Expr | None = None) -> tuple[str, pl.Expr] | None:
+    value = _text(column.name) if value is None else value
     lowered = value.str.to_lowercase()
     if column.logical_type == "timestamp":
         return "invalid_timestamp", value.is_not_null() & pl.col(parsed_name(column.name)).is_null()
@@ -163,9 +177,10 @@ def _format_failure(column: Column) -> tuple[str, pl.Expr] | None:
     return None
 
 
-def column_checks(column: Column, has_wrong_types: bool) -> list[tuple[str, pl.Expr]]:
-    """(reason, failed?) pairs for one column, in the order they are applied."""
-    value = _text(column.name)
+def column_checks(column: Column, has_wrong_types: bool, value: pl.Expr | None = None) -> list[tuple[str, pl.Expr]]:
+    """(reason, failed?) pairs for one column, in the order they are applied. ``value``:
+    the column's trimmed text (``_text`` of it unless given)."""
+    value = _text(column.name) if value is None else value
     checks: list[tuple[str, pl.Expr]] = []
     if column.required:
         checks.append(("missing_required", value.is_null()))
@@ -174,7 +189,7 @@ def column_checks(column: Column, has_wrong_types: bool) -> list[tuple[str, pl.E
             "wrong_type",
             pl.col(WRONG_TYPE_COLUMN).fill_null("").str.contains(f";{column.name};", literal=True),
         ))
-    fmt = _format_failure(column)
+    fmt = _format_failure(column, value)
     if fmt:
         checks.append(fmt)
     if column.allowed_values:
@@ -185,8 +200,8 @@ def column_checks(column: Column, has_wrong_types: bool) -> list[tuple[str, pl.E
     return checks
 
 
-def _normalised(column: Column) -> pl.Expr:
-    value = _text(column.name)
+def _normalised(column: Column, value: pl.Expr | None = None) -> pl.Expr:
+    value = _text(column.name) if value is None else value
     if column.logical_type == "timestamp":
         out = pl.col(parsed_name(column.name))
     elif column.string_format in ("email", "ip", "identifier") or column.allowed_values:
@@ -205,12 +220,13 @@ def _normalised(column: Column) -> pl.Expr:
 
 
 def validate(contract: SourceContract, records: pl.DataFrame) -> Validated:
+    records = records.with_columns(_text(c.name).alias(trimmed_name(c.name)) for c in contract.columns)
     records = with_parsed_timestamps(
         records, [c.name for c in contract.columns if c.logical_type == "timestamp"])
     has_wrong_types = WRONG_TYPE_COLUMN in records.columns
     checks: list[tuple[str, str, pl.Expr]] = []
     for column in contract.columns:
-        for reason, failed in column_checks(column, has_wrong_types):
+        for reason, failed in column_checks(column, has_wrong_types, _trimmed(column.name)):
             checks.append((column.name, reason, failed.fill_null(False)))
     # each check is evaluated once into a boolean column: the first reason, the first
     # column and the list of violations all read it (evaluating the regexes three times
@@ -253,7 +269,7 @@ def validate(contract: SourceContract, records: pl.DataFrame) -> Validated:
         )
 
     if contract.require_one_of:
-        no_subject = pl.all_horizontal([_text(c).is_null() for c in contract.require_one_of])
+        no_subject = pl.all_horizontal([_trimmed(c).is_null() for c in contract.require_one_of])
         checked = checked.with_columns(
             pl.when(pl.col(REASON_COLUMN).is_null() & no_subject)
             .then(pl.lit("missing_subject"))
@@ -263,7 +279,7 @@ def validate(contract: SourceContract, records: pl.DataFrame) -> Validated:
 
     key = contract.primary_key
     passed = pl.col(REASON_COLUMN).is_null()
-    repeat = _text(key).cum_count().over(_text(key), passed) > 1
+    repeat = _trimmed(key).cum_count().over(_trimmed(key), passed) > 1
     checked = checked.with_columns(
         pl.when(passed & repeat)
         .then(pl.lit("duplicate_key"))
@@ -283,7 +299,7 @@ def validate(contract: SourceContract, records: pl.DataFrame) -> Validated:
 
     keys = [RECORD_KEY_COLUMN] if RECORD_KEY_COLUMN in records.columns else []
     ok = checked.filter(pl.col(REASON_COLUMN).is_null())
-    valid = ok.select([_normalised(c) for c in contract.columns] + [pl.col(LINE_COLUMN), *keys])
+    valid = ok.select([_normalised(c, _trimmed(c.name)) for c in contract.columns] + [pl.col(LINE_COLUMN), *keys])
     quarantined = checked.filter(pl.col(REASON_COLUMN).is_not_null()).select(
         contract.column_names + [LINE_COLUMN, *keys, REASON_COLUMN, FAILED_COLUMN, VIOLATIONS_COLUMN]
     )
