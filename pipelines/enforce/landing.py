@@ -42,7 +42,7 @@ from pipelines.contracts import SourceContract, load_contracts
 from pipelines.enforce.suppression import suppressed_mask, suppression_tokens
 from pipelines.enforce.tables import SUPPRESSION_TABLE
 from pipelines.ingest.load import file_sha256, landing_files
-from pipelines.ingest.read import FileRejected, read_file
+from pipelines.ingest.read import FileRejected, parse_lines, read_file
 from pipelines.ingest.tables import INGEST_LOG_TABLE, LANDING_REMOVALS_DDL, LANDING_REMOVALS_TABLE
 from pipelines.pseudonym import hmac_token, load_key
 from pipelines.vendors.config import load_vendor_config
@@ -263,7 +263,7 @@ def _csv_continuations(arr: np.ndarray, chosen: np.ndarray, first: np.ndarray, s
     if not quoted.any():
         return none
     texts = [bytes(arr[a:b]).decode("utf-8") for a, b in zip(first[quoted].tolist(), stop[quoted].tolist())]
-    if _parse_lines_alone(texts):
+    if parse_lines(texts) is not None:  # each line holds one whole record
         return none
     continued: list[int] = []
     covered_to = -1  # last line index inside a record measured so far
@@ -278,15 +278,6 @@ def _csv_continuations(arr: np.ndarray, chosen: np.ndarray, first: np.ndarray, s
         continued += range(index + 1, last + 1)
         covered_to = max(covered_to, last)
     return np.asarray(continued, dtype=np.int64)
-
-
-def _parse_lines_alone(texts: list[str]) -> bool:
-    """Does each line hold one whole CSV record (no quoted field runs past its end)?"""
-    try:
-        parsed = list(csv.reader(io.StringIO("\n".join(texts) + "\n", newline=""), strict=False))
-    except csv.Error:
-        return False
-    return len(parsed) == len(texts) and not any("\n" in f or "\r" in f for row in parsed for f in row)
 
 
 def _blank_lines_by_parsing(data: bytes, starts: set[int], file_format: str) -> tuple[bytes, int]:

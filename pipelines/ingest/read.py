@@ -93,7 +93,7 @@ def _read_csv_by_lines(text: str, columns: list[str]) -> ReadResult | None:
     lines = [line[:-1] if line.endswith("\r") else line for line in lines] if "\r" in text else lines
     if not lines or max(map(len, lines)) > csv.field_size_limit():
         return None
-    header_rows = _parse_lines([lines[0]])
+    header_rows = parse_lines([lines[0]])
     if header_rows is None or not header_rows[0]:
         return None
     header = _check_header(header_rows[0], columns)
@@ -112,7 +112,7 @@ def _read_csv_by_lines(text: str, columns: list[str]) -> ReadResult | None:
                for n, line in plain.filter(pl.col("width") != width).select("number", "line").iter_rows()]
 
     if quoted.height:
-        parsed = _parse_lines(quoted["line"].to_list())
+        parsed = parse_lines(quoted["line"].to_list())
         if parsed is None:
             return None
         numbers = quoted["number"].to_list()
@@ -129,7 +129,7 @@ def _read_csv_by_lines(text: str, columns: list[str]) -> ReadResult | None:
     return ReadResult(out, rejects)
 
 
-def _parse_lines(lines: list[str]) -> list[list[str]] | None:
+def parse_lines(lines: list[str]) -> list[list[str]] | None:
     """Each line parsed on its own by ``csv``; None if a quoted field runs past its line
     end (the record continues on the next line: only the whole-file reader can tell)."""
     try:
