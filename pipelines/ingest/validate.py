@@ -279,7 +279,10 @@ def validate(contract: SourceContract, records: pl.DataFrame) -> Validated:
 
     key = contract.primary_key
     passed = pl.col(REASON_COLUMN).is_null()
-    repeat = _trimmed(key).cum_count().over(_trimmed(key), passed) > 1
+    # a later occurrence of the same key among the rows that passed (a null key repeats
+    # nothing); is_first_distinct on (key, passed) gives what a cum_count window over them
+    # gave, five times faster (1.3 s -> 0.23 s on 2.35M rows)
+    repeat = _trimmed(key).is_not_null() & ~pl.struct(_trimmed(key).alias("key"), passed.alias("passed")).is_first_distinct()
     checked = checked.with_columns(
         pl.when(passed & repeat)
         .then(pl.lit("duplicate_key"))

@@ -125,3 +125,27 @@ def test_timestamps_parse_the_same_on_the_fast_and_the_general_path():
     general = frame.select(parse_timestamp(_text("t")).alias("t"))["t"].to_list()
     assert fast == general
     assert fast[0] == fast[1] == fast[2] and fast[3] is None and fast[9] is None
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(st.lists(st.tuples(st.sampled_from(["c1", "c2", " c1", "c2 ", ""]), st.booleans()), max_size=12))
+def test_duplicate_key_rule_against_its_definition(rows):
+    """Row by row: a row that broke another rule keeps that reason; a row that passed is a
+    duplicate_key when an earlier row that passed had the same trimmed key; the rest load."""
+    lines = [f"{key},a@b.io,,email_marketing,granted,{'2021-01-01' if good else 'bad-date'},forms,,,,"
+             for key, good in rows]
+    result = run(*lines)
+    seen, expected = set(), {}
+    for number, (key, good) in enumerate(rows, start=2):
+        if not key.strip():
+            expected[number] = "missing_required"
+        elif not good:
+            expected[number] = "invalid_timestamp"
+        elif key.strip() in seen:
+            expected[number] = "duplicate_key"
+        else:
+            seen.add(key.strip())
+            expected[number] = None
+    got = {n: None for n in result.valid["_line_number"].to_list()}
+    got |= dict(zip(result.quarantined["_line_number"].to_list(), result.quarantined["_reason"].to_list()))
+    assert got == expected
