@@ -228,13 +228,14 @@ def read_jsonl(data: bytes, columns: list[str]) -> ReadResult:
     con = duckdb.connect()
     try:
         con.register("lethe_lines", lines.to_arrow(compat_level=pl.CompatLevel.newest()))
-        # each step parses a line once: valid JSON → an object → all columns in one extract
-        con.execute("CREATE TEMP TABLE lethe_valid AS SELECT number, line FROM lethe_lines WHERE json_valid(line)")
-        con.execute("CREATE TEMP TABLE lethe_objects AS SELECT number, line::JSON AS doc FROM lethe_valid "
-                    "WHERE json_type(line) = 'OBJECT'")
+        # one pass over the lines: valid JSON → an object (the CASE keeps json_type off
+        # lines that are not JSON) → all columns in one extract, and the keys. Two
+        # intermediate copies of every line (valid lines, then as JSON) cost ≈ 1 s per
+        # 1.75M lines.
         paths = "[" + ", ".join(_json_path(name) for name in columns) + "]"
-        con.execute(f"CREATE TEMP TABLE lethe_values AS SELECT number, json_extract(doc, {paths}) AS vals, "
-                    "json_keys(doc) AS keys FROM lethe_objects")
+        con.execute(f"CREATE TEMP TABLE lethe_values AS SELECT number, json_extract(line, {paths}) AS vals, "
+                    "json_keys(line) AS keys FROM lethe_lines "
+                    "WHERE CASE WHEN json_valid(line) THEN json_type(line) END = 'OBJECT'")
         typed = ", ".join(
             f"json_type(vals[{i}]) AS {_quote(name + '__type')}, "
             f"CASE WHEN json_type(vals[{i}]) IN ('VARCHAR', 'BIGINT', 'UBIGINT') THEN vals[{i}] ->> '$' "
