@@ -149,11 +149,19 @@ def blank_lines(data: bytes, starts, file_format: str) -> tuple[bytes, int]:
     with a lone carriage return — and as its definition: a property test checks both
     give the same bytes.
     """
-    ranges = blanking_ranges(data, starts, file_format)
+    pieces, blanked = _blanked_pieces(memoryview(data), starts, file_format)
+    return (data if pieces is None else b"".join(pieces)), blanked
+
+
+def _blanked_pieces(view: memoryview, starts, file_format: str):
+    """(the blanked file as pieces to join or write, records blanked), the pieces None when
+    nothing changes: the byte path, or the parsing path for the files it declines."""
+    ranges = blanking_ranges(view, starts, file_format)
     if ranges is None:
-        return _blank_lines_by_parsing(data, {int(n) for n in starts}, file_format)
+        content, blanked = _blank_lines_by_parsing(bytes(view), {int(n) for n in starts}, file_format)
+        return (None if content == view else [content]), blanked
     cut_from, cut_to, blanked = ranges
-    return b"".join(kept_slices(memoryview(data), cut_from, cut_to)), blanked
+    return (kept_slices(view, cut_from, cut_to) if len(cut_from) else None), blanked
 
 
 def kept_slices(view: memoryview, cut_from: np.ndarray, cut_to: np.ndarray):
@@ -210,9 +218,7 @@ def blanking_ranges(data, starts, file_format: str) -> tuple[np.ndarray, np.ndar
     lowest = 2 if file_format == "csv" else 1  # a CSV's line 1 is its header
     chosen = starts[(starts >= lowest) & (starts <= len(line_starts))] - 1  # 0-based line indexes
     first = line_starts[chosen]
-    last = line_ends[chosen]
-    # content ends before a \r that precedes the line end (kept: it is the terminator's)
-    stop = last - ((last > first) & (arr[np.maximum(last - 1, 0)] == _CR))
+    stop = _content_ends(arr, first, line_ends[chosen])
 
     # a line already blank (empty or whitespace only) is left as it is and not counted
     visible = stop > first
@@ -227,8 +233,8 @@ def blanking_ranges(data, starts, file_format: str) -> tuple[np.ndarray, np.ndar
             # lines inside a record blanked earlier are part of it, not records of their own
             own = ~np.isin(chosen, continued)
             chosen, first, stop = chosen[own], first[own], stop[own]
-            more_first, more_last = line_starts[continued], line_ends[continued]
-            more_stop = more_last - ((more_last > more_first) & (arr[np.maximum(more_last - 1, 0)] == _CR))
+            more_first = line_starts[continued]
+            more_stop = _content_ends(arr, more_first, line_ends[continued])
             filled = more_stop > more_first
             blanked = len(chosen)
             first = np.concatenate((first, more_first[filled]))
@@ -236,6 +242,12 @@ def blanking_ranges(data, starts, file_format: str) -> tuple[np.ndarray, np.ndar
             order = np.argsort(first, kind="stable")
             return first[order], stop[order], blanked
     return first, stop, len(chosen)
+
+
+def _content_ends(arr: np.ndarray, first: np.ndarray, last: np.ndarray) -> np.ndarray:
+    """Where each line's content ends: before a \\r that precedes the line end (kept: it is
+    the terminator's), else at the line end."""
+    return last - ((last > first) & (arr[np.maximum(last - 1, 0)] == _CR))
 
 
 def _starts_visible(arr: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -332,18 +344,11 @@ def _write_blanked(data, starts, file_format: str, target: Path) -> tuple[str | 
     """Write ``data`` with the records at ``starts`` blanked to ``target``, hashing as it
     goes. Returns (SHA-256 of what was written, records blanked), or (None, 0) and no
     file when nothing changes."""
-    ranges = blanking_ranges(data, starts, file_format)
-    if ranges is None:
-        content, blanked = _blank_lines_by_parsing(bytes(data), {int(n) for n in starts}, file_format)
-        if content == data:
-            return None, 0
-        pieces, view = [content], None
-    else:
-        cut_from, cut_to, blanked = ranges
-        if not len(cut_from):
-            return None, 0
-        view = memoryview(data)
-        pieces = kept_slices(view, cut_from, cut_to)
+    view = memoryview(data)
+    pieces, blanked = _blanked_pieces(view, starts, file_format)
+    if pieces is None:
+        view.release()
+        return None, 0
     digest = hashlib.sha256()
     try:
         with open(target, "wb") as out:
@@ -352,8 +357,7 @@ def _write_blanked(data, starts, file_format: str, target: Path) -> tuple[str | 
                 out.write(piece)
     finally:
         piece = pieces = None
-        if view is not None:
-            view.release()  # the map cannot close while a view of it is alive
+        view.release()  # the map cannot close while a view of it is alive
     return digest.hexdigest(), blanked
 
 
@@ -387,7 +391,7 @@ def blank_removed_records(con: duckdb.DuckDBPyConnection, landing_dir: Path,
     for contract in contracts or load_contracts():
         for path in landing_files(landing_dir, contract):
             with mapped(path) as data:
-                digest = hashlib.sha256(data).hexdigest()
+                digest = file_sha256(data)
                 ingested = original.get(digest)
                 if ingested is None or (ingested not in pending and digest == latest[ingested]):
                     continue

@@ -154,8 +154,7 @@ def _parse_date(expr: pl.Expr) -> pl.Expr:
     return expr.str.to_date("%Y-%m-%d", strict=False)
 
 
-def _format_failure(column: Column, value: pl.Expr | None = None) -> tuple[str, pl.Expr] | None:
-    value = _text(column.name) if value is None else value
+def _format_failure(column: Column, value: pl.Expr) -> tuple[str, pl.Expr] | None:
     lowered = value.str.to_lowercase()
     if column.logical_type == "timestamp":
         return "invalid_timestamp", value.is_not_null() & pl.col(parsed_name(column.name)).is_null()
@@ -177,10 +176,9 @@ def _format_failure(column: Column, value: pl.Expr | None = None) -> tuple[str, 
     return None
 
 
-def column_checks(column: Column, has_wrong_types: bool, value: pl.Expr | None = None) -> list[tuple[str, pl.Expr]]:
+def column_checks(column: Column, has_wrong_types: bool, value: pl.Expr) -> list[tuple[str, pl.Expr]]:
     """(reason, failed?) pairs for one column, in the order they are applied. ``value``:
-    the column's trimmed text (``_text`` of it unless given)."""
-    value = _text(column.name) if value is None else value
+    the column's trimmed text (``_trimmed``)."""
     checks: list[tuple[str, pl.Expr]] = []
     if column.required:
         checks.append(("missing_required", value.is_null()))
@@ -200,8 +198,7 @@ def column_checks(column: Column, has_wrong_types: bool, value: pl.Expr | None =
     return checks
 
 
-def _normalised(column: Column, value: pl.Expr | None = None) -> pl.Expr:
-    value = _text(column.name) if value is None else value
+def _normalised(column: Column, value: pl.Expr) -> pl.Expr:
     if column.logical_type == "timestamp":
         out = pl.col(parsed_name(column.name))
     elif column.string_format in ("email", "ip", "identifier") or column.allowed_values:
