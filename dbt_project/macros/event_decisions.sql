@@ -51,31 +51,24 @@ consent_lookup as (
 
 ),
 
-consent_then as (
-
-    select records.record_id
-    from records
-    inner join consent_lookup as consent_state
-        on consent_state.lookup_key = records.consent_key
-       and consent_state.by_token = records.is_pseudonymised
-       and {{ valid_at('consent_state', 'records.occurred_at') }}
-
-),
-
 consent_now as (
 
-    select records.record_id, consent_state.valid_to as valid_until
-    from records
-    inner join consent_lookup as consent_state
-        on consent_state.lookup_key = records.consent_key
-       and consent_state.by_token = records.is_pseudonymised
-       and {{ valid_at('consent_state', as_of()) }}
+    -- the key's interval valid at T, if any (intervals of a key never overlap: one at most)
+    select lookup_key, by_token, valid_to as valid_until
+    from consent_lookup as consent_state
+    where {{ valid_at('consent_state', as_of()) }}
 
 ),
 
 flags as (
 
     {{ record_subject_flags('records', 'email', cookie_column and 'cookie_id') }}
+
+),
+
+email_tokens as (
+
+    {{ distinct_tokens('records', 'email', where='not is_pseudonymised') }}
 
 ),
 
@@ -101,7 +94,8 @@ decided as (
     select
         records.record_id,
         coalesce(
-            {{ subject_key_of('records.email', 'records.is_pseudonymised') }}
+            -- subject_key_of(email), with the token looked up (distinct_tokens)
+            case when records.is_pseudonymised then records.email else email_tokens.token end
             {%- if cookie_column %}, cookie_subject.subject_key{% endif %}
         ) as subject_key,
         records.occurred_at,
@@ -109,16 +103,24 @@ decided as (
         flags.legal_hold_until,
         coalesce(flags.erasure_requested, false) as erasure_requested,
         records.occurred_at < {{ lethe_subtract_period(as_of(), 'policy.retention') }} as past_retention,
-        consent_then.record_id is not null as consented_then,
-        consent_now.record_id is not null as consented_now,
+        consent_then.lookup_key is not null as consented_then,
+        consent_now.lookup_key is not null as consented_now,
         consent_now.valid_until,
         records.occurred_at < {{ lethe_subtract_period(as_of(), 'policy.minimisation_window') }} as past_minimisation,
         policy.*
     from records
     cross join policy
     left join flags on flags.record_id = records.record_id
-    left join consent_then on consent_then.record_id = records.record_id
-    left join consent_now on consent_now.record_id = records.record_id
+    left join email_tokens on email_tokens.value = records.email
+    -- consent then: the interval holding the event's time (one at most, as above); one
+    -- pass over the records, keyed on the consent key, never a join back on record_id
+    left join consent_lookup as consent_then
+        on consent_then.lookup_key = records.consent_key
+       and consent_then.by_token = records.is_pseudonymised
+       and {{ valid_at('consent_then', 'records.occurred_at') }}
+    left join consent_now
+        on consent_now.lookup_key = records.consent_key
+       and consent_now.by_token = records.is_pseudonymised
     {%- if cookie_column %}
     left join cookie_subject
         on cookie_subject.lookup_key = records.cookie_id

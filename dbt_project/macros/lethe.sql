@@ -53,7 +53,9 @@
     legal hold, and until when; does a verified erasure request cover any of them. A
     record's subjects are its own email and, through `cookie_column`, the emails its
     cookie belongs to. A pseudonymised record carries tokens instead of the email and
-    cookie id, and is matched on tokens.
+    cookie id, and is matched on tokens. A subject reached twice (its email and its
+    cookie) is matched twice: harmless under bool_or and max, so the branches are
+    `union all` — a `union` de-duplicated every record of the table for nothing.
 #}
 {% macro record_subject_flags(records, email_column, cookie_column=none) -%}
     with record_subjects as (
@@ -62,14 +64,14 @@
         from {{ records }}
         where {{ email_column }} is not null and not is_pseudonymised
 
-        union
+        union all
 
         select record_id, cast(null as {{ lethe_type_string() }}) as email, {{ email_column }} as subject_key
         from {{ records }}
         where {{ email_column }} is not null and is_pseudonymised
         {%- if cookie_column %}
 
-        union
+        union all
 
         select {{ records }}.record_id, subject_cookies.email, cast(null as {{ lethe_type_string() }}) as subject_key
         from {{ records }}
@@ -77,7 +79,7 @@
             on subject_cookies.cookie_id = {{ records }}.{{ cookie_column }}
         where not {{ records }}.is_pseudonymised
 
-        union
+        union all
 
         select {{ records }}.record_id, cast(null as {{ lethe_type_string() }}) as email, subject_cookies.subject_key
         from {{ records }}
@@ -113,6 +115,22 @@
         bool_or(erasure_verified) as erasure_requested
     from matched
     group by record_id
+{%- endmacro %}
+
+{#
+    Each distinct value of `column` in `relation` with its HMAC token, for a model to
+    join on instead of hashing every row: an email appears on many events (5.6M email
+    events carry 0.5M emails at S), and the keyed hash is the costly part of a decision
+    (measured: 3.0 s per row vs 1.3 s per distinct value plus the join, 5.6M rows).
+    `where` narrows the rows first (e.g. to those not pseudonymised yet).
+#}
+{% macro distinct_tokens(relation, column, where=none) -%}
+    select value, {{ lethe_hmac_sha256('value') }} as token
+    from (
+        select distinct {{ column }} as value
+        from {{ relation }}
+        where {{ column }} is not null{% if where %} and {{ where }}{% endif %}
+    ) as distinct_values
 {%- endmacro %}
 
 {# The subject_key of a record's email column: already a token once pseudonymised. #}

@@ -22,13 +22,19 @@ keyed as (
     from events
     where cookie_id is not null
 
+),
+
+email_tokens as (
+
+    {{ distinct_tokens('events', 'email') }}
+
 )
 
 select
     consent_event_id,
     key_type,
     key_value,
-    case when email is not null then {{ lethe_hmac_sha256('email') }} end as subject_key,
+    email_tokens.token as subject_key,  -- the email's HMAC token, hashed once per email
     purpose,
     action,
     occurred_at,
@@ -40,3 +46,4 @@ select
     (entry_point is not null and notice_version is not null and evidence is not null) as is_documented,
     record_id
 from keyed
+left join email_tokens on email_tokens.value = keyed.email

@@ -62,18 +62,25 @@ intervals as (
     from changes
     window per_key as (partition by key_type, key_value, purpose order by occurred_at)
 
+),
+
+key_tokens as (
+
+    {{ distinct_tokens('intervals', 'key_value', where='grants_consent') }}
+
 )
 
 select
-    key_type,
-    key_value,
-    case when key_type = 'email' then {{ lethe_hmac_sha256('key_value') }} end as subject_key,
+    intervals.key_type,
+    intervals.key_value,
+    case when intervals.key_type = 'email' then key_tokens.token end as subject_key,
     -- the key's token: how records whose identifiers were pseudonymised find their consent
-    {{ lethe_hmac_sha256('key_value') }} as key_token,
-    purpose,
-    valid_from,
-    valid_to,
-    opened_by_event_id,
-    closed_by_event_id
+    key_tokens.token as key_token,
+    intervals.purpose,
+    intervals.valid_from,
+    intervals.valid_to,
+    intervals.opened_by_event_id,
+    intervals.closed_by_event_id
 from intervals
-where grants_consent
+left join key_tokens on key_tokens.value = intervals.key_value
+where intervals.grants_consent

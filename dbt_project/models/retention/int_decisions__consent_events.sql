@@ -20,6 +20,12 @@ flags as (
 
 ),
 
+email_tokens as (
+
+    {{ distinct_tokens('records', 'email', where='not is_pseudonymised') }}
+
+),
+
 cookie_subject as (
 
     select cookie_id, {{ lethe_arg_min('subject_key', 'email') }} as subject_key
@@ -31,7 +37,9 @@ cookie_subject as (
 select
     'raw_consent.events' as source_table,
     records.record_id,
-    coalesce({{ subject_key_of('records.email', 'records.is_pseudonymised') }}, cookie_subject.subject_key) as subject_key,
+    -- subject_key_of(email), with the token looked up (distinct_tokens), else the cookie's subject
+    coalesce(case when records.is_pseudonymised then records.email else email_tokens.token end,
+             cookie_subject.subject_key) as subject_key,
     case
         when flags.under_legal_hold then 'keep'
         when flags.erasure_requested then 'purge'
@@ -52,4 +60,5 @@ select
 from records
 cross join policy
 left join flags on flags.record_id = records.record_id
+left join email_tokens on email_tokens.value = records.email
 left join cookie_subject on cookie_subject.cookie_id = records.cookie_id
