@@ -439,15 +439,21 @@ def test_changing_the_policy_file_changes_decisions(lethe, warehouse_copy, tmp_p
         assert kept_too_old == 0
 
 
-def test_mart_identifier_check_fails_on_a_planted_email_and_ip(lethe, warehouse_copy, tmp_path):
+def test_mart_identifier_check_fails_on_a_planted_email_ip_and_cookie(lethe, warehouse_copy, tmp_path):
+    """One kind of identifier per mart, so each of the check's four tests is shown to fire."""
     with duckdb.connect(str(warehouse_copy)) as con:
         con.execute("UPDATE marts.web_visits SET page_path = 'https://x.io/u/planted@example.com' "
                     "WHERE event_id = (SELECT min(event_id) FROM marts.web_visits)")
         con.execute("UPDATE marts.email_engagement SET ip_network = '10.20.30.40' "
                     "WHERE event_id = (SELECT min(event_id) FROM marts.email_engagement)")
+        con.execute("UPDATE marts.contacts SET country = '2001:DB8:0:0:8:800:200C:417A' "
+                    "WHERE contact_id = (SELECT min(contact_id) FROM marts.contacts)")
+        cookie = con.execute("SELECT min(cookie_id) FROM raw_web.events WHERE _pseudonymised_at IS NULL").fetchall()[0][0]
+        con.execute("UPDATE marts.consent_summary SET purpose = ? "
+                    "WHERE day = (SELECT min(day) FROM marts.consent_summary)", [cookie])
     result = _dbt(["test", "--select", "test_name:no_direct_identifiers"], warehouse_copy, tmp_path)
     failed = {r.node.attached_node.split(".")[-1] for r in result.result.results if r.status == "fail"}
-    assert failed == {"web_visits", "email_engagement"}
+    assert failed == {"web_visits", "email_engagement", "contacts", "consent_summary"}
 
 
 def test_dbt_unit_tests_pass(lethe, tmp_path):

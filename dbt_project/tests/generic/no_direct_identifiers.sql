@@ -35,9 +35,12 @@ text_values as (
 
 select column_name, count(*) as offending_rows
 from text_values
-where {{ lethe_regexp_matches('value', '[^@\s]+@[^@\s]+\.[^@\s]+') }}
-   or {{ lethe_regexp_matches('value', '(^|[^0-9.])([0-9]{1,3}\.){3}[0-9]{1,3}($|[^0-9./])') }}
-   or {{ lethe_regexp_matches('lower(value)', '^[0-9a-f]{0,4}(:[0-9a-f]{0,4}){2,7}$') }}
+-- each pattern behind a LIKE on a character it cannot match without ('@', '.', ':'):
+-- the same rows, but the regexes run on the few values that hold it (at 1M contacts
+-- 3.5 s → 1.5 s for the email events mart)
+where (value like '%@%' and {{ lethe_regexp_matches('value', '[^@\s]+@[^@\s]+\.[^@\s]+') }})
+   or (value like '%.%' and {{ lethe_regexp_matches('value', '(^|[^0-9.])([0-9]{1,3}\.){3}[0-9]{1,3}($|[^0-9./])') }})
+   or (value like '%:%' and {{ lethe_regexp_matches('lower(value)', '^[0-9a-f]{0,4}(:[0-9a-f]{0,4}){2,7}$') }})
    or value in (select cookie_id from cookie_ids)
 group by column_name
 
