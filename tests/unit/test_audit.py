@@ -195,6 +195,32 @@ def test_editing_a_mirror_line_is_detected(logged) -> None:
     assert verify_audit_log(con, None) == []  # the table itself is intact
 
 
+def test_a_row_edited_alike_in_table_and_mirror_is_reported_in_both(logged) -> None:
+    """A line identical to its table row is not re-hashed — but only when that row's own
+    hash held: a forger who edits both the same way is still caught in each."""
+    con, mirror = logged
+    con.execute(f"UPDATE {AUDIT_TABLE} SET rows_affected = 7 WHERE seq = 2")
+    lines = mirror.read_text(encoding="utf-8").splitlines()
+    record = json.loads(lines[1])
+    record["rows_affected"] = 7
+    lines[1] = json.dumps(record, sort_keys=True, separators=(",", ":"))
+    mirror.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    assert verify_audit_log(con, mirror) == [
+        "seq 2: row_hash does not match the row's content (row changed)",
+        "mirror line 2 (seq 2): row_hash does not match the line's content (line changed)",
+    ]
+
+
+def test_a_mirror_line_written_in_another_key_order_still_matches(logged) -> None:
+    con, mirror = logged
+    lines = mirror.read_text(encoding="utf-8").splitlines()
+    lines[0] = json.dumps(dict(reversed(list(json.loads(lines[0]).items()))), separators=(",", ":"))
+    mirror.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    assert verify_audit_log(con, mirror) == []
+
+
 def test_a_mirror_line_that_is_not_json_is_reported(logged) -> None:
     con, mirror = logged
     lines = mirror.read_text(encoding="utf-8").splitlines()
