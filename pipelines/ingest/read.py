@@ -102,6 +102,22 @@ def _read_csv_by_lines(text: str, columns: list[str]) -> ReadResult | None:
     frame = pl.DataFrame({"line": pl.Series(lines[1:], dtype=pl.Utf8)}).with_row_index("number", offset=2)
     frame = frame.with_columns(pl.col("number").cast(pl.Int64)).filter(pl.col("line") != "")
     quoted = frame.filter(pl.col("line").str.contains('"', literal=True))
+    quoted_rows: list[tuple[int, list[str]]] = []
+    if quoted.height:
+        numbers = quoted["number"].to_list()
+        parsed = parse_lines(quoted["line"].to_list())
+        if parsed is not None:
+            quoted_rows = list(zip(numbers, parsed))
+        else:
+            # a quoted field runs over a line break somewhere: read those records with
+            # csv from their first line on, and leave the lines they swallow out of the
+            # plain ones (the rest of the file stays on the fast path)
+            walked = _records_from_quoted_lines(text, numbers)
+            if walked is None:
+                return None
+            quoted_rows, swallowed = walked
+            if swallowed:
+                frame = frame.filter(~pl.col("number").is_in(pl.Series(sorted(swallowed), dtype=pl.Int64)))
     plain = frame.filter(~pl.col("line").str.contains('"', literal=True)).with_columns(
         pl.col("line").str.split(",").alias("fields"))
     plain = plain.with_columns(pl.col("fields").list.len().alias("width"))
@@ -111,14 +127,10 @@ def _read_csv_by_lines(text: str, columns: list[str]) -> ReadResult | None:
     rejects = [StructuralReject(n, "malformed_row", line)
                for n, line in plain.filter(pl.col("width") != width).select("number", "line").iter_rows()]
 
-    if quoted.height:
-        parsed = parse_lines(quoted["line"].to_list())
-        if parsed is None:
-            return None
-        numbers = quoted["number"].to_list()
-        rows = [(n, row) for n, row in zip(numbers, parsed) if len(row) == width]
+    if quoted_rows:
+        rows = [(n, row) for n, row in quoted_rows if len(row) == width]
         rejects += [StructuralReject(n, "malformed_row", _csv_line(row))
-                    for n, row in zip(numbers, parsed) if len(row) != width]
+                    for n, row in quoted_rows if len(row) != width]
         extra = pl.DataFrame(
             {header[i]: pl.Series([row[i] for _, row in rows], dtype=pl.Utf8) for i in range(width)}
             | {"number": pl.Series([n for n, _ in rows], dtype=pl.Int64)})
@@ -127,6 +139,46 @@ def _read_csv_by_lines(text: str, columns: list[str]) -> ReadResult | None:
     out = records.select(*[pl.col(name).cast(pl.Utf8) for name in columns],
                          pl.col("number").cast(pl.Int64).alias(LINE_COLUMN))
     return ReadResult(out, rejects)
+
+
+def _records_from_quoted_lines(text: str, numbers: list[int]) -> tuple[list[tuple[int, list[str]]], set[int]] | None:
+    """The records that start on the lines ``numbers`` (physical, ascending; each holds
+    a quote), read by ``csv`` from that line on as far as the record runs, and the
+    numbers of the lines they swallowed. None if ``csv`` raises.
+
+    Exact because a record boundary is known everywhere it matters: the first data line
+    starts a record, a line without a quote that starts a record ends it, and ``csv``
+    says where a record started on a quoted line ends — so every quoted line is either
+    swallowed by the record before it or starts one. The reader is fed the file's own
+    lines (line ends included) and reads no further than the record it is asked for."""
+    physical = text.split("\n")
+    ends_with_newline = physical[-1] == ""
+    if ends_with_newline:
+        physical.pop()
+    last = len(physical) - 1
+    cursor = [0]  # index into ``physical`` of the next line to hand to the reader
+
+    def lines():
+        while cursor[0] <= last:
+            i = cursor[0]
+            cursor[0] += 1
+            yield physical[i] + "\n" if i < last or ends_with_newline else physical[i]
+
+    reader = csv.reader(lines(), strict=False)
+    records: list[tuple[int, list[str]]] = []
+    swallowed: set[int] = set()
+    for number in numbers:
+        index = number - 1
+        if index < cursor[0]:
+            continue  # inside the record read before it
+        cursor[0] = index
+        try:
+            row = next(reader)
+        except (csv.Error, StopIteration):
+            return None
+        records.append((number, row))
+        swallowed.update(range(number + 1, cursor[0] + 1))
+    return records, swallowed
 
 
 def parse_lines(lines: list[str]) -> list[list[str]] | None:
