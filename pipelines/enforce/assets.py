@@ -212,7 +212,7 @@ def _enforce_on_spark(context, warehouse: WarehouseResource, landing: LandingZon
     from pipelines.spark.enforce import (
         SparkErasureLookup, complete_erasures_on_spark, due_erasures_on_spark, enforce_on_spark,
     )
-    from pipelines.spark.enforce import _quote as spark_quote
+    from pipelines.spark.connection import spark_quote
     from pipelines.spark.proofs import compute_spark_proofs
     from pipelines.spark.run import SPARK_DBT_ARGS, prepare_key, ship
 

@@ -17,6 +17,11 @@ SESSION_SETTINGS = {
 }
 
 
+def spark_quote(name: str) -> str:
+    """A Spark SQL identifier in backticks (a backtick inside it doubled)."""
+    return "`" + name.replace("`", "``") + "`"
+
+
 @dataclass(frozen=True)
 class SparkEndpoint:
     host: str

@@ -48,7 +48,7 @@ from pipelines.ingest.tables import (
     add_purged_counts,
 )
 from pipelines.settings import DBT_PROJECT_DIR
-from pipelines.spark.connection import rows
+from pipelines.spark.connection import rows, spark_quote
 
 TOKEN = re.compile(r"[0-9a-f]{64}")
 ENFORCED_SUFFIX = "__lethe_enforced"
@@ -70,18 +70,14 @@ def spark_expression(macro: str, *args: str) -> str:
     return str(getattr(_macros(), f"spark__{macro}")(*args)).strip()
 
 
-def _quote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
 def _table(qualified: str, suffix: str = "") -> str:
     schema, table = qualified.split(".", 1)
-    return f"{_quote(schema)}.{_quote(table + suffix)}"
+    return f"{spark_quote(schema)}.{spark_quote(table + suffix)}"
 
 
 def _exists(cursor, qualified: str, suffix: str = "") -> bool:
     schema, table = qualified.split(".", 1)
-    cursor.execute(f"SHOW TABLES IN {_quote(schema)} LIKE '{table + suffix}'")
+    cursor.execute(f"SHOW TABLES IN {spark_quote(schema)} LIKE '{table + suffix}'")
     return bool(cursor.fetchall())
 
 
@@ -93,7 +89,7 @@ def _pseudonymised_columns() -> dict[str, dict[str, str]]:
         for column in contract.columns:
             if column.pii_class != "direct_identifier":
                 continue
-            ref = f"t.{_quote(column.name)}"
+            ref = f"t.{spark_quote(column.name)}"
             macro = "lethe_generalise_ip" if column.pii_category == "ip_address" else "lethe_hmac_sha256"
             cols[column.name] = spark_expression(macro, ref)
         out[contract.qualified_table] = cols
@@ -144,7 +140,7 @@ def rewrite_and_swap(cursor, table: str, select_sql: str, *, expected_rows: int)
 
 def _decided(target: Target) -> str:
     return (f"{_table(target.table)} AS t JOIN {DECISIONS_TABLE} AS d "
-            f"ON d.source_table = '{target.table}' AND d.record_id = t.{_quote(target.id_column)}")
+            f"ON d.source_table = '{target.table}' AND d.record_id = t.{spark_quote(target.id_column)}")
 
 
 def _per_file(keys) -> list[tuple[str, str, int]]:
@@ -168,7 +164,7 @@ def enforce_table_on_spark(
     pending = 0
     if identifiers:
         pending = rows(cursor, f"SELECT count(*) FROM {_decided(target)} WHERE d.action = 'pseudonymise' "
-                               f"AND t.{_quote(target.pseudonymised_marker)} IS NULL")[0][0]
+                               f"AND t.{spark_quote(target.pseudonymised_marker)} IS NULL")[0][0]
     elif by_action.get("pseudonymise"):
         raise ValueError(f"{target.table}: decisions say pseudonymise but the table has no direct identifiers")
     purged = by_action.get("purge", 0)
@@ -182,25 +178,25 @@ def enforce_table_on_spark(
 
     removals = []
     if purged:
-        removals = rows(cursor, f"SELECT t.{_quote(target.file_hash_column)}, t.{_quote(target.line_column)}, "
+        removals = rows(cursor, f"SELECT t.{spark_quote(target.file_hash_column)}, t.{spark_quote(target.line_column)}, "
                                 f"d.reason, {target.log_table_sql} FROM {_decided(target)} WHERE d.action = 'purge'")
     cursor.execute(f"SELECT * FROM {_table(target.table)} LIMIT 0")
     columns = [c[0].split(".")[-1] for c in cursor.description]
     stamp = f"timestamp '{now.replace(tzinfo=None).isoformat(sep=' ')}'"
-    due = f"d.action = 'pseudonymise' AND t.{_quote(target.pseudonymised_marker or '_')} IS NULL"
+    due = f"d.action = 'pseudonymise' AND t.{spark_quote(target.pseudonymised_marker or '_')} IS NULL"
     select = []
     for name in columns:
         if name in identifiers:
-            select.append(f"CASE WHEN {due} THEN {identifiers[name]} ELSE t.{_quote(name)} END AS {_quote(name)}")
+            select.append(f"CASE WHEN {due} THEN {identifiers[name]} ELSE t.{spark_quote(name)} END AS {spark_quote(name)}")
         elif identifiers and name == target.pseudonymised_marker:
-            select.append(f"CASE WHEN {due} THEN {stamp} ELSE t.{_quote(name)} END AS {_quote(name)}")
+            select.append(f"CASE WHEN {due} THEN {stamp} ELSE t.{spark_quote(name)} END AS {spark_quote(name)}")
         else:
-            select.append(f"t.{_quote(name)}")
+            select.append(f"t.{spark_quote(name)}")
     rewrite_and_swap(
         cursor, target.table,
         f"SELECT {', '.join(select)} FROM {_table(target.table)} AS t LEFT JOIN (SELECT record_id, action "
         f"FROM {DECISIONS_TABLE} WHERE source_table = '{target.table}') AS d "
-        f"ON d.record_id = t.{_quote(target.id_column)} WHERE d.action IS NULL OR d.action <> 'purge'",
+        f"ON d.record_id = t.{spark_quote(target.id_column)} WHERE d.action IS NULL OR d.action <> 'purge'",
         expected_rows=rows_before - purged,
     )
 
@@ -309,7 +305,7 @@ def complete_erasures_on_spark(cursor, con: duckdb.DuckDBPyConnection, *, run_id
             elif name == "_pseudonymised_at":
                 select.append(f"CASE WHEN {hit} THEN {stamp} ELSE t.`_pseudonymised_at` END AS `_pseudonymised_at`")
             else:
-                select.append(f"t.{_quote(name)}")
+                select.append(f"t.{spark_quote(name)}")
         total = rows(cursor, f"SELECT count(*) FROM {_table(table)}")[0][0]
         rewrite_and_swap(cursor, table, f"SELECT {', '.join(select)} FROM {_table(table)} AS t", expected_rows=total)
     # as quarantine_naming_sql on DuckDB: by the email column or any address in the raw record

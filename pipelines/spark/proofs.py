@@ -20,8 +20,8 @@ from pipelines.enforce.erasure import sla_hours
 from pipelines.enforce.proof import Proof, malformed_pseudonym_queries
 from pipelines.enforce.tables import DECISIONS_TABLE, ERASURE_LOG_TABLE, OUTCOMES_TABLE, enforcement_targets
 from pipelines.ingest.tables import INGEST_LOG_TABLE, QUARANTINE_TABLE
-from pipelines.spark.connection import rows
-from pipelines.spark.enforce import _quote, _table, spark_expression
+from pipelines.spark.connection import rows, spark_quote
+from pipelines.spark.enforce import _table, spark_expression
 from pipelines.verify import SUPPRESSION_COLUMNS, SUPPRESSION_EXCLUDED_SCHEMAS
 
 
@@ -31,7 +31,7 @@ def _count(cursor, sql: str) -> int:
 
 def rows_decided_purge_remaining(cursor) -> int:
     return sum(_count(cursor, f"SELECT count(*) FROM {_table(t.table)} AS t JOIN {DECISIONS_TABLE} AS d "
-                              f"ON d.source_table = '{t.table}' AND d.record_id = t.{_quote(t.id_column)} "
+                              f"ON d.source_table = '{t.table}' AND d.record_id = t.{spark_quote(t.id_column)} "
                               "WHERE d.action = 'purge'")
                for t in enforcement_targets())
 
@@ -59,11 +59,11 @@ def _spark_tables(cursor) -> list[tuple[str, str, list[str]]]:
     for (database,) in rows(cursor, "SHOW DATABASES"):
         if database in SUPPRESSION_EXCLUDED_SCHEMAS:
             continue
-        for row in rows(cursor, f"SHOW TABLES IN {_quote(database)}"):
+        for row in rows(cursor, f"SHOW TABLES IN {spark_quote(database)}"):
             name, temporary = row[1], row[-1]
             if temporary or name.endswith(("__lethe_enforced", "__lethe_previous", "__lethe_incoming")):
                 continue
-            described = rows(cursor, f"DESCRIBE TABLE EXTENDED {_quote(database)}.{_quote(name)}")
+            described = rows(cursor, f"DESCRIBE TABLE EXTENDED {spark_quote(database)}.{spark_quote(name)}")
             if any(r[0] == "Type" and str(r[1]).upper() == "VIEW" for r in described):
                 continue
             columns = []
@@ -84,13 +84,13 @@ def erased_subject_rows(cursor) -> int:
         return 0
     total = 0
     for database, table, columns in _spark_tables(cursor):
-        relation = f"{_quote(database)}.{_quote(table)}"
+        relation = f"{spark_quote(database)}.{spark_quote(table)}"
         clear = "_pseudonymised_at IS NULL AND " if "_pseudonymised_at" in columns else ""
         for column in columns:
             norm = SUPPRESSION_COLUMNS.get(column.lower())
             if norm is None:
                 continue
-            value = norm.format(f"cast({_quote(column)} as string)")
+            value = norm.format(f"cast({spark_quote(column)} as string)")
             token = spark_expression("lethe_hmac_sha256", "v")
             total += _count(cursor, f"""SELECT count(*) FROM {relation} WHERE {clear}{value} IN (
                 SELECT v FROM (SELECT DISTINCT {value} AS v FROM {relation}) AS d
@@ -102,7 +102,7 @@ def erased_subject_rows(cursor) -> int:
         if names:
             total += _count(cursor, f"SELECT count(*) FROM {_table(contract.qualified_table)} "
                                     "WHERE _pseudonymised_at IS NOT NULL AND ("
-                                    + " OR ".join(f"{_quote(n)} IN ({suppressed})" for n in names) + ")")
+                                    + " OR ".join(f"{spark_quote(n)} IN ({suppressed})" for n in names) + ")")
     return total
 
 
@@ -110,7 +110,7 @@ def malformed_pseudonyms(cursor) -> int:
     def rlike(column: str, pattern: str) -> str:
         return f"{column} RLIKE '{pattern.replace(chr(92), chr(92) * 2)}'"  # Spark literals unescape backslashes
 
-    return sum(_count(cursor, q) for q in malformed_pseudonym_queries(_quote, rlike))
+    return sum(_count(cursor, q) for q in malformed_pseudonym_queries(spark_quote, rlike))
 
 
 def unreconciled(cursor, con: duckdb.DuckDBPyConnection) -> int:

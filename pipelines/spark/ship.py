@@ -37,7 +37,7 @@ import duckdb
 
 from pipelines.audit import AuditEntry, append_entries, ensure_audit_table
 from pipelines.enforce.tables import enforcement_targets
-from pipelines.spark.connection import rows
+from pipelines.spark.connection import rows, spark_quote
 
 SHIPMENTS_TABLE = "ingest.spark_shipments"
 SHIPMENTS_DDL = (
@@ -68,14 +68,10 @@ def dbt_sources(manifest_path: Path) -> list[tuple[str, str]]:
     return sorted({(s["schema"], s["identifier"]) for s in manifest["sources"].values()})
 
 
-def _quote(name: str) -> str:
-    return "`" + name.replace("`", "``") + "`"
-
-
 def _spark_select(columns: list[tuple[str, str]]) -> str:
     parts = []
     for name, duck_type in columns:
-        col = _quote(name)
+        col = spark_quote(name)
         parts.append(f"cast({col} as timestamp) as {col}" if duck_type.upper() == "TIMESTAMP" else col)
     return ", ".join(parts)
 
@@ -98,8 +94,8 @@ def _stage_incoming(con: duckdb.DuckDBPyConnection, cursor, schema: str, table: 
     folder.mkdir(parents=True)
     file = folder / "part-0.parquet"
     con.execute(f"COPY \"{schema}\".\"{table}\" TO '{file}' (FORMAT parquet)")
-    incoming = f"{_quote(schema)}.{_quote(table + '__lethe_incoming')}"
-    cursor.execute(f"CREATE DATABASE IF NOT EXISTS {_quote(schema)}")
+    incoming = f"{spark_quote(schema)}.{spark_quote(table + '__lethe_incoming')}"
+    cursor.execute(f"CREATE DATABASE IF NOT EXISTS {spark_quote(schema)}")
     cursor.execute(f"DROP TABLE IF EXISTS {incoming}")
     cursor.execute(f"CREATE TABLE {incoming} USING parquet AS SELECT {_spark_select(columns)} FROM parquet.`{file}`")
     arrived = rows(cursor, f"SELECT count(*) FROM {incoming}")[0][0]
@@ -117,7 +113,7 @@ def ship_table(con: duckdb.DuckDBPyConnection, cursor, schema: str, table: str, 
     folder = exchange / f"{schema}.{table}"
     try:
         incoming = _stage_incoming(con, cursor, schema, table, folder, expected)
-        target = f"{_quote(schema)}.{_quote(table)}"
+        target = f"{spark_quote(schema)}.{spark_quote(table)}"
         cursor.execute(f"DROP TABLE IF EXISTS {target}")
         cursor.execute(f"ALTER TABLE {incoming} RENAME TO {target}")
     finally:
@@ -126,7 +122,7 @@ def ship_table(con: duckdb.DuckDBPyConnection, cursor, schema: str, table: str, 
 
 
 def _spark_exists(cursor, schema: str, table: str) -> bool:
-    cursor.execute(f"SHOW TABLES IN {_quote(schema)} LIKE '{table}'")
+    cursor.execute(f"SHOW TABLES IN {spark_quote(schema)} LIKE '{table}'")
     return bool(cursor.fetchall())
 
 
@@ -138,12 +134,12 @@ def move_rows(con: duckdb.DuckDBPyConnection, cursor, schema: str, table: str, i
     they were, and the next run appends only the ids Spark lacks."""
     started = time.perf_counter()
     _duckdb_columns(con, schema, table)
-    target = f"{_quote(schema)}.{_quote(table)}"
+    target = f"{spark_quote(schema)}.{spark_quote(table)}"
     folder = exchange / f"{schema}.{table}"
     con.execute("BEGIN TRANSACTION")
     try:
         sent = con.execute(f'SELECT count(*) FROM "{schema}"."{table}"').fetchall()[0][0]
-        cursor.execute(f"CREATE DATABASE IF NOT EXISTS {_quote(schema)}")
+        cursor.execute(f"CREATE DATABASE IF NOT EXISTS {spark_quote(schema)}")
         exists = _spark_exists(cursor, schema, table)
         added = 0
         if sent or not exists:
@@ -153,8 +149,8 @@ def move_rows(con: duckdb.DuckDBPyConnection, cursor, schema: str, table: str, i
                 added = sent
             else:
                 cursor.execute(f"SELECT * FROM {target} LIMIT 0")
-                names = ", ".join(f"i.{_quote(c[0].split('.')[-1])}" for c in cursor.description)
-                new = f"{incoming} AS i LEFT ANTI JOIN {target} AS t ON t.{_quote(id_column)} = i.{_quote(id_column)}"
+                names = ", ".join(f"i.{spark_quote(c[0].split('.')[-1])}" for c in cursor.description)
+                new = f"{incoming} AS i LEFT ANTI JOIN {target} AS t ON t.{spark_quote(id_column)} = i.{spark_quote(id_column)}"
                 added = rows(cursor, f"SELECT count(*) FROM {new}")[0][0]
                 if added:
                     cursor.execute(f"INSERT INTO {target} SELECT {names} FROM {new}")
