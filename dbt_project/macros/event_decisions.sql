@@ -94,8 +94,7 @@ decided as (
     select
         records.record_id,
         coalesce(
-            -- subject_key_of(email), with the token looked up (distinct_tokens)
-            case when records.is_pseudonymised then records.email else email_tokens.token end
+            {{ subject_key_of('records.email', 'records.is_pseudonymised', 'email_tokens.token') }}
             {%- if cookie_column %}, cookie_subject.subject_key{% endif %}
         ) as subject_key,
         records.occurred_at,

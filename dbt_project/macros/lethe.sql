@@ -133,9 +133,13 @@
     ) as distinct_values
 {%- endmacro %}
 
-{# The subject_key of a record's email column: already a token once pseudonymised. #}
-{% macro subject_key_of(email_expr, pseudonymised_expr) -%}
-    case when {{ pseudonymised_expr }} then {{ email_expr }} else {{ lethe_hmac_sha256(email_expr) }} end
+{#
+    The subject_key of a record's email column: already a token once pseudonymised.
+    `token_expr`: the email's token when the model has looked it up (distinct_tokens),
+    else it is hashed here.
+#}
+{% macro subject_key_of(email_expr, pseudonymised_expr, token_expr=none) -%}
+    case when {{ pseudonymised_expr }} then {{ email_expr }} else {{ token_expr or lethe_hmac_sha256(email_expr) }} end
 {%- endmacro %}
 
 

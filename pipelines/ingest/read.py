@@ -183,7 +183,8 @@ def _records_from_quoted_lines(text: str, numbers: list[int]) -> tuple[list[tupl
 
 def parse_lines(lines: list[str]) -> list[list[str]] | None:
     """Each line parsed on its own by ``csv``; None if a quoted field runs past its line
-    end (the record continues on the next line: only the whole-file reader can tell)."""
+    end (the record continues on the next line: ``_records_from_quoted_lines`` or the
+    whole-file reader can tell where it ends)."""
     try:
         parsed = list(csv.reader(io.StringIO("\n".join(lines) + "\n", newline=""), strict=False))
     except csv.Error:

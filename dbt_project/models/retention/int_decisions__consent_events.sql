@@ -37,8 +37,7 @@ cookie_subject as (
 select
     'raw_consent.events' as source_table,
     records.record_id,
-    -- subject_key_of(email), with the token looked up (distinct_tokens), else the cookie's subject
-    coalesce(case when records.is_pseudonymised then records.email else email_tokens.token end,
+    coalesce({{ subject_key_of('records.email', 'records.is_pseudonymised', 'email_tokens.token') }},
              cookie_subject.subject_key) as subject_key,
     case
         when flags.under_legal_hold then 'keep'
