@@ -77,6 +77,24 @@ def test_jsonl_escapes_booleans_big_integers_and_repeated_keys():
     assert [(r.line_number, r.reason) for r in result.rejects] == [(2, "malformed_json")]
 
 
+
+def test_jsonl_null_absent_and_scalar_lines():
+    """null and an absent key are both NULL and no wrong type; a line that is valid JSON
+    but not an object is a structural reject; a key repeated only inside a nested object
+    is not ambiguous for the contract's columns."""
+    data = ('{"id": null, "email": "a@x.io"}\n'
+            '"just a string"\n'
+            '42\n'
+            'null\n'
+            '{"id": -0, "email": "b@x.io", "note": {"k": 1, "k": 2}}\n').encode()
+    result = read_jsonl(data, COLS)
+    assert result.records["id"].to_list() == [None, "0"]
+    assert result.records["note"][0] is None
+    assert result.records["_wrong_types"].to_list() == [None, ";note;"]
+    assert result.records["_line_number"].to_list() == [1, 5]
+    assert [(r.line_number, r.reason, r.raw_record) for r in result.rejects] == [
+        (2, "malformed_json", '"just a string"'), (3, "malformed_json", "42"), (4, "malformed_json", "null")]
+
 # --- the CSV fast path agrees with the csv module -------------------------------------
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
