@@ -60,8 +60,9 @@ def decode(data: bytes) -> str:
 
 def read_csv(data: bytes, columns: list[str]) -> ReadResult:
     """CSV → text columns. Most lines hold no quote character, and for them the ``csv``
-    module's answer is simply the line split at commas: those are split set-based in
-    polars, and only lines with a quote go through ``csv`` (``_read_csv_by_lines``). A
+    module's answer is simply the line split at commas; most others quote whole fields,
+    and for them it is the fields with their quotes dropped: both are split set-based in
+    polars, and only the remaining lines go through ``csv`` (``_read_csv_by_lines``). A
     file where that shortcut could differ from ``csv`` — a lone carriage return, a NUL,
     a very long line, a quoted field running over a line break — is read entirely by
     ``csv`` (``_read_csv_whole``). Both give the same records, rejects and line numbers
@@ -103,16 +104,24 @@ def _read_csv_by_lines(text: str, columns: list[str]) -> ReadResult | None:
     frame = frame.with_columns(pl.col("number").cast(pl.Int64)).filter(pl.col("line") != "")
     quoted = frame.filter(pl.col("line").str.contains('"', literal=True))
     quoted_rows: list[tuple[int, list[str]]] = []
+    split_quoted = None  # quoted lines split set-based, as (number, fields)
     if quoted.height:
-        numbers = quoted["number"].to_list()
-        parsed = parse_lines(quoted["line"].to_list())
+        # most quoted lines quote whole fields only ("a, b",c): split those set-based too;
+        # csv takes the others (and a line of the wrong width, whose reject it spells)
+        well = quoted.filter(pl.col("line").str.contains(WELL_QUOTED_LINE)).select(
+            "number", _well_quoted_fields(pl.col("line")).alias("fields"))
+        well = well.filter(pl.col("fields").list.len() == width)
+        rest = quoted.filter(~pl.col("number").is_in(well["number"].implode()))
+        parsed = parse_lines(rest["line"].to_list()) if rest.height else []
         if parsed is not None:
-            quoted_rows = list(zip(numbers, parsed))
+            # every quoted line closes its quotes, so every line is one record
+            quoted_rows = list(zip(rest["number"].to_list(), parsed))
+            split_quoted = well
         else:
             # a quoted field runs over a line break somewhere: read those records with
             # csv from their first line on, and leave the lines they swallow out of the
             # plain ones (the rest of the file stays on the fast path)
-            walked = _records_from_quoted_lines(text, numbers)
+            walked = _records_from_quoted_lines(text, quoted["number"].to_list())
             if walked is None:
                 return None
             quoted_rows, swallowed = walked
@@ -120,6 +129,9 @@ def _read_csv_by_lines(text: str, columns: list[str]) -> ReadResult | None:
                 frame = frame.filter(~pl.col("number").is_in(pl.Series(sorted(swallowed), dtype=pl.Int64)))
     plain = frame.filter(~pl.col("line").str.contains('"', literal=True)).with_columns(
         pl.col("line").str.split(",").alias("fields"))
+    if split_quoted is not None and split_quoted.height:
+        plain = pl.concat([plain, split_quoted.with_columns(pl.lit(None, pl.Utf8).alias("line"))],
+                          how="diagonal").sort("number")
     plain = plain.with_columns(pl.col("fields").list.len().alias("width"))
     good = plain.filter(pl.col("width") == width)
     records = good.select(
@@ -139,6 +151,21 @@ def _read_csv_by_lines(text: str, columns: list[str]) -> ReadResult | None:
     out = records.select(*[pl.col(name).cast(pl.Utf8) for name in columns],
                          pl.col("number").cast(pl.Int64).alias(LINE_COLUMN))
     return ReadResult(out, rejects)
+
+
+# A line whose every field is either free of quotes or quoted whole ("" for a quote
+# inside): ``csv`` reads it as its fields with the outer quotes dropped and "" → ".
+_FIELD = r'(?:"(?:[^"]|"")*"|[^",]*)'
+WELL_QUOTED_LINE = rf"^{_FIELD}(?:,{_FIELD})*$"
+
+
+def _well_quoted_fields(line: pl.Expr) -> pl.Expr:
+    """The fields of a line matching ``WELL_QUOTED_LINE``, as ``csv`` gives them. Each
+    field is matched with the comma before it (a leading one is added), so no match is
+    empty and the matches cover the line."""
+    return (pl.lit(",") + line).str.extract_all("," + _FIELD).list.eval(
+        pl.element().str.strip_prefix(",").str.replace(r'^"(.*)"$', "${1}")
+        .str.replace_all('""', '"', literal=True))
 
 
 def _records_from_quoted_lines(text: str, numbers: list[int]) -> tuple[list[tuple[int, list[str]]], set[int]] | None:

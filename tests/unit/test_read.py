@@ -95,6 +95,7 @@ def test_jsonl_null_absent_and_scalar_lines():
     assert [(r.line_number, r.reason, r.raw_record) for r in result.rejects] == [
         (2, "malformed_json", '"just a string"'), (3, "malformed_json", "42"), (4, "malformed_json", "null")]
 
+
 # --- the CSV fast path agrees with the csv module -------------------------------------
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
@@ -108,6 +109,13 @@ _TAME_CELL = st.text(alphabet=['a', 'B', '1', ' ', ',', '"', 'é', '\u2028'], ma
 _WILD_CELL = st.text(alphabet=['a', ' ', ',', '"', '\n', '\r', '\x00', 'é'], max_size=6)
 # quotes and line breaks only: records running over line breaks, read by csv alone
 _MULTILINE_CELL = st.text(alphabet=['a', ' ', ',', '"', '\n'], max_size=6)
+# fields quoted whole or not at all, now and then a stray quote: mostly the set-based
+# split of quoted lines, with the csv module beside it for the rest
+_QUOTED_CELL = st.one_of(
+    st.text(alphabet=['a', ' ', 'é', '\u2028'], max_size=4),
+    st.text(alphabet=['a', ',', '"', ' ', 'é', '\u2028'], max_size=5).map(lambda t: '"' + t.replace('"', '""') + '"'),
+    st.sampled_from(['"', 'a"b', '"a" ', '""x']),
+)
 
 
 def _both(text: str, columns: list[str]):
@@ -131,7 +139,8 @@ def _same(whole, fast) -> None:
         [(r.line_number, r.reason, r.raw_record) for r in whole.rejects]
 
 
-@pytest.mark.parametrize("cell", [_TAME_CELL, _WILD_CELL, _MULTILINE_CELL], ids=["tame", "wild", "multiline"])
+@pytest.mark.parametrize("cell", [_TAME_CELL, _WILD_CELL, _MULTILINE_CELL, _QUOTED_CELL],
+                         ids=["tame", "wild", "multiline", "quoted"])
 def test_csv_fast_path_reads_exactly_what_the_csv_module_reads(cell):
     """Random cells joined raw, so quoting is often broken: whenever the fast path
     answers, its records, rejects and line numbers are the csv module's. With tame cells
@@ -166,6 +175,28 @@ def test_csv_fast_path_takes_ordinary_files_and_quoted_cells():
     assert [r.line_number for r in fast.rejects] == [4]
     assert fast.records["b"].to_list() == ["x", "a, quoted", 'say "hi"']
 
+
+
+def test_quoted_lines_that_quote_whole_fields_are_split_without_the_csv_module(monkeypatch):
+    """Only the header and the line with a stray quote reach csv; the others are split
+    set-based and read exactly as csv reads them (quotes dropped, "" → ", commas and
+    line separators kept inside); a well-quoted line of the wrong width is csv's too."""
+    seen: list[str] = []
+    real = read_module.parse_lines
+
+    def spy(lines):
+        seen.extend(lines)
+        return real(lines)
+
+    monkeypatch.setattr(read_module, "parse_lines", spy)
+    text = ('id,b,c\n1,"a, b",""\n2,"say ""hi""","é\u2028x"\n3,a"b,c\n'
+            '4,"",","\n5,"too","many","fields"\n6,plain,row\n')
+    whole, fast = _both(text, ["id", "b", "c"])
+    _same(whole, fast)
+    assert fast.records["b"].to_list() == ["a, b", 'say "hi"', 'a"b', "", "plain"]
+    assert fast.records["c"].to_list() == ["", "é\u2028x", "c", ",", "row"]
+    assert [(r.line_number, r.raw_record) for r in fast.rejects] == [(6, "5,too,many,fields")]
+    assert seen == ["id,b,c", '3,a"b,c', '5,"too","many","fields"']
 
 def test_csv_fast_path_reads_records_running_over_line_breaks_with_csv_alone():
     """A quoted field over a line break no longer sends the whole file to the csv module:
