@@ -9,6 +9,7 @@ whole with a reason. Everything else comes back as text, exactly as delivered, f
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -290,6 +291,25 @@ def _json_scalar_to_text(value) -> tuple[str | None, bool]:
     return json.dumps(value, ensure_ascii=False), True
 
 
+def _numbered_lines(data: bytes) -> pl.DataFrame:
+    """The file's lines split at "\n" (``number`` from 1), checked and split in polars
+    without a Python string of the file or an object per line (each costs about as much
+    time again and a copy of the file in memory). Same answer as ``decode`` and
+    ``str.split``: invalid UTF-8 is rejected by ``decode``, which says where."""
+    if len(data) >= 2**32 - 1:  # one polars string holds at most 4 GiB
+        text = decode(data)
+        return pl.DataFrame({"line": text.split("\n")}).with_row_index("number", offset=1).with_columns(
+            pl.col("number").cast(pl.Int64))
+    try:
+        whole = pl.Series("line", [data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data],
+                          dtype=pl.Binary).cast(pl.Utf8)
+    except pl.exceptions.PolarsError:
+        decode(data)  # raises FileRejected("not_utf8", … the byte)
+        raise
+    return (whole.str.split("\n").explode().to_frame()
+            .with_row_index("number", offset=1).with_columns(pl.col("number").cast(pl.Int64)))
+
+
 def read_jsonl(data: bytes, columns: list[str]) -> ReadResult:
     """JSON Lines → text columns, set-based in DuckDB's JSON functions (one pass per file,
     no per-line Python): the file's lines go in as one column with their numbers.
@@ -299,11 +319,9 @@ def read_jsonl(data: bytes, columns: list[str]) -> ReadResult:
     null → NULL; string → as is; integer → its digits; anything else (float, boolean,
     object, array) → its JSON text, flagged in ``WRONG_TYPE_COLUMN``.
     """
-    text = decode(data)
     # split on "\n" only: str.splitlines() also breaks on U+2028, U+0085 … which JSON
     # strings may hold, and would shift every later line number
-    lines = pl.DataFrame({"line": text.split("\n")}).with_row_index("number", offset=1).with_columns(
-        pl.col("number").cast(pl.Int64), pl.col("line").str.strip_suffix("\r"))
+    lines = _numbered_lines(data).with_columns(pl.col("line").str.strip_suffix("\r"))
     lines = lines.filter(pl.col("line").str.strip_chars() != "")
     con = duckdb.connect()
     try:

@@ -42,6 +42,15 @@ def test_non_utf8_file_is_rejected_not_mangled():
     assert err.value.reason == "not_utf8"
 
 
+def test_jsonl_with_bom_is_read_and_non_utf8_is_rejected_where_it_breaks():
+    data = '\ufeff{"id": "1", "email": "é@x.io"}\n{"id": "2"}'.encode()
+    result = read_jsonl(data, COLS)
+    assert result.records["id"].to_list() == ["1", "2"] and not result.rejects
+    with pytest.raises(FileRejected) as err:
+        read_jsonl('{"id": "1"}\n{"id": "é"}\n'.encode("latin-1"), COLS)
+    assert (err.value.reason, err.value.detail) == ("not_utf8", "invalid UTF-8 at byte 20")
+
+
 def test_jsonl_types_and_malformed_lines():
     data = (
         '{"id": 12, "email": "a@x.io", "note": null}\n'
