@@ -260,6 +260,42 @@ def test_marts_are_built_once_per_run_after_enforcement(lethe):
         mp.undo()
 
 
+def test_each_enforcing_run_compacts_once_and_before_its_rebuild_when_it_changed_rows(lethe, final):
+    """A run whose enforcement changed rows compacts inside enforcement (derived models
+    dropped, so only the source of truth is copied; the rebuild writes into the fresh
+    file) and the compaction step only sweeps up; a run that changed nothing is compacted
+    by the compaction step. Either way one compaction audit row per enforcing run."""
+    from dagster import AssetKey, DagsterEventType, DagsterInstance
+
+    compactions = Counter(run for (run,) in final.execute(
+        "SELECT run_id FROM audit.audit_log WHERE action = 'compaction'").fetchall())
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DAGSTER_HOME", str(lethe["home"] / "dagster_home"))
+    seen = Counter()
+    try:
+        with DagsterInstance.get() as instance:
+            for run in instance.get_runs():
+                records = instance.get_records_for_run(
+                    run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION, limit=1000).records
+                meta = {r.event_log_entry.dagster_event.asset_key: r.event_log_entry.dagster_event
+                        .event_specific_data.materialization.metadata for r in records}
+                compacted = meta[AssetKey(["enforcement", "compacted_warehouse"])]
+                enforced = meta[AssetKey(["enforcement", "retention_enforcement"])]
+                if enforced["dry_run"].value:
+                    assert compactions[run.run_id] == 0
+                    continue
+                changed = (enforced["rows_purged"].value + enforced["rows_pseudonymised"].value
+                           + enforced["erasures_completed"].value) > 0
+                by = compacted["compacted_by"].value
+                assert by == ("retention_enforcement" if changed else "compacted_warehouse"), run.run_id
+                assert ("compaction" in enforced["seconds"].value) == changed
+                assert compactions[run.run_id] == 1
+                assert compacted["bytes_after"].value > 0
+                seen[by] += 1
+    finally:
+        mp.undo()
+    assert seen["retention_enforcement"] >= 1 and seen["compacted_warehouse"] >= 1  # both paths ran
+
 def test_dry_run_changed_nothing_but_enforcement_did(lethe, con):
     dry_audit = con.execute("SELECT count(*) FROM audit.audit_log").fetchall()[0][0] if con.execute(
         "SELECT 1 FROM information_schema.tables WHERE table_schema = 'audit'").fetchall() else 0
