@@ -56,19 +56,26 @@ def _decided(target: Target) -> str:
 
 
 def _count_plan(con, target: Target) -> tuple[int, dict[str, int], dict[str, int], int]:
-    rows_before = con.execute(f"SELECT count(*) FROM {target.table}").fetchall()[0][0]
-    by_action = dict(con.execute(
-        f"SELECT d.action, count(*) FROM {_decided(target)} GROUP BY ALL"
-    ).fetchall())
-    purge_reasons = dict(con.execute(
-        f"SELECT d.reason, count(*) FROM {_decided(target)} WHERE d.action = 'purge' GROUP BY ALL"
-    ).fetchall())
+    """Rows before, rows per action, purges per reason and rows still to pseudonymise —
+    one join of the table with its decisions (a left join: undecided rows count too)."""
+    unmarked = f"t.{target.pseudonymised_marker} IS NULL" if target.pseudonymise_sql else "false"
+    groups = con.execute(
+        f"SELECT d.action, CASE WHEN d.action = 'purge' THEN d.reason END, {unmarked}, count(*) "
+        f"FROM {target.table} AS t LEFT JOIN {DECISIONS_TABLE} AS d "
+        f"ON d.source_table = '{target.table}' AND d.record_id = t.{target.id_column} GROUP BY ALL"
+    ).fetchall()
+    rows_before = sum(n for *_, n in groups)
+    by_action: dict[str, int] = {}
+    purge_reasons: dict[str, int] = {}
     pending = 0
-    if target.pseudonymise_sql:
-        pending = con.execute(
-            f"SELECT count(*) FROM {_decided(target)} "
-            f"WHERE d.action = 'pseudonymise' AND t.{target.pseudonymised_marker} IS NULL"
-        ).fetchall()[0][0]
+    for action, purge_reason, not_yet, n in groups:
+        if action is None:
+            continue
+        by_action[action] = by_action.get(action, 0) + n
+        if purge_reason is not None:
+            purge_reasons[purge_reason] = purge_reasons.get(purge_reason, 0) + n
+        if action == "pseudonymise" and not_yet:
+            pending += n
     return rows_before, by_action, purge_reasons, pending
 
 
