@@ -167,7 +167,7 @@ def retention_enforcement(
         with warehouse.connect() as con:
             drop_marts(con.execute)
             drop_rebuilt_models(con.execute)
-        compaction = compact_and_audit(warehouse, run_id=context.run_id, now=now)
+        compact_and_audit(warehouse, run_id=context.run_id, now=now)
         seconds["compaction"] = time.perf_counter() - started - sum(seconds.values())
         os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
         rebuild = dbt.cli(dbt_rebuild_args(), manifest=lethe_dbt_project().manifest_path).wait()
