@@ -56,23 +56,21 @@ def _decided(target: Target) -> str:
 
 
 def _count_plan(con, target: Target) -> tuple[int, dict[str, int], dict[str, int], int]:
-    """Rows before, rows per action, purges per reason and rows still to pseudonymise —
-    one join of the table with its decisions (a left join: undecided rows count too)."""
+    """Rows before, rows per action, purges per reason and rows still to pseudonymise:
+    the table's row count, then one join of the table with its decisions grouped (a
+    NULL action or reason stays a key of its own, as if counted one query each)."""
+    rows_before = con.execute(f"SELECT count(*) FROM {target.table}").fetchall()[0][0]
     unmarked = f"t.{target.pseudonymised_marker} IS NULL" if target.pseudonymise_sql else "false"
     groups = con.execute(
-        f"SELECT d.action, CASE WHEN d.action = 'purge' THEN d.reason END, {unmarked}, count(*) "
-        f"FROM {target.table} AS t LEFT JOIN {DECISIONS_TABLE} AS d "
-        f"ON d.source_table = '{target.table}' AND d.record_id = t.{target.id_column} GROUP BY ALL"
+        f"SELECT d.action, d.action = 'purge', CASE WHEN d.action = 'purge' THEN d.reason END, {unmarked}, "
+        f"count(*) FROM {_decided(target)} GROUP BY ALL"
     ).fetchall()
-    rows_before = sum(n for *_, n in groups)
     by_action: dict[str, int] = {}
     purge_reasons: dict[str, int] = {}
     pending = 0
-    for action, purge_reason, not_yet, n in groups:
-        if action is None:
-            continue
+    for action, purging, purge_reason, not_yet, n in groups:
         by_action[action] = by_action.get(action, 0) + n
-        if purge_reason is not None:
+        if purging:
             purge_reasons[purge_reason] = purge_reasons.get(purge_reason, 0) + n
         if action == "pseudonymise" and not_yet:
             pending += n
@@ -88,6 +86,11 @@ def enforce_table(
         rows_before, by_action, purge_reasons, pending = _count_plan(con, target)
         decided = sum(by_action.values())
         pseudonymise_decided = by_action.get("pseudonymise", 0)
+        if None in by_action or None in purge_reasons:
+            # every deletion leaves an audit row with its reason: a decision without an
+            # action or a purge without a reason cannot be carried out (dbt's not_null
+            # tests on the decisions catch it first; this is the last guard)
+            raise ValueError(f"{target.table}: decisions without an action or purge reason; nothing was changed")
         if not target.pseudonymise_sql and pseudonymise_decided:
             # a policy asking to pseudonymise a table with no identifiers to replace
             raise ValueError(f"{target.table}: decisions say pseudonymise but the table has no direct identifiers")

@@ -134,6 +134,15 @@ def retention_enforcement(
     seconds: dict[str, float] = {}  # per part, for benchmarks and operators (no data)
     started = time.perf_counter()
     with warehouse.connect() as con:
+        missing = missing_rebuilt_models(con)
+    if missing:
+        # an earlier enforcement dropped them and its rebuild did not finish (a failed
+        # test, a killed process); a re-execution from that failure skips the dbt models
+        # step, so make them here before reading the decisions
+        context.log.warning(f"{len(missing)} model(s) missing (an earlier rebuild did not finish): "
+                            "rebuilding them before enforcing")
+        _rebuild_models(dbt, warehouse)
+    with warehouse.connect() as con:
         install_sql_functions(con)
         ensure_audit_table(con)
         version = _policy_version(con)
@@ -169,9 +178,7 @@ def retention_enforcement(
             drop_rebuilt_models(con.execute)
         compact_and_audit(warehouse, run_id=context.run_id, now=now)
         seconds["compaction"] = time.perf_counter() - started - sum(seconds.values())
-        os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
-        rebuild = dbt.cli(dbt_rebuild_args(), manifest=lethe_dbt_project().manifest_path).wait()
-        finish_invocation(rebuild.target_path)
+        _rebuild_models(dbt, warehouse)
     seconds["dbt_rebuild"] = time.perf_counter() - started - sum(seconds.values())
 
     with warehouse.connect() as con:
@@ -185,21 +192,42 @@ def retention_enforcement(
 
 def rebuilt_models(manifest: dict) -> list[tuple[str, str, str]]:
     """(schema, name, materialization) of every model the rebuild after enforcement
-    makes: all but the staging views (over the raw tables, which stay) and the marts (the
-    marts step's)."""
+    makes: all but the marts (the marts step's). Dropping them all before enforcement's
+    compaction is what keeps a removed value out of the compacted file: a model the
+    rebuild replaced without its having been dropped would leave its old rows in freed
+    blocks (the staging views hold none, but a staging model made a table would)."""
     found = []
     for node in manifest["nodes"].values():
         path = node.get("original_file_path", "")
-        if node.get("resource_type") != "model" or path.startswith(("models/staging/", "models/marts/")):
+        if node.get("resource_type") != "model" or path.startswith("models/marts/"):
             continue
         found.append((node["schema"], node.get("alias") or node["name"], node["config"]["materialized"]))
     return sorted(found)
 
 
+def _rebuild_models(dbt: DbtCliResource, warehouse: WarehouseResource) -> None:
+    """The dbt rebuild after enforcement (``dbt_rebuild_args``) on the run's warehouse."""
+    os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
+    rebuild = dbt.cli(dbt_rebuild_args(), manifest=lethe_dbt_project().manifest_path).wait()
+    finish_invocation(rebuild.target_path)
+
+
+def missing_rebuilt_models(con) -> list[str]:
+    """Models the rebuild makes that are not in the warehouse (``schema.name``)."""
+    import json
+
+    manifest = json.loads(lethe_dbt_project().manifest_path.read_text(encoding="utf-8"))
+    present = set(con.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables() "
+        "UNION ALL SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal").fetchall())
+    return [f"{schema}.{name}" for schema, name, materialized in rebuilt_models(manifest)
+            if materialized != "ephemeral" and (schema, name) not in present]
+
+
 def drop_rebuilt_models(execute, quote=quote_ident) -> None:
-    """Drop the consent and retention models (tables and views) ahead of the rebuild,
-    which makes each of them again: so compaction does not copy rows about to be
-    replaced. Views first: a view over a dropped table could not be copied."""
+    """Drop the models the rebuild makes (staging views, consent and retention tables and
+    views) ahead of it, so compaction does not copy rows about to be replaced. Views
+    first: a view over a dropped table could not be copied."""
     import json
 
     manifest = json.loads(lethe_dbt_project().manifest_path.read_text(encoding="utf-8"))
@@ -400,6 +428,7 @@ def compacted_warehouse(
         # what the warehouse holds anyway — a second copy would prove nothing more
         details = earlier | {"compacted_by": "retention_enforcement"}
     details["artefact_folders_removed"] = clean_artefacts(path)
+    details["bytes_now"] = path.stat().st_size  # bytes_after: just after the copy
     yield MaterializeResult(asset_key=COMPACTION_KEY, metadata=details)
 
 

@@ -7,8 +7,10 @@ data into a new file (``COPY FROM DATABASE``), then atomically replacing the old
 and deleting its WAL. About 1–2 s per million rows. Purged rows are as personal as
 erased ones, so the daily retention run compacts too.
 
-Nothing else may have the file open: the Dagster step runs last, in-process, after dbt
-has exited.
+Nothing else may have the file open: it runs in-process, between steps that have closed
+their connections and while no dbt command runs — inside enforcement after its SQL and
+before its dbt rebuild, or in the compaction step after the marts (Dagster's in-process
+executor runs one step at a time).
 """
 
 from __future__ import annotations

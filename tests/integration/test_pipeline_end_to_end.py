@@ -296,6 +296,39 @@ def test_each_enforcing_run_compacts_once_and_before_its_rebuild_when_it_changed
         mp.undo()
     assert seen["retention_enforcement"] >= 1 and seen["compacted_warehouse"] >= 1  # both paths ran
 
+def test_enforcement_remakes_models_a_failed_rebuild_left_dropped(lethe, tmp_path, monkeypatch):
+    """Enforcement drops the consent and retention models before compacting, then rebuilds
+    them; if that rebuild fails (a dbt test, a kill), a re-execution from the failure starts
+    at enforcement, without the dbt models step. Enforcement then remakes the missing
+    models first instead of failing on the decisions it cannot read."""
+    from dagster import DagsterInstance
+
+    from pipelines.definitions import defs
+    from pipelines.enforce.assets import drop_rebuilt_models, missing_rebuilt_models
+    from pipelines.lineage import ENFORCEMENT_KEY
+
+    home = tmp_path / "home"
+    home.mkdir()
+    warehouse = home / "warehouse.duckdb"
+    shutil.copy(lethe["dry"], warehouse)  # decided, not enforced
+    shutil.copytree(lethe["gen"] / "originals", tmp_path / "landing")
+    for var, value in (("LETHE_HOME", home), ("LETHE_WAREHOUSE", warehouse), ("LETHE_LANDING", tmp_path / "landing")):
+        monkeypatch.setenv(var, str(value))
+    with duckdb.connect(str(warehouse)) as c:
+        drop_rebuilt_models(c.execute)
+        assert "retention.retention_decisions" in missing_rebuilt_models(c)
+
+    result = defs.resolve_job_def("enforce_retention_job").execute_in_process(
+        run_config={"resources": {"clock": {"config": {"as_of": AS_OF}}}},
+        instance=DagsterInstance.ephemeral(), asset_selection=[ENFORCEMENT_KEY], raise_on_error=False)
+
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    with duckdb.connect(str(warehouse), read_only=True) as c:
+        assert missing_rebuilt_models(c) == []
+        purged = c.execute("SELECT sum(rows_affected) FROM audit.audit_log WHERE action = 'purge'").fetchall()[0][0]
+    assert purged > 0  # and it enforced, from the remade decisions
+
 def test_dry_run_changed_nothing_but_enforcement_did(lethe, con):
     dry_audit = con.execute("SELECT count(*) FROM audit.audit_log").fetchall()[0][0] if con.execute(
         "SELECT 1 FROM information_schema.tables WHERE table_schema = 'audit'").fetchall() else 0

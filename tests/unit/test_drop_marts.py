@@ -35,9 +35,9 @@ def test_spark_quoting_is_passed_through():
     assert statements and all(s.startswith("DROP TABLE IF EXISTS `marts`.`") for s in statements)
 
 
-def test_drops_the_models_the_rebuild_makes_and_leaves_staging_raw_and_bookkeeping():
-    """Ahead of enforcement's compaction: every consent and retention model goes (the
-    rebuild makes each again), views first, so the copy holds the source of truth only."""
+def test_drops_the_models_the_rebuild_makes_and_leaves_raw_tables_bookkeeping_and_marts():
+    """Ahead of enforcement's compaction: every model but the marts goes (the rebuild makes
+    each again), views first, so the copy holds the source of truth and bookkeeping only."""
     import json
 
     from pipelines.enforce.assets import drop_rebuilt_models, rebuilt_models
@@ -46,27 +46,27 @@ def test_drops_the_models_the_rebuild_makes_and_leaves_staging_raw_and_bookkeepi
     models = rebuilt_models(json.loads(lethe_dbt_project().manifest_path.read_text()))
     names = {name for _, name, _ in models}
     assert {"consent_ledger", "consent_state", "retention_decisions", "int_decisions__web_events",
-            "erasure_request_outcomes"} <= names
-    assert not names & {"contacts", "email_engagement", "stg_web__events", "stg_crm__contacts"}
-    assert {schema for schema, _, _ in models} == {"consent", "retention"}
+            "erasure_request_outcomes", "stg_web__events", "stg_crm__contacts"} <= names
+    assert not names & {"contacts", "email_engagement", "web_visits", "consent_summary"}
+    assert {schema for schema, _, _ in models} == {"staging", "consent", "retention"}
 
     con = duckdb.connect()
-    for schema in ("consent", "retention", "staging", "raw_web", "audit"):
+    for schema in ("consent", "retention", "staging", "raw_web", "audit", "marts"):
         con.execute(f"CREATE SCHEMA {schema}")
     con.execute("CREATE TABLE raw_web.events (x INTEGER)")
     con.execute("CREATE TABLE audit.audit_log (x INTEGER)")
-    con.execute("CREATE VIEW staging.stg_web__events AS SELECT * FROM raw_web.events")
+    con.execute("CREATE TABLE marts.web_visits (x INTEGER)")
     for schema, name, materialized in models:
         if materialized != "view":
             con.execute(f'CREATE TABLE "{schema}"."{name}" (x INTEGER)')
     for schema, name, materialized in models:
-        if materialized == "view":  # over a table it outlives in the drop order, if tables went first
-            con.execute(f'CREATE VIEW "{schema}"."{name}" AS SELECT * FROM consent.consent_state')
+        if materialized == "view":
+            con.execute(f'CREATE VIEW "{schema}"."{name}" AS SELECT * FROM raw_web.events')
     statements = []
     drop_rebuilt_models(lambda sql: statements.append(sql) or con.execute(sql))
     left = set(con.execute("SELECT schema_name, table_name FROM duckdb_tables()").fetchall()) | set(
         con.execute("SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal").fetchall())
-    assert left == {("raw_web", "events"), ("audit", "audit_log"), ("staging", "stg_web__events")}
+    assert left == {("raw_web", "events"), ("audit", "audit_log"), ("marts", "web_visits")}
     views = [i for i, sql in enumerate(statements) if sql.startswith("DROP VIEW")]
     assert views and max(views) < min(i for i, sql in enumerate(statements) if sql.startswith("DROP TABLE"))
     drop_rebuilt_models(con.execute)  # again: nothing left to drop, no error

@@ -4,6 +4,7 @@ before, per action, purges per reason, rows still to pseudonymise, undecided row
 from datetime import datetime
 
 import duckdb
+import pytest
 
 from pipelines.enforce.apply import enforce_table
 from pipelines.enforce.tables import Target
@@ -37,3 +38,34 @@ def test_dry_run_counts_every_row_once_by_action_reason_and_pending():
     assert out.purged_by_reason == {"retention_expired": 2, "no_valid_consent": 1}
     assert out.reconciles
     assert con.execute("SELECT count(*) FROM raw_x.events").fetchall() == [(7,)]  # a dry run changes nothing
+
+
+def _one_row_table(con, decisions: list[tuple]):
+    con.execute("CREATE SCHEMA raw_x; CREATE SCHEMA retention")
+    con.execute("CREATE TABLE raw_x.events (_record_id VARCHAR, _file_hash VARCHAR, _line_number BIGINT, "
+                "email VARCHAR, _pseudonymised_at TIMESTAMP)")
+    con.execute("INSERT INTO raw_x.events VALUES ('r1', 'h', 2, 'A', NULL), ('r2', 'h', 3, 'B', NULL)")
+    con.execute("CREATE TABLE retention.retention_decisions (source_table VARCHAR, record_id VARCHAR, "
+                "action VARCHAR, reason VARCHAR)")
+    for row in decisions:
+        con.execute("INSERT INTO retention.retention_decisions VALUES ('raw_x.events', ?, ?, ?)", list(row))
+
+
+@pytest.mark.parametrize("decisions", [
+    [("r1", "purge", None), ("r2", "purge", "retention_expired")],   # a purge without a reason
+    [("r1", None, "retention_expired")],                              # a decision without an action
+])
+def test_a_decision_without_action_or_reason_changes_nothing_and_says_so(decisions):
+    con = duckdb.connect()
+    _one_row_table(con, decisions)
+    with pytest.raises(ValueError, match="without an action or purge reason"):
+        enforce_table(con, TARGET, run_id="r", policy_version="v", now=datetime(2026, 11, 30))
+    assert con.execute("SELECT count(*) FROM raw_x.events").fetchall() == [(2,)]
+
+
+def test_rows_before_counts_rows_not_decisions():
+    """Two decisions for one record (dbt's uniqueness test forbids it) do not make two rows."""
+    con = duckdb.connect()
+    _one_row_table(con, [("r1", "keep", "valid_consent"), ("r1", "keep", "valid_consent")])
+    out = enforce_table(con, TARGET, run_id="r", policy_version="v", now=datetime(2026, 11, 30), dry_run=True)
+    assert (out.rows_before, out.kept, out.undecided) == (2, 2, 0)
