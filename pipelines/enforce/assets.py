@@ -11,6 +11,7 @@ not (nothing changed, or the rows are on Spark) and sweeps dbt artefacts and spi
 Metadata holds counts only.
 """
 
+import json
 import os
 import time
 import shutil
@@ -190,12 +191,15 @@ def retention_enforcement(
                         landing_meta=landing_meta, seconds=seconds, dry_run=dry_run)
 
 
-def rebuilt_models(manifest: dict) -> list[tuple[str, str, str]]:
+def rebuilt_models(manifest: dict | None = None) -> list[tuple[str, str, str]]:
     """(schema, name, materialization) of every model the rebuild after enforcement
-    makes: all but the marts (the marts step's). Dropping them all before enforcement's
+    makes (``manifest``: the project's own by default): all but the marts (the marts
+    step's). Dropping them all before enforcement's
     compaction is what keeps a removed value out of the compacted file: a model the
     rebuild replaced without its having been dropped would leave its old rows in freed
     blocks (the staging views hold none, but a staging model made a table would)."""
+    if manifest is None:
+        manifest = json.loads(lethe_dbt_project().manifest_path.read_text(encoding="utf-8"))
     found = []
     for node in manifest["nodes"].values():
         path = node.get("original_file_path", "")
@@ -214,13 +218,10 @@ def _rebuild_models(dbt: DbtCliResource, warehouse: WarehouseResource) -> None:
 
 def missing_rebuilt_models(con) -> list[str]:
     """Models the rebuild makes that are not in the warehouse (``schema.name``)."""
-    import json
-
-    manifest = json.loads(lethe_dbt_project().manifest_path.read_text(encoding="utf-8"))
     present = set(con.execute(
         "SELECT schema_name, table_name FROM duckdb_tables() "
         "UNION ALL SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal").fetchall())
-    return [f"{schema}.{name}" for schema, name, materialized in rebuilt_models(manifest)
+    return [f"{schema}.{name}" for schema, name, materialized in rebuilt_models()
             if materialized != "ephemeral" and (schema, name) not in present]
 
 
@@ -228,11 +229,7 @@ def drop_rebuilt_models(execute, quote=quote_ident) -> None:
     """Drop the models the rebuild makes (staging views, consent and retention tables and
     views) ahead of it, so compaction does not copy rows about to be replaced. Views
     first: a view over a dropped table could not be copied."""
-    import json
-
-    manifest = json.loads(lethe_dbt_project().manifest_path.read_text(encoding="utf-8"))
-    models = rebuilt_models(manifest)
-    for schema, name, materialized in sorted(models, key=lambda m: m[2] != "view"):
+    for schema, name, materialized in sorted(rebuilt_models(), key=lambda m: m[2] != "view"):
         kind = "VIEW" if materialized == "view" else "TABLE"
         execute(f"DROP {kind} IF EXISTS {quote(schema)}.{quote(name)}")
 
@@ -259,8 +256,6 @@ def compact_and_audit(warehouse: WarehouseResource, *, run_id: str, now) -> Comp
 
 def compacted_in_run(con, run_id: str) -> dict | None:
     """The details of this run's compaction audit row, if enforcement already compacted."""
-    import json
-
     ensure_audit_table(con)
     rows = con.execute(
         f"SELECT details FROM {AUDIT_TABLE} WHERE action = 'compaction' AND run_id = ? ORDER BY seq DESC LIMIT 1",

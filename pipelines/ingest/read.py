@@ -297,17 +297,16 @@ def _numbered_lines(data: bytes) -> pl.DataFrame:
     time again and a copy of the file in memory). Same answer as ``decode`` and
     ``str.split``: invalid UTF-8 is rejected by ``decode``, which says where."""
     if len(data) >= 2**32 - 1:  # one polars string holds at most 4 GiB
-        text = decode(data)
-        return pl.DataFrame({"line": text.split("\n")}).with_row_index("number", offset=1).with_columns(
-            pl.col("number").cast(pl.Int64))
-    try:
-        whole = pl.Series("line", [data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data],
-                          dtype=pl.Binary).cast(pl.Utf8)
-    except pl.exceptions.PolarsError:
-        decode(data)  # raises FileRejected("not_utf8", … the byte)
-        raise
-    return (whole.str.split("\n").explode().to_frame()
-            .with_row_index("number", offset=1).with_columns(pl.col("number").cast(pl.Int64)))
+        lines = pl.Series("line", decode(data).split("\n"), dtype=pl.Utf8)
+    else:
+        try:
+            whole = pl.Series("line", [data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data],
+                              dtype=pl.Binary).cast(pl.Utf8)
+        except pl.exceptions.PolarsError:
+            decode(data)  # raises FileRejected("not_utf8", … the byte)
+            raise
+        lines = whole.str.split("\n").explode()
+    return lines.to_frame().with_row_index("number", offset=1).with_columns(pl.col("number").cast(pl.Int64))
 
 
 def read_jsonl(data: bytes, columns: list[str]) -> ReadResult:
