@@ -33,7 +33,7 @@ from pipelines.audit import AUDIT_TABLE, AuditEntry, append_entries, ensure_audi
 from pipelines.enforce.apply import enforce_decisions
 from pipelines.enforce.compact import CompactionOutcome, compact_warehouse
 from pipelines.enforce.erasure import complete_erasures, due_erasures, prepare_erasures, purged_rows_by_subject
-from pipelines.enforce.landing import remove_files_past_window, remove_suppressed_subjects
+from pipelines.enforce.landing import FileHashes, remove_files_past_window, remove_suppressed_subjects
 from pipelines.enforce.proof import compute_proofs, validate_with_great_expectations
 from pipelines.ingest.tables import quote_ident
 from pipelines.lineage import ENFORCEMENT_KEY, mart_keys
@@ -276,8 +276,10 @@ def drop_marts(execute, quote=quote_ident) -> None:
 def clean_landing(con, landing: LandingZoneResource, *, now, run_id: str, policy_version: str | None) -> dict:
     """Blank the landing lines of every purged record, remove files that name erased
     subjects or passed the landing window; one audit row for what changed."""
-    landing_outcome = remove_suppressed_subjects(con, landing.resolved_path(), now=now)
-    landing_outcome.files_deleted_window = remove_files_past_window(con, landing.resolved_path(), now)
+    hashes = FileHashes()  # each landing file read and hashed once for the passes below
+    landing_outcome = remove_suppressed_subjects(con, landing.resolved_path(), now=now, hashes=hashes)
+    landing_outcome.files_deleted_window = remove_files_past_window(con, landing.resolved_path(), now,
+                                                                    hashes=hashes)
     landing_meta = landing_outcome.metadata()
     changed = landing_outcome.files_blanked + landing_outcome.files_rewritten \
         + landing_outcome.files_deleted_suppressed + landing_outcome.files_deleted_window

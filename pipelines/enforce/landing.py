@@ -30,6 +30,7 @@ import mmap
 import json
 import os
 import re
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -332,12 +333,69 @@ def _terminator(line: str) -> str:
 def mapped(path: Path):
     """The file's bytes as a read-only memory map: hashing and blanking read the page
     cache directly instead of copying a landing file (up to gigabytes) into fresh memory."""
+    with mapped_with_stat(path) as (data, _stat):
+        yield data
+
+
+@contextmanager
+def mapped_with_stat(path: Path):
+    """``mapped``, with the ``os.stat_result`` of the very file that was mapped."""
     with open(path, "rb") as handle:
-        if os.fstat(handle.fileno()).st_size == 0:
-            yield b""
+        stat = os.fstat(handle.fileno())
+        if stat.st_size == 0:
+            yield b"", stat
             return
         with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            yield data
+            yield data, stat
+
+
+# A file whose modification time is this close to the moment it was hashed may still be
+# changing within the clock's granularity, its size and time unchanged (git's "racy"
+# case): its hash is not remembered.
+RACY_NANOSECONDS = 2_000_000_000
+
+
+class FileHashes:
+    """SHA-256 of the landing files during one enforcement, each file read once.
+
+    Blanking, the suppression scan and the landing window each know a landing file by
+    its hash (the ingest log's key); each hashing the whole zone meant three passes over
+    gigabytes at benchmark scale. A hash is reused only for the same file unchanged:
+    same device, inode, size and modification time in nanoseconds — a file replaced or
+    rewritten since is hashed again, and so is one modified just before it was hashed
+    (``RACY_NANOSECONDS``). Files Lethe writes itself are remembered with the hash of
+    the bytes it wrote."""
+
+    def __init__(self) -> None:
+        self._known: dict[Path, tuple[tuple, str]] = {}
+
+    @staticmethod
+    def _identity(stat: os.stat_result) -> tuple:
+        return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+    def of(self, path: Path, data=None, stat: os.stat_result | None = None) -> str:
+        """The file's hash; ``data`` and ``stat``: its bytes and stat when the caller
+        has them open (both or neither)."""
+        known = self._known.get(path)
+        if data is None:
+            if known and known[0] == self._identity(os.stat(path)):
+                return known[1]
+            with mapped_with_stat(path) as (data, stat):
+                return self._hashed(path, data, stat)
+        if known and known[0] == self._identity(stat):
+            return known[1]
+        return self._hashed(path, data, stat)
+
+    def _hashed(self, path: Path, data, stat: os.stat_result) -> str:
+        digest = file_sha256(data)
+        if time.time_ns() - stat.st_mtime_ns >= RACY_NANOSECONDS:
+            self._known[path] = (self._identity(stat), digest)
+        return digest
+
+    def wrote(self, path: Path, digest: str, stat: os.stat_result) -> None:
+        """``path`` now holds bytes Lethe wrote, hashing ``digest``; ``stat``: the written
+        file's, taken before it was renamed into place (a rename keeps it)."""
+        self._known[path] = (self._identity(stat), digest)
 
 
 def _write_blanked(data, starts, file_format: str, target: Path) -> tuple[str | None, int]:
@@ -363,7 +421,7 @@ def _write_blanked(data, starts, file_format: str, target: Path) -> tuple[str | 
 
 def blank_removed_records(con: duckdb.DuckDBPyConnection, landing_dir: Path,
                           contracts: list[SourceContract] | None = None,
-                          now: datetime | None = None) -> tuple[int, int]:
+                          now: datetime | None = None, hashes: FileHashes | None = None) -> tuple[int, int]:
     """Blank, in every canonical landing file, the records the warehouse no longer holds.
 
     A file needs work when removals are pending for it, or when it is an older copy of a
@@ -386,12 +444,13 @@ def blank_removed_records(con: duckdb.DuckDBPyConnection, landing_dir: Path,
         if current:
             original[current] = file_hash
     when = (now or datetime.now()).replace(tzinfo=None)
+    hashes = hashes or FileHashes()
     files = records = 0
     done: set[str] = set()
     for contract in contracts or load_contracts():
         for path in landing_files(landing_dir, contract):
-            with mapped(path) as data:
-                digest = file_sha256(data)
+            with mapped_with_stat(path) as (data, stat):
+                digest = hashes.of(path, data, stat)
                 ingested = original.get(digest)
                 if ingested is None or (ingested not in pending and digest == latest[ingested]):
                     continue
@@ -407,7 +466,9 @@ def blank_removed_records(con: duckdb.DuckDBPyConnection, landing_dir: Path,
             # the old copy is still known (and blanked again), the new one never re-ingested
             con.execute(f"UPDATE {INGEST_LOG_TABLE} SET current_file_hash = ? WHERE file_hash = ?",
                         [new_hash, ingested])
+            written = os.stat(tmp)
             os.replace(tmp, path)
+            hashes.wrote(path, new_hash, written)
             files += 1
             records += blanked
     if done:
@@ -498,7 +559,7 @@ def _mark_checked(con: duckdb.DuckDBPyConnection, file_hash: str, state: str) ->
 
 def remove_suppressed_subjects(
     con: duckdb.DuckDBPyConnection, landing_dir: Path, contracts: list[SourceContract] | None = None,
-    now: datetime | None = None,
+    now: datetime | None = None, hashes: FileHashes | None = None,
 ) -> LandingOutcome:
     """Bring the landing zone in line with the warehouse (see the module docstring).
 
@@ -508,8 +569,9 @@ def remove_suppressed_subjects(
     answer.
     """
     contracts = contracts or load_contracts()
+    hashes = hashes or FileHashes()
     outcome = LandingOutcome()
-    outcome.files_blanked, outcome.records_blanked = blank_removed_records(con, landing_dir, contracts, now)
+    outcome.files_blanked, outcome.records_blanked = blank_removed_records(con, landing_dir, contracts, now, hashes)
     tokens = suppression_tokens(con)
     if not any(tokens.values()):
         return outcome
@@ -525,7 +587,7 @@ def remove_suppressed_subjects(
         if not (request_file or rejected):
             continue  # nothing of this source to match: do not read its files at all
         for path in landing_files(landing_dir, contract):
-            old_hash = file_sha256(path.read_bytes())
+            old_hash = hashes.of(path)
             if not (request_file or old_hash in rejected) or _checked(con, old_hash, state):
                 continue
             removed, action = rewrite_file(path, contract, tokens, key)
@@ -542,7 +604,7 @@ def remove_suppressed_subjects(
                 outcome.files_rewritten += 1
                 outcome.rows_removed += removed
                 outcome.rewritten.append(relative)
-                new_hash = file_sha256(path.read_bytes())
+                new_hash = hashes.of(path)
                 con.execute(
                     f"UPDATE {INGEST_LOG_TABLE} SET current_file_hash = ? "
                     f"WHERE (file_hash = ? OR current_file_hash = ?) AND source_table = ?",
@@ -555,9 +617,10 @@ def remove_suppressed_subjects(
 
 def remove_files_past_window(
     con: duckdb.DuckDBPyConnection, landing_dir: Path, now: datetime, days: float | None = None,
-    contracts: list[SourceContract] | None = None,
+    contracts: list[SourceContract] | None = None, hashes: FileHashes | None = None,
 ) -> int:
     """Delete landing files ingested more than `days` ago. Returns files deleted."""
+    hashes = hashes or FileHashes()
     days = landing_retention_days() if days is None else days
     limit = now.replace(tzinfo=None) - timedelta(days=days)
     old = {
@@ -568,7 +631,7 @@ def remove_files_past_window(
     deleted = 0
     paths = [p for c in (contracts or load_contracts()) for p in landing_files(landing_dir, c)]
     for path in paths + vendor_files(landing_dir):
-        digest = file_sha256(path.read_bytes())
+        digest = hashes.of(path)
         if digest in old:
             path.unlink()
             con.execute(

@@ -1,6 +1,9 @@
 """The landing zone: it holds no more than the warehouse, erased subjects leave the files
 the warehouse cannot point into, and files leave after the window."""
 
+import hashlib
+import os
+import time
 from datetime import datetime, timedelta
 
 import duckdb
@@ -12,7 +15,9 @@ from hypothesis import strategies as st
 from pipelines.contracts import load_contracts
 from pipelines.enforce import landing as landing_module
 from pipelines.enforce.apply import enforce_decisions
-from pipelines.enforce.landing import blank_lines, remove_files_past_window, remove_suppressed_subjects
+from pipelines.enforce.landing import (
+    FileHashes, blank_lines, remove_files_past_window, remove_suppressed_subjects,
+)
 from pipelines.enforce.tables import DECISIONS_TABLE, SUPPRESSION_TABLE, enforcement_targets, ensure_erasure_tables
 from pipelines.ingest.load import ingest_source
 from pipelines.ingest.read import read_csv, read_jsonl
@@ -169,6 +174,57 @@ def test_files_already_checked_against_the_same_suppression_list_are_not_read_ag
     outcome = remove_suppressed_subjects(con, landing, now=NOW)
     assert calls and outcome.files_deleted_suppressed == 1
     assert not (vendor / "other.csv").exists()
+
+
+def _count_hashing(monkeypatch) -> list[str]:
+    hashed: list[str] = []
+    real = landing_module.file_sha256
+    monkeypatch.setattr(landing_module, "file_sha256", lambda data: hashed.append(real(data)) or hashed[-1])
+    return hashed
+
+
+def _age(path, seconds: float = 3600) -> None:
+    then = time.time_ns() - int(seconds * 1e9)
+    os.utime(path, ns=(then, then))
+
+
+def test_a_file_is_hashed_again_only_when_it_changed(tmp_path, monkeypatch):
+    hashed = _count_hashing(monkeypatch)
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"id\n1\n")
+    _age(path)
+    hashes = FileHashes()
+    assert hashes.of(path) == hashes.of(path) == hashlib.sha256(b"id\n1\n").hexdigest()
+    assert len(hashed) == 1
+    # replaced by a file of the same size and time: another inode, so hashed again
+    other = tmp_path / "b.csv"
+    other.write_bytes(b"id\n2\n")
+    os.utime(other, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))
+    os.replace(other, path)
+    assert hashes.of(path) == hashlib.sha256(b"id\n2\n").hexdigest() and len(hashed) == 2
+    # modified just now: its size and time might not show a change made in the same
+    # instant, so its hash is not kept
+    path.write_bytes(b"id\n3\n")
+    assert hashes.of(path) == hashes.of(path) == hashlib.sha256(b"id\n3\n").hexdigest()
+    assert len(hashed) == 4
+
+
+def test_the_landing_passes_of_one_enforcement_read_each_file_once(setup, monkeypatch):
+    con, landing = setup
+    for path in landing.rglob("*"):
+        if path.is_file():
+            _age(path)
+    _purge_records_of(con, "gone@example.org")
+    hashed = _count_hashing(monkeypatch)
+    hashes = FileHashes()
+    outcome = remove_suppressed_subjects(con, landing, now=NOW, hashes=hashes)
+    assert outcome.files_blanked == 1 and hashed
+    before_window = len(hashed)
+    assert remove_files_past_window(con, landing, NOW + timedelta(days=8), days=7, hashes=hashes) == 1
+    # the window pass knew the blanked file by the hash of the bytes blanking wrote: it
+    # read nothing, and still found the file in the ingest log under its new hash
+    assert len(hashed) == before_window
+    assert not any(p.is_file() for p in landing.rglob("*"))
 
 
 # Random files for the byte path of blank_lines against its definition (the line-by-line
