@@ -392,7 +392,7 @@ def suppression_matches(con) -> list[Finding]:
     connection must have the key installed (``install_sql_functions(con, key)``);
     otherwise this raises rather than silently matching nothing. No suppression list (or
     an empty one) means no findings. Rows already pseudonymised (holding the token
-    itself rather than the identifier) are not counted.
+    itself rather than the identifier) are not hashed, so not counted.
     """
     if not _suppression_list_exists(con):
         return []
@@ -422,14 +422,20 @@ def suppression_matches(con) -> list[Finding]:
             continue
         # Hash each distinct value once (events repeat the same email or cookie many
         # times; sha256 is the cost), then count the rows holding a suppressed one.
+        # Pseudonymised rows hold tokens, not identifiers: hashing a token again finds
+        # nothing, so they are left out (most event rows at scale). That such a row holds
+        # only tokens is the pseudonyms_well_formed proof's to show, and a token of an
+        # erased subject in it erased_subject_rows' (pipelines/enforce/proof.py).
         relation = f"{_quote(schema)}.{_quote(name)}"
+        column_names = {c.lower() for c, _ in columns.get((schema, name), [])}
+        clear = " AND _pseudonymised_at IS NULL" if "_pseudonymised_at" in column_names else ""
         selects = []
         for column, norm in targets:
             value = norm.format(f"CAST({_quote(column)} AS VARCHAR)")
             selects.append(
                 f"(SELECT count(*) FROM {relation} WHERE {value} IN ("
-                f"SELECT v FROM (SELECT DISTINCT {value} AS v FROM {relation}) "
-                f"WHERE lethe_hmac(v) IN (SELECT token FROM suppressed)))"
+                f"SELECT v FROM (SELECT DISTINCT {value} AS v FROM {relation} WHERE true{clear}) "
+                f"WHERE lethe_hmac(v) IN (SELECT token FROM suppressed)){clear})"
             )
         try:
             counts = con.execute(

@@ -28,3 +28,27 @@ def test_a_clear_address_left_in_a_pseudonymised_row_is_counted():
     con.execute("INSERT INTO raw_marketing.email_events (email, _pseudonymised_at) VALUES ('x@example.org', now())")
     con.execute("INSERT INTO raw_web.events (ip_address, _pseudonymised_at) VALUES ('203.0.113.7', now())")
     assert malformed_pseudonyms(con) == 2
+
+
+def test_an_erased_address_left_in_a_pseudonymised_row_is_the_shape_proofs_to_find():
+    """The erased-subject proof hashes the identifiers of clear rows only (a pseudonymised
+    row holds tokens: hashing them again finds nothing); an address left in a
+    pseudonymised row is counted by the pseudonym-shape proof instead."""
+    from pipelines.pseudonym import hmac_token
+    from pipelines.sql_functions import install_sql_functions
+    from pipelines.verify import suppression_matches
+
+    key = b"k" * 32
+    gone = "gone@example.org"
+    con = _warehouse()
+    install_sql_functions(con, key)
+    con.execute("CREATE SCHEMA erasure")
+    con.execute("CREATE TABLE erasure.suppression_list (token VARCHAR, identifier_type VARCHAR, "
+                "subject_key VARCHAR, request_id VARCHAR, suppressed_at TIMESTAMP)")
+    con.execute("INSERT INTO erasure.suppression_list VALUES (?, 'email', ?, 'R1', now())",
+                [hmac_token(gone, key), hmac_token(gone, key)])
+    con.execute("INSERT INTO raw_marketing.email_events (email, _pseudonymised_at) VALUES "
+                "(?, NULL), ('kept@example.org', NULL), (?, now()), (?, now())", [gone, hmac_token(gone, key), gone])
+    found = {f.place: f.count for f in suppression_matches(con)}
+    assert found == {"raw_marketing.email_events.email": 1}  # the clear row only
+    assert malformed_pseudonyms(con) == 1  # the pseudonymised row still holding the address
