@@ -221,6 +221,20 @@ def test_a_mirror_line_written_in_another_key_order_still_matches(logged) -> Non
     assert verify_audit_log(con, mirror) == []
 
 
+def test_a_mirror_line_written_twice_is_reported_whichever_way_it_is_written(logged) -> None:
+    """A duplicated line is found whether it is the canonical text of its row (matched
+    without parsing) or the same record in another key order (parsed)."""
+    con, mirror = logged
+    lines = mirror.read_text(encoding="utf-8").splitlines()
+    reordered = json.dumps(dict(reversed(list(json.loads(lines[2]).items()))), separators=(",", ":"))
+    mirror.write_text("\n".join(lines[:2] + [lines[1]] + lines[2:] + [reordered]) + "\n", encoding="utf-8")
+
+    assert verify_audit_log(con, mirror) == [
+        "mirror: seq 2 appears more than once (lines 2 and 3)",
+        f"mirror: seq 3 appears more than once (lines 4 and {len(lines) + 2})",
+    ]
+
+
 def test_a_mirror_line_that_is_not_json_is_reported(logged) -> None:
     con, mirror = logged
     lines = mirror.read_text(encoding="utf-8").splitlines()
