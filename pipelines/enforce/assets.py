@@ -42,7 +42,7 @@ from pipelines.resources import (
 )
 from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV, LethePaths
 from pipelines.sql_functions import install_sql_functions
-from pipelines.transform.dbt import dbt_rebuild_args, finish_invocation, lethe_dbt_project
+from pipelines.transform.dbt import built_after_enforcement, dbt_rebuild_args, finish_invocation, lethe_dbt_project
 
 ENFORCEMENT_GROUP = "enforcement"
 COMPACTION_KEY = AssetKey(["enforcement", "compacted_warehouse"])
@@ -191,19 +191,18 @@ def retention_enforcement(
                         landing_meta=landing_meta, seconds=seconds, dry_run=dry_run)
 
 
-def rebuilt_models(manifest: dict | None = None) -> list[tuple[str, str, str]]:
+def rebuilt_models(manifest: dict | None = None, *, after_enforcement: bool = False) -> list[tuple[str, str, str]]:
     """(schema, name, materialization) of every model the rebuild after enforcement
-    makes (``manifest``: the project's own by default): all but the marts (the marts
-    step's). Dropping them all before enforcement's
-    compaction is what keeps a removed value out of the compacted file: a model the
-    rebuild replaced without its having been dropped would leave its old rows in freed
-    blocks (the staging views hold none, but a staging model made a table would)."""
+    makes (``manifest``: the project's own by default): all but the marts step's — or,
+    with ``after_enforcement``, exactly the marts step's. Dropping both before
+    enforcement's compaction is what keeps a removed value out of the compacted file: a
+    model the rebuild replaced without its having been dropped would leave its old rows
+    in freed blocks (the staging views hold none, but a staging model made a table would)."""
     if manifest is None:
         manifest = json.loads(lethe_dbt_project().manifest_path.read_text(encoding="utf-8"))
     found = []
     for node in manifest["nodes"].values():
-        path = node.get("original_file_path", "")
-        if node.get("resource_type") != "model" or path.startswith("models/marts/"):
+        if node.get("resource_type") != "model" or built_after_enforcement(node) != after_enforcement:
             continue
         found.append((node["schema"], node.get("alias") or node["name"], node["config"]["materialized"]))
     return sorted(found)
@@ -229,9 +228,7 @@ def drop_rebuilt_models(execute, quote=quote_ident) -> None:
     """Drop the models the rebuild makes (staging views, consent and retention tables and
     views) ahead of it, so compaction does not copy rows about to be replaced. Views
     first: a view over a dropped table could not be copied."""
-    for schema, name, materialized in sorted(rebuilt_models(), key=lambda m: m[2] != "view"):
-        kind = "VIEW" if materialized == "view" else "TABLE"
-        execute(f"DROP {kind} IF EXISTS {quote(schema)}.{quote(name)}")
+    _drop_models(execute, rebuilt_models(), quote)
 
 
 def compact_and_audit(warehouse: WarehouseResource, *, run_id: str, now) -> CompactionOutcome:
@@ -264,13 +261,18 @@ def compacted_in_run(con, run_id: str) -> dict | None:
 
 
 def drop_marts(execute, quote=quote_ident) -> None:
-    """Drop the marts (tables named in the dbt manifest) ahead of the marts step, which
-    builds them from the enforced rows. ``execute`` runs one statement (a DuckDB
-    connection's or a Spark cursor's), ``quote`` quotes a name in that engine's SQL."""
-    from pipelines.publish import load_marts
+    """Drop the models of the marts step (the marts and the consent reports, tables named
+    in the dbt manifest) ahead of it: it builds them from the enforced rows. ``execute``
+    runs one statement (a DuckDB connection's or a Spark cursor's), ``quote`` quotes a
+    name in that engine's SQL."""
+    _drop_models(execute, rebuilt_models(after_enforcement=True), quote)
 
-    for mart in load_marts():
-        execute(f"DROP TABLE IF EXISTS {quote(mart.schema)}.{quote(mart.name)}")
+
+def _drop_models(execute, models: list[tuple[str, str, str]], quote) -> None:
+    """Views first: a view over a dropped table could not be copied."""
+    for schema, name, materialized in sorted(models, key=lambda m: m[2] != "view"):
+        kind = "VIEW" if materialized == "view" else "TABLE"
+        execute(f"DROP {kind} IF EXISTS {quote(schema)}.{quote(name)}")
 
 
 def clean_landing(con, landing: LandingZoneResource, *, now, run_id: str, policy_version: str | None) -> dict:

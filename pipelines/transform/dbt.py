@@ -30,7 +30,7 @@ from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtC
 from packaging import version
 
 from pipelines.lineage import ENFORCEMENT_KEY, dbt_node_metadata
-from pipelines.publish import MARTS_FOLDER, is_mart_node
+from pipelines.publish import MARTS_FOLDER
 from pipelines.resources import EnforcementSettings, EngineResource, RunClockResource, WarehouseResource
 from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV, LethePaths
 
@@ -44,11 +44,22 @@ FOLDER_GROUPS = {
     "audit": "audit",
 }
 
-# dbt selection of the marts: built after enforcement, by their own step. Excluded with
-# their descendants (``+``): a test reading a mart and an earlier model (the consent
-# proofs) is then left out too, whatever the indirect-selection mode.
-MARTS_SELECTION = f"path:models/{MARTS_FOLDER}"
-MARTS_AND_THEIR_TESTS = f"{MARTS_SELECTION}+"
+# The models the marts step builds, after enforcement: the marts, and the consent reports
+# (consent_source_conflicts, undocumented_consents), which nothing before enforcement
+# reads — built before it they were made twice a run (the build and the rebuild after
+# enforcement) and thrown away once.
+AFTER_ENFORCEMENT_FOLDERS = (f"models/{MARTS_FOLDER}/", "models/consent/reports/")
+# dbt selection of those models. Excluded from the other steps with their descendants
+# (``+``): a test reading a mart and an earlier model (the consent proofs) is then left
+# out too, whatever the indirect-selection mode.
+MARTS_SELECTION = " ".join(f"path:{folder.rstrip('/')}" for folder in AFTER_ENFORCEMENT_FOLDERS)
+MARTS_AND_THEIR_TESTS = " ".join(f"{selector}+" for selector in MARTS_SELECTION.split())
+
+
+def built_after_enforcement(node: Mapping[str, Any]) -> bool:
+    """A dbt model (manifest node) the marts step builds, from the enforced rows."""
+    return node.get("resource_type") == "model" and \
+        node.get("original_file_path", "").startswith(AFTER_ENFORCEMENT_FOLDERS)
 # Unit tests check the SQL's logic on fixed inputs, not the data: they belong in CI
 # (tests/integration runs them), not in every production run (≈ 8 s that prove nothing new).
 UNIT_TESTS = "test_type:unit"
@@ -64,7 +75,7 @@ class LetheDbtTranslator(DagsterDbtTranslator):
         extra = dbt_node_metadata(props, manifest)
         if extra:
             spec = spec.merge_attributes(metadata=extra)
-        if is_mart_node(props):
+        if built_after_enforcement(props):
             # built from the enforced rows: after enforcement, in the same run
             spec = spec.merge_attributes(deps=[ENFORCEMENT_KEY])
         return spec
@@ -80,7 +91,9 @@ class LetheDbtTranslator(DagsterDbtTranslator):
 
 
 def manifest_is_stale(project: DbtProject) -> bool:
-    """True when manifest.json is missing or older than any file of the dbt project."""
+    """True when manifest.json is missing or older than any file or folder of the dbt
+    project (a folder's time changes when a file is added, removed or moved into it,
+    which leaves the file's own time as it was)."""
     manifest = project.manifest_path
     if not manifest.exists():
         return True
@@ -88,7 +101,7 @@ def manifest_is_stale(project: DbtProject) -> bool:
     root = Path(project.project_dir)
     for folder in ("models", "macros", "tests", "seeds", "snapshots"):
         for path in (root / folder).rglob("*"):
-            if path.is_file() and path.stat().st_mtime > built:
+            if path.stat().st_mtime > built:
                 return True
     return any((root / f).stat().st_mtime > built for f in ("dbt_project.yml", "profiles.yml"))
 

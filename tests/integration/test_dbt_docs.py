@@ -67,8 +67,9 @@ def test_dbt_lineage_matches_dagster(docs):
         assert graph.has(key), f"{key.to_user_string()} is in dbt's docs but not in Dagster"
         dbt_parents = {keys[p] for p in manifest["parent_map"][uid] if p in keys}
         dagster_parents = set(graph.get(key).parent_keys)
-        # one edge dbt cannot know: the marts are built from the enforced rows, after enforcement
-        if node["original_file_path"].startswith("models/marts/"):
+        # one edge dbt cannot know: the marts and the consent reports are built from the
+        # enforced rows, after enforcement
+        if node["original_file_path"].startswith(("models/marts/", "models/consent/reports/")):
             dbt_parents.add(ENFORCEMENT_KEY)
         assert dbt_parents == dagster_parents, key.to_user_string()
     marts = [k for uid, k in keys.items() if uid in manifest["nodes"] and k.path[0] == "marts"]

@@ -52,3 +52,32 @@ def test_another_dbt_executable_still_asks_it_for_its_version(monkeypatch, tmp_p
     resource = LetheDbtCliResource(project_dir=lethe_dbt_project(), dbt_executable=str(other))
     assert str(resource._cli_version) == "1.10.7"
     assert calls == [[str(other), "--version"]]
+
+
+def test_the_manifest_is_stale_when_a_model_file_is_moved_or_removed(tmp_path):
+    """A moved or deleted file keeps no newer time of its own: its folder's tells."""
+    import os
+    import time
+
+    from dagster_dbt import DbtProject
+
+    from pipelines.transform.dbt import manifest_is_stale
+
+    project_dir = tmp_path / "project"
+    (project_dir / "models" / "consent").mkdir(parents=True)
+    model = project_dir / "models" / "consent" / "report.sql"
+    model.write_text("select 1", encoding="utf-8")
+    (project_dir / "dbt_project.yml").write_text("name: t\nprofile: t\n", encoding="utf-8")
+    (project_dir / "profiles.yml").write_text("", encoding="utf-8")
+    manifest = project_dir / "target" / "manifest.json"
+    manifest.parent.mkdir()
+    manifest.write_text("{}", encoding="utf-8")
+    past = time.time() - 60
+    for path in [*project_dir.rglob("*"), project_dir]:
+        os.utime(path, (past, past))
+    os.utime(manifest, (past + 30, past + 30))
+    project = DbtProject(project_dir=project_dir, profiles_dir=project_dir)
+    assert not manifest_is_stale(project)
+    (project_dir / "models" / "consent" / "reports").mkdir()
+    os.replace(model, project_dir / "models" / "consent" / "reports" / "report.sql")
+    assert manifest_is_stale(project)
