@@ -145,15 +145,23 @@ def prepare_erasures(
     ids = _manifests(lookup, keys)
     cookies = lookup.cookie_tokens(keys)
     manifests: dict[str, str] = {}
+    existing = {entry.name for entry in os.scandir(manifest_dir)}  # one listing, not a stat per request
     for request in due:
+        path = manifest_dir / f"{_safe_name(request.request_id)}.json"
+        upstream = ids[request.subject_key]
+        if path.name in existing:
+            # written by an earlier run that did not complete the erasure (it failed or was
+            # killed after purging): the ids it found may be gone from the warehouse now,
+            # and the source systems still need them
+            upstream = _with_earlier_ids(path, upstream)
+            ids[request.subject_key] = upstream
         content = {
             "request_id": request.request_id,
             "subject_key": request.subject_key,
             "generated_at": when.isoformat() + "Z",
             "instructions": "Delete these records in the source systems; the warehouse has erased its copies.",
-            **ids[request.subject_key],
+            **upstream,
         }
-        path = manifest_dir / f"{_safe_name(request.request_id)}.json"
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(content, indent=2, sort_keys=True), encoding="utf-8")
         os.replace(tmp, path)
@@ -194,6 +202,22 @@ def prepare_erasures(
         con.execute("ROLLBACK")
         raise
     return manifests
+
+
+def _with_earlier_ids(path: Path, found: dict[str, list]) -> dict[str, list]:
+    """The upstream ids found now joined with those an earlier manifest for the same
+    request holds. Refuses (naming the file, never its content) a manifest it cannot read:
+    replacing it could lose the only record of ids the warehouse has since purged."""
+    try:
+        earlier = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(earlier, dict) or not all(isinstance(earlier.get(kind, []), list) for kind in found):
+            raise ValueError("not a manifest object")
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(
+            f"erasure manifest {path} exists but cannot be read ({type(exc).__name__}); it may hold source-system "
+            "ids the warehouse no longer has: repair or move it aside, then re-run"
+        ) from None
+    return {kind: sorted(set(values) | set(earlier.get(kind, [])), key=str) for kind, values in found.items()}
 
 
 def complete_erasures(
