@@ -391,8 +391,8 @@ def suppression_matches(con) -> list[Finding]:
     are hashed with ``lethe_hmac`` and looked up among the suppression tokens. The
     connection must have the key installed (``install_sql_functions(con, key)``);
     otherwise this raises rather than silently matching nothing. No suppression list (or
-    an empty one) means no findings. Rows already pseudonymised (holding the token
-    itself rather than the identifier) are not hashed, so not counted.
+    an empty one) means no findings. The emails of rows already pseudonymised (the
+    token itself rather than the address) are not hashed, so not counted.
     """
     if not _suppression_list_exists(con):
         return []
@@ -422,16 +422,20 @@ def suppression_matches(con) -> list[Finding]:
             continue
         # Hash each distinct value once (events repeat the same email or cookie many
         # times; sha256 is the cost), then count the rows holding a suppressed one.
-        # Pseudonymised rows hold tokens, not identifiers: hashing a token again finds
-        # nothing, so they are left out (most event rows at scale). That such a row holds
-        # only tokens is the pseudonyms_well_formed proof's to show, and a token of an
-        # erased subject in it erased_subject_rows' (pipelines/enforce/proof.py).
+        # The email of a pseudonymised row is a token, and hashing a token again finds
+        # nothing: those rows are left out (most event rows at scale). An address left
+        # in one is the pseudonyms_well_formed proof's to find (an address is never 64
+        # hex digits), a suppressed token in one erased_subject_rows' (both in
+        # pipelines/enforce/proof.py). Cookie ids are hashed in every row: a vendor's
+        # cookie id may itself be 64 hex digits, which the shape proof cannot tell from
+        # a token.
         relation = f"{_quote(schema)}.{_quote(name)}"
         column_names = {c.lower() for c, _ in columns.get((schema, name), [])}
-        clear = " AND _pseudonymised_at IS NULL" if "_pseudonymised_at" in column_names else ""
         selects = []
         for column, norm in targets:
             value = norm.format(f"CAST({_quote(column)} AS VARCHAR)")
+            clear = " AND _pseudonymised_at IS NULL" if (
+                column.lower() == "email" and "_pseudonymised_at" in column_names) else ""
             selects.append(
                 f"(SELECT count(*) FROM {relation} WHERE {value} IN ("
                 f"SELECT v FROM (SELECT DISTINCT {value} AS v FROM {relation} WHERE true{clear}) "

@@ -52,3 +52,26 @@ def test_an_erased_address_left_in_a_pseudonymised_row_is_the_shape_proofs_to_fi
     found = {f.place: f.count for f in suppression_matches(con)}
     assert found == {"raw_marketing.email_events.email": 1}  # the clear row only
     assert malformed_pseudonyms(con) == 1  # the pseudonymised row still holding the address
+
+
+def test_a_suppressed_cookie_id_is_matched_even_in_a_pseudonymised_row():
+    """A vendor's cookie id may be 64 hex digits itself — the shape of a token — so the
+    shape proof cannot vouch for a pseudonymised row's cookie column: it is hashed there too."""
+    import hashlib
+
+    from pipelines.pseudonym import hmac_token
+    from pipelines.sql_functions import install_sql_functions
+    from pipelines.verify import suppression_matches
+
+    key = b"k" * 32
+    cookie = hashlib.sha256(b"device-42").hexdigest()  # looks exactly like a token
+    con = _warehouse()
+    install_sql_functions(con, key)
+    con.execute("CREATE SCHEMA erasure")
+    con.execute("CREATE TABLE erasure.suppression_list (token VARCHAR, identifier_type VARCHAR, "
+                "subject_key VARCHAR, request_id VARCHAR, suppressed_at TIMESTAMP)")
+    con.execute("INSERT INTO erasure.suppression_list VALUES (?, 'cookie_id', 's', 'R1', now())",
+                [hmac_token(cookie, key)])
+    con.execute("INSERT INTO raw_web.events (cookie_id, _pseudonymised_at) VALUES (?, now())", [cookie])
+    assert malformed_pseudonyms(con) == 0  # the shape proof cannot see it
+    assert {f.place: f.count for f in suppression_matches(con)} == {"raw_web.events.cookie_id": 1}
