@@ -17,6 +17,7 @@ Manifests and the log hold ids, tokens and timestamps — never the email.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -146,15 +147,19 @@ def prepare_erasures(
     cookies = lookup.cookie_tokens(keys)
     manifests: dict[str, str] = {}
     existing = {entry.name for entry in os.scandir(manifest_dir)}  # one listing, not a stat per request
+    written = 0
     for request in due:
-        path = manifest_dir / f"{_safe_name(request.request_id)}.json"
+        path = manifest_dir / manifest_name(request.request_id)
+        manifests[request.request_id] = str(path)
         upstream = ids[request.subject_key]
         if path.name in existing:
             # written by an earlier run that did not complete the erasure (it failed or was
             # killed after purging): the ids it found may be gone from the warehouse now,
             # and the source systems still need them
-            upstream = _with_earlier_ids(path, upstream)
+            upstream, changed = _with_earlier_ids(path, request, upstream)
             ids[request.subject_key] = upstream
+            if not changed:
+                continue  # nothing to add: the earlier file stands
         content = {
             "request_id": request.request_id,
             "subject_key": request.subject_key,
@@ -165,7 +170,12 @@ def prepare_erasures(
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(content, indent=2, sort_keys=True), encoding="utf-8")
         os.replace(tmp, path)
-        manifests[request.request_id] = str(path)
+        written += 1
+    if written:
+        # the manifests must be on disk before the purge commits: afterwards they are the
+        # only record of the source-system ids. One sync for the batch (a sync per file
+        # would cost more than writing them)
+        os.sync()
 
     requests = [[r.subject_key, r.request_id] for r in due]
     con.execute("BEGIN TRANSACTION")
@@ -204,20 +214,33 @@ def prepare_erasures(
     return manifests
 
 
-def _with_earlier_ids(path: Path, found: dict[str, list]) -> dict[str, list]:
-    """The upstream ids found now joined with those an earlier manifest for the same
-    request holds. Refuses (naming the file, never its content) a manifest it cannot read:
-    replacing it could lose the only record of ids the warehouse has since purged."""
+def _with_earlier_ids(path: Path, request: DueErasure, found: dict[str, list]) -> tuple[dict[str, list], bool]:
+    """The upstream ids found now joined with those an earlier manifest of the same
+    request holds, and whether that adds anything to the file.
+
+    Stops the run (naming the file, never its content) on a manifest it cannot read or
+    that belongs to another request or subject: replacing it could lose the only record
+    of ids the warehouse has since purged, and the run cannot leave this one request out
+    — its rows are decided purge all the same."""
+    def refuse(why: str) -> RuntimeError:
+        return RuntimeError(
+            f"erasure manifest {path} exists but {why}; it may hold source-system ids the warehouse no "
+            "longer has: repair or move it aside, then re-run")
+
     try:
         earlier = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(earlier, dict) or not all(isinstance(earlier.get(kind, []), list) for kind in found):
-            raise ValueError("not a manifest object")
+        if not isinstance(earlier, dict):
+            raise ValueError("not an object")
+        before = {kind: earlier.get(kind, []) for kind in found}
+        if not all(isinstance(values, list) and all(isinstance(v, (str, int)) for v in values)
+                   for values in before.values()):
+            raise ValueError("id lists are not lists of ids")
     except (OSError, ValueError) as exc:
-        raise RuntimeError(
-            f"erasure manifest {path} exists but cannot be read ({type(exc).__name__}); it may hold source-system "
-            "ids the warehouse no longer has: repair or move it aside, then re-run"
-        ) from None
-    return {kind: sorted(set(values) | set(earlier.get(kind, [])), key=str) for kind, values in found.items()}
+        raise refuse(f"cannot be read ({type(exc).__name__})") from None
+    if earlier.get("request_id") != request.request_id or earlier.get("subject_key") != request.subject_key:
+        raise refuse("names another request or subject")
+    merged = {kind: sorted(set(values) | set(before[kind]), key=str) for kind, values in found.items()}
+    return merged, any(set(merged[kind]) != set(before[kind]) for kind in found)
 
 
 def complete_erasures(
@@ -301,5 +324,12 @@ def overdue_requests(con: duckdb.DuckDBPyConnection, now: datetime, hours: float
     return [r[0] for r in rows]
 
 
-def _safe_name(request_id: str) -> str:
-    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in request_id)[:120] or "request"
+def manifest_name(request_id: str) -> str:
+    """The manifest's file name: the request id itself when it is a safe file name, else
+    a readable part of it and a hash of the whole id — two ids never share a file
+    (``ER:1`` and ``ER_1`` would, by their readable part alone)."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in request_id)
+    if safe == request_id and 0 < len(safe) <= 120 and not safe.startswith("."):
+        return f"{safe}.json"
+    digest = hashlib.sha256(request_id.encode("utf-8")).hexdigest()[:16]
+    return f"{safe.lstrip('.')[:100] or 'request'}-{digest}.json"

@@ -67,3 +67,32 @@ def test_an_unreadable_earlier_manifest_is_not_overwritten(tmp_path):
         _prepare(con, tmp_path, "run-1")
     assert "C-0" not in str(excinfo.value)
     assert (tmp_path / "ER-1.json").read_text(encoding="utf-8") == '{"crm_contact_ids": ["C-0"'
+
+
+def test_a_rerun_with_nothing_new_leaves_the_manifest_as_it_was(tmp_path):
+    con = _warehouse()
+    _holds(con, "raw_crm.contacts", "r1", "contact_id", "C-1")
+    _prepare(con, tmp_path, "run-1")
+    before = (tmp_path / "ER-1.json").read_bytes()
+    con.execute("DELETE FROM raw_crm.contacts")
+    prepare_erasures(con, [DueErasure("ER-1", SUBJECT, NOW, NOW)], manifest_dir=tmp_path, run_id="run-2",
+                     policy_version="t", now=datetime(2026, 12, 1))
+    assert (tmp_path / "ER-1.json").read_bytes() == before  # same ids: not rewritten, first time kept
+
+
+def test_request_ids_that_clean_to_the_same_name_get_their_own_manifests(tmp_path):
+    from pipelines.enforce.erasure import manifest_name
+
+    names = {manifest_name(i) for i in ("ER:1", "ER_1", "ER 1", "x" * 130, "x" * 131, ".hidden", "")}
+    assert len(names) == 7 and manifest_name("ER_1") == "ER_1.json"
+    assert all("/" not in n and not n.startswith(".") for n in names)
+
+
+def test_a_manifest_of_another_request_in_the_way_is_not_merged(tmp_path):
+    con = _warehouse()
+    _holds(con, "raw_crm.contacts", "r1", "contact_id", "C-1")
+    other = {"request_id": "ER-9", "subject_key": "b" * 64, "crm_contact_ids": ["C-9"], "marketing_subscriber_ids": []}
+    (tmp_path / "ER-1.json").write_text(json.dumps(other), encoding="utf-8")
+    with pytest.raises(RuntimeError, match="names another request or subject"):
+        _prepare(con, tmp_path, "run-1")
+    assert json.loads((tmp_path / "ER-1.json").read_text(encoding="utf-8")) == other
