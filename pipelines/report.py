@@ -30,6 +30,7 @@ from pathlib import Path
 import duckdb
 
 from pipelines.summary import (
+    NOT_BUILT,
     _relation_exists,
     consent_quality,
     decision_reasons,
@@ -90,9 +91,9 @@ class ReportData:
     has_consent: bool = False
     consent_rates: list[tuple[str, str, int, int]] = field(default_factory=list)
     consent_over_time: list[tuple[str, str, object, int]] = field(default_factory=list)
-    undocumented: list[tuple[str, int, str]] = field(default_factory=list)
+    undocumented: list[tuple[str, int, str]] | None = field(default_factory=list)  # None: not built
     undocumented_by_purpose: list[tuple[str, int]] = field(default_factory=list)
-    conflicts: int = 0
+    conflicts: int | None = 0  # None: not built
     has_erasure: bool = False
     erasure_outcomes: list[tuple[str, int]] = field(default_factory=list)
     erasure_completed: list[tuple[float | None, float | None]] = field(default_factory=list)
@@ -629,16 +630,20 @@ def _consent_section(d: ReportData) -> str:
             out.append(_plot("consent-rates", plot_consent_rates(d.consent_rates), "Consent rate per purpose."))
     else:
         out.append(_empty("No consent events yet."))
-    total = sum(n for _, n, _ in d.undocumented)
-    out.append(f"<h3>Undocumented consents</h3><p>{total:,} grants lack an entry point, notice version or "
-               "evidence and do not count as consent.</p>")
+    if d.undocumented is None:
+        out.append(f"<h3>Undocumented consents</h3><p>Not known: {esc(NOT_BUILT)}.</p>")
+    else:
+        total = sum(n for _, n, _ in d.undocumented)
+        out.append(f"<h3>Undocumented consents</h3><p>{total:,} grants lack an entry point, notice version or "
+                   "evidence and do not count as consent.</p>")
     if d.undocumented:
         out.append(_table(["source system", "undocumented grants", "missing"], [list(r) for r in d.undocumented],
                           id_="undocumented", numeric_from=1))
         out.append(_table(["purpose", "undocumented grants"], [list(r) for r in d.undocumented_by_purpose],
                           id_="undocumented-by-purpose"))
+    conflicts = esc(NOT_BUILT) if d.conflicts is None else f"{d.conflicts:,}"
     out.append(f"<p>Subjects/purposes where source systems disagree (the latest documented event decides): "
-               f"{d.conflicts:,}.</p>")
+               f"{conflicts}.</p>")
     if d.consent_over_time:
         out.append(_plot("consent-over-time", plot_consent_over_time(d.consent_over_time),
                          "Active consents per purpose and key type, at each month's end."))

@@ -103,11 +103,17 @@ def decision_reasons(con: duckdb.DuckDBPyConnection, run_id: str | None = None) 
     return [(*key, n) for key, n in sorted(rows.items())]
 
 
-def consent_quality(con: duckdb.DuckDBPyConnection) -> tuple[list[tuple[str, int, str]], int]:
+NOT_BUILT = "not built in this run (the marts step, which builds it, did not run)"
+
+
+def consent_quality(con: duckdb.DuckDBPyConnection) -> tuple[list[tuple[str, int, str]] | None, int | None]:
     """(source system, undocumented grants, what is missing) rows and the number of
-    cross-system conflicts — for the summary line on consent evidence."""
-    rows: list[tuple[str, int, str]] = []
+    cross-system conflicts — for the summary line on consent evidence. None for a report
+    table that is not there: the marts step builds both, after enforcement, and a run
+    that stopped before it has none to show (which is not the same as none found)."""
+    rows: list[tuple[str, int, str]] | None = None
     if _relation_exists(con, "consent", "undocumented_consents"):
+        rows = []
         for source, n, miss_entry, miss_notice, miss_evidence in con.execute(
             """SELECT source_system, sum(undocumented_grants),
                       sum(undocumented_grants) FILTER (WHERE missing_entry_point),
@@ -121,7 +127,7 @@ def consent_quality(con: duckdb.DuckDBPyConnection) -> tuple[list[tuple[str, int
                 if count
             )
             rows.append((source, int(n), missing))
-    conflicts = 0
+    conflicts = None
     if _relation_exists(con, "consent", "consent_source_conflicts"):
         conflicts = con.execute("SELECT count(*) FROM consent.consent_source_conflicts").fetchall()[0][0]
     return rows, conflicts
@@ -152,7 +158,7 @@ def format_summary(
     tables: list[TableSummary], reasons: list[tuple[str, str, int]],
     checks_passed: int, checks_failed: list[str],
     decisions: list[tuple[str, str, str, int]] | None = None,
-    consent: tuple[list[tuple[str, int, str]], int] | None = None,
+    consent: tuple[list[tuple[str, int, str]] | None, int | None] | None = None,
     vendor_skipped: list[tuple[str, str, int]] | None = None,
 ) -> str:
     header = ("table", "files", "read", "ingested", "quarantined", "kept", "pseudonymised", "purged")
@@ -180,10 +186,13 @@ def format_summary(
         lines += ["", "Decisions by action/reason:"] + _grouped(decisions)
     if consent is not None:
         undocumented, conflicts = consent
-        total = sum(n for _, n, _ in undocumented)
-        lines += ["", f"Undocumented consents (do not count): {total:,}"]
-        lines += [f"  {source:<30} {n:>8,}  ({missing})" for source, n, missing in undocumented]
-        lines += [f"Subjects/purposes where systems disagree (latest documented event decides): {conflicts:,}"]
+        if undocumented is None:
+            lines += ["", f"Undocumented consents (do not count): {NOT_BUILT}"]
+        else:
+            lines += ["", f"Undocumented consents (do not count): {sum(n for _, n, _ in undocumented):,}"]
+            lines += [f"  {source:<30} {n:>8,}  ({missing})" for source, n, missing in undocumented]
+        lines += ["Subjects/purposes where systems disagree (latest documented event decides): "
+                  + (NOT_BUILT if conflicts is None else f"{conflicts:,}")]
     lines += ["", f"Checks: {checks_passed} passed, {len(checks_failed)} failed"]
     lines += [f"  FAILED: {name}" for name in checks_failed]
     return "\n".join(lines)
