@@ -36,7 +36,7 @@ from pipelines.enforce.erasure import complete_erasures, due_erasures, prepare_e
 from pipelines.enforce.landing import FileHashes, remove_files_past_window, remove_suppressed_subjects
 from pipelines.enforce.proof import compute_proofs, validate_with_great_expectations
 from pipelines.ingest.tables import quote_ident
-from pipelines.lineage import ENFORCEMENT_KEY, mart_keys
+from pipelines.lineage import ENFORCEMENT_KEY
 from pipelines.resources import (
     EnforcementSettings, EngineResource, LandingZoneResource, RunClockResource, WarehouseResource,
 )
@@ -395,8 +395,10 @@ def _results(context, outcomes, proofs, passed, *, due: int, completed: int, lan
     name="compact_warehouse",
     specs=[AssetSpec(
         key=COMPACTION_KEY,
-        # after the marts, which are built from the enforced rows: the compacted file holds them
-        deps=[ENFORCEMENT_KEY, *mart_keys()],
+        # after the marts step (the marts and consent reports, built from the enforced
+        # rows): the compacted file holds them
+        deps=[ENFORCEMENT_KEY,
+              *(AssetKey([schema, name]) for schema, name, _ in rebuilt_models(after_enforcement=True))],
         group_name=ENFORCEMENT_GROUP,
         kinds={"duckdb"},
         description=(

@@ -356,15 +356,17 @@ RACY_NANOSECONDS = 2_000_000_000
 
 
 class FileHashes:
-    """SHA-256 of the landing files during one enforcement, each file read once.
+    """SHA-256 of the landing files during one enforcement, each file hashed once.
 
     Blanking, the suppression scan and the landing window each know a landing file by
     its hash (the ingest log's key); each hashing the whole zone meant three passes over
     gigabytes at benchmark scale. A hash is reused only for the same file unchanged:
     same device, inode, size and modification time in nanoseconds — a file replaced or
-    rewritten since is hashed again, and so is one modified just before it was hashed
-    (``RACY_NANOSECONDS``). Files Lethe writes itself are remembered with the hash of
-    the bytes it wrote."""
+    rewritten since is hashed again, and so is one found modified just before it was
+    looked at (``RACY_NANOSECONDS``). A file Lethe has just written itself is remembered
+    with the hash of the bytes it wrote, racy or not: those bytes are known, and the
+    file's stat was taken before it was renamed into place. (Vendor exports and request
+    files are still read again where their content is needed.)"""
 
     def __init__(self) -> None:
         self._known: dict[Path, tuple[tuple, str]] = {}
@@ -380,15 +382,17 @@ class FileHashes:
         if data is None:
             if known and known[0] == self._identity(os.stat(path)):
                 return known[1]
+            looked_at = time.time_ns()
             with mapped_with_stat(path) as (data, stat):
-                return self._hashed(path, data, stat)
+                return self._hashed(path, data, stat, looked_at)
         if known and known[0] == self._identity(stat):
             return known[1]
-        return self._hashed(path, data, stat)
+        return self._hashed(path, data, stat, time.time_ns())
 
-    def _hashed(self, path: Path, data, stat: os.stat_result) -> str:
+    def _hashed(self, path: Path, data, stat: os.stat_result, looked_at: int) -> str:
+        """``looked_at``: the time just before (or as) the file was opened and stat'ed."""
         digest = file_sha256(data)
-        if time.time_ns() - stat.st_mtime_ns >= RACY_NANOSECONDS:
+        if looked_at - stat.st_mtime_ns >= RACY_NANOSECONDS:
             self._known[path] = (self._identity(stat), digest)
         return digest
 

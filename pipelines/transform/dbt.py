@@ -8,11 +8,11 @@ contract and policy metadata of the raw tables each model derives from.
 
 Two dbt steps per run, on either side of enforcement: ``lethe_dbt_models`` builds and
 tests staging, consent and retention (the decisions enforcement applies);
-``lethe_dbt_marts`` builds and tests the marts from the enforced rows. Marts built
-before enforcement were only ever thrown away — enforcement changes them (cookies lose
-their subject once the linking events are purged, purged consent events leave the
-counts) — so they are built once, and their materialisation in the UI is the state
-analysts get.
+``lethe_dbt_marts`` builds and tests the marts and the consent reports
+(``models/consent/reports``) from the enforced rows. Marts built before enforcement were
+only ever thrown away — enforcement changes them (cookies lose their subject once the
+linking events are purged, purged consent events leave the counts) — so they are built
+once, and their materialisation in the UI is the state analysts get.
 """
 
 
@@ -100,9 +100,14 @@ def manifest_is_stale(project: DbtProject) -> bool:
     built = manifest.stat().st_mtime
     root = Path(project.project_dir)
     for folder in ("models", "macros", "tests", "seeds", "snapshots"):
-        for path in (root / folder).rglob("*"):
-            if path.stat().st_mtime > built:
-                return True
+        if not (root / folder).is_dir():
+            continue
+        for path in [root / folder, *(root / folder).rglob("*")]:
+            try:
+                if path.stat().st_mtime > built:
+                    return True
+            except FileNotFoundError:
+                continue  # a dangling link, or a file removed while we looked
     return any((root / f).stat().st_mtime > built for f in ("dbt_project.yml", "profiles.yml"))
 
 
@@ -138,8 +143,9 @@ def dbt_build_args() -> list[str]:
 
 
 def dbt_rebuild_args() -> list[str]:
-    """dbt CLI arguments for the rebuild after enforcement: every model before the marts
-    (so none keeps a purged row; the marts step that follows builds the marts) and the
+    """dbt CLI arguments for the rebuild after enforcement: every model but the marts
+    step's (so none keeps a purged row; the marts step that follows builds the marts and
+    the consent reports) and the
     tests that enforcement can change — those on the consent and retention models.
 
     Left out: the tests on staging views and raw sources (69 + 19 of 130). They ran in
@@ -157,7 +163,8 @@ def dbt_rebuild_args() -> list[str]:
 
 def build_dbt_assets():
     """The two dbt steps: models up to the decisions (before enforcement) and the marts
-    (after it). Same translator, so groups, metadata and checks are as before."""
+    with the consent reports (after it). Same translator, so groups, metadata and checks
+    are as before."""
     project = lethe_dbt_project()
     translator = LetheDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 

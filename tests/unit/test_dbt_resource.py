@@ -81,3 +81,20 @@ def test_the_manifest_is_stale_when_a_model_file_is_moved_or_removed(tmp_path):
     (project_dir / "models" / "consent" / "reports").mkdir()
     os.replace(model, project_dir / "models" / "consent" / "reports" / "report.sql")
     assert manifest_is_stale(project)
+    # a file removed straight under a top-level folder: that folder's own time tells
+    os.utime(manifest, None)
+    for path in [*project_dir.rglob("*"), project_dir]:
+        if path != manifest and path != manifest.parent:
+            os.utime(path, (past, past))
+    (project_dir / "tests").mkdir()
+    (project_dir / "tests" / "assert_x.sql").write_text("select 1", encoding="utf-8")
+    os.utime(project_dir / "tests", (past, past))
+    os.utime(project_dir / "tests" / "assert_x.sql", (past, past))
+    assert not manifest_is_stale(project)
+    (project_dir / "tests" / "assert_x.sql").unlink()
+    assert manifest_is_stale(project)
+    # a dangling link is not an error
+    os.utime(project_dir / "tests", (past, past))
+    (project_dir / "models" / "gone.sql").symlink_to(project_dir / "nowhere.sql")
+    os.utime(project_dir / "models", (past, past))
+    assert not manifest_is_stale(project)
