@@ -191,21 +191,30 @@ def retention_enforcement(
                         landing_meta=landing_meta, seconds=seconds, dry_run=dry_run)
 
 
-def rebuilt_models(manifest: dict | None = None, *, after_enforcement: bool = False) -> list[tuple[str, str, str]]:
+def rebuilt_models(manifest: dict | None = None) -> list[tuple[str, str, str]]:
     """(schema, name, materialization) of every model the rebuild after enforcement
-    makes (``manifest``: the project's own by default): all but the marts step's — or,
-    with ``after_enforcement``, exactly the marts step's. Dropping both before
-    enforcement's compaction is what keeps a removed value out of the compacted file: a
-    model the rebuild replaced without its having been dropped would leave its old rows
-    in freed blocks (the staging views hold none, but a staging model made a table would)."""
+    makes (``manifest``: the project's own by default): all but the marts step's.
+    Dropping them (and the marts step's) before enforcement's compaction is what keeps a
+    removed value out of the compacted file: a model the rebuild replaced without its
+    having been dropped would leave its old rows in freed blocks (the staging views hold
+    none, but a staging model made a table would)."""
+    return _models(manifest, after_enforcement=False)
+
+
+def marts_step_models(manifest: dict | None = None) -> list[tuple[str, str, str]]:
+    """(schema, name, materialization) of every model the marts step builds after
+    enforcement: the marts and the consent reports."""
+    return _models(manifest, after_enforcement=True)
+
+
+def _models(manifest: dict | None, *, after_enforcement: bool) -> list[tuple[str, str, str]]:
     if manifest is None:
         manifest = json.loads(lethe_dbt_project().manifest_path.read_text(encoding="utf-8"))
-    found = []
-    for node in manifest["nodes"].values():
-        if node.get("resource_type") != "model" or built_after_enforcement(node) != after_enforcement:
-            continue
-        found.append((node["schema"], node.get("alias") or node["name"], node["config"]["materialized"]))
-    return sorted(found)
+    return sorted(
+        (node["schema"], node.get("alias") or node["name"], node["config"]["materialized"])
+        for node in manifest["nodes"].values()
+        if node.get("resource_type") == "model" and built_after_enforcement(node) == after_enforcement
+    )
 
 
 def _rebuild_models(dbt: DbtCliResource, warehouse: WarehouseResource) -> None:
@@ -265,7 +274,7 @@ def drop_marts(execute, quote=quote_ident) -> None:
     in the dbt manifest) ahead of it: it builds them from the enforced rows. ``execute``
     runs one statement (a DuckDB connection's or a Spark cursor's), ``quote`` quotes a
     name in that engine's SQL."""
-    _drop_models(execute, rebuilt_models(after_enforcement=True), quote)
+    _drop_models(execute, marts_step_models(), quote)
 
 
 def _drop_models(execute, models: list[tuple[str, str, str]], quote) -> None:
@@ -398,7 +407,7 @@ def _results(context, outcomes, proofs, passed, *, due: int, completed: int, lan
         # after the marts step (the marts and consent reports, built from the enforced
         # rows): the compacted file holds them
         deps=[ENFORCEMENT_KEY,
-              *(AssetKey([schema, name]) for schema, name, _ in rebuilt_models(after_enforcement=True))],
+              *(AssetKey([schema, name]) for schema, name, _ in marts_step_models())],
         group_name=ENFORCEMENT_GROUP,
         kinds={"duckdb"},
         description=(

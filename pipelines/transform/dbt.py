@@ -52,17 +52,17 @@ AFTER_ENFORCEMENT_FOLDERS = (f"models/{MARTS_FOLDER}/", "models/consent/reports/
 # dbt selection of those models. Excluded from the other steps with their descendants
 # (``+``): a test reading a mart and an earlier model (the consent proofs) is then left
 # out too, whatever the indirect-selection mode.
-MARTS_SELECTION = " ".join(f"path:{folder.rstrip('/')}" for folder in AFTER_ENFORCEMENT_FOLDERS)
-MARTS_AND_THEIR_TESTS = " ".join(f"{selector}+" for selector in MARTS_SELECTION.split())
+MARTS_STEP_SELECTION = " ".join(f"path:{folder.rstrip('/')}" for folder in AFTER_ENFORCEMENT_FOLDERS)
+MARTS_STEP_AND_THEIR_TESTS = " ".join(f"{selector}+" for selector in MARTS_STEP_SELECTION.split())
+# Unit tests check the SQL's logic on fixed inputs, not the data: they belong in CI
+# (tests/integration runs them), not in every production run (≈ 8 s that prove nothing new).
+UNIT_TESTS = "test_type:unit"
 
 
 def built_after_enforcement(node: Mapping[str, Any]) -> bool:
     """A dbt model (manifest node) the marts step builds, from the enforced rows."""
     return node.get("resource_type") == "model" and \
         node.get("original_file_path", "").startswith(AFTER_ENFORCEMENT_FOLDERS)
-# Unit tests check the SQL's logic on fixed inputs, not the data: they belong in CI
-# (tests/integration runs them), not in every production run (≈ 8 s that prove nothing new).
-UNIT_TESTS = "test_type:unit"
 
 
 class LetheDbtTranslator(DagsterDbtTranslator):
@@ -157,7 +157,7 @@ def dbt_rebuild_args() -> list[str]:
 
     One ``--exclude`` with space-separated selectors: dagster-dbt re-reads ``--exclude``
     and keeps one value per flag."""
-    return ["build", "--exclude", f"{UNIT_TESTS} resource_type:test,path:models/staging {MARTS_AND_THEIR_TESTS}",
+    return ["build", "--exclude", f"{UNIT_TESTS} resource_type:test,path:models/staging {MARTS_STEP_AND_THEIR_TESTS}",
             "--indirect-selection", "cautious"]
 
 
@@ -171,7 +171,7 @@ def build_dbt_assets():
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
-        exclude=f"{MARTS_AND_THEIR_TESTS} {UNIT_TESTS}",
+        exclude=f"{MARTS_STEP_AND_THEIR_TESTS} {UNIT_TESTS}",
         dagster_dbt_translator=translator,
     )
     def lethe_dbt_models(
@@ -198,7 +198,7 @@ def build_dbt_assets():
     @dbt_assets(
         manifest=project.manifest_path,
         project=project,
-        select=MARTS_SELECTION,
+        select=MARTS_STEP_SELECTION,
         exclude=UNIT_TESTS,
         dagster_dbt_translator=translator,
     )
