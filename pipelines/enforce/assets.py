@@ -42,7 +42,10 @@ from pipelines.resources import (
 )
 from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV, LethePaths
 from pipelines.sql_functions import install_sql_functions
-from pipelines.transform.dbt import built_after_enforcement, dbt_rebuild_args, finish_invocation, lethe_dbt_project
+from pipelines.transform.dbt import (
+    built_after_enforcement, dbt_rebuild_args, finish_invocation, lethe_dbt_project, reuse_enabled,
+)
+from pipelines.transform.reuse import BuildInputs, carry_test_records, record_results
 
 ENFORCEMENT_GROUP = "enforcement"
 COMPACTION_KEY = AssetKey(["enforcement", "compacted_warehouse"])
@@ -142,9 +145,14 @@ def retention_enforcement(
         # step, so make them here before reading the decisions
         context.log.warning(f"{len(missing)} model(s) missing (an earlier rebuild did not finish): "
                             "rebuilding them before enforcing")
-        _rebuild_models(dbt, warehouse)
+        _rebuild_models(dbt, warehouse, run_id=context.run_id)
     with warehouse.connect() as con:
         install_sql_functions(con)
+        # the rows enforcement starts from, before it writes (tests that held on them
+        # hold on what it leaves: pipelines/transform/reuse.py)
+        fingerprint_started = time.perf_counter()
+        before = build_inputs(con) if not dry_run else None
+        seconds["inputs_fingerprint"] = time.perf_counter() - fingerprint_started
         ensure_audit_table(con)
         version = _policy_version(con)
         due = due_erasures(con)
@@ -154,7 +162,7 @@ def retention_enforcement(
             policy_version=version, now=now, dry_run=dry_run,
         )
         outcomes = enforce_decisions(con, run_id=context.run_id, policy_version=version, now=now, dry_run=dry_run)
-        seconds["purge_and_pseudonymise"] = time.perf_counter() - started
+        seconds["purge_and_pseudonymise"] = time.perf_counter() - started - sum(seconds.values())
         completed = 0
         landing_meta: dict = {}
         if not dry_run:
@@ -179,7 +187,7 @@ def retention_enforcement(
             drop_rebuilt_models(con.execute)
         compact_and_audit(warehouse, run_id=context.run_id, now=now)
         seconds["compaction"] = time.perf_counter() - started - sum(seconds.values())
-        _rebuild_models(dbt, warehouse)
+        _rebuild_models(dbt, warehouse, run_id=context.run_id, carry_from=before)
     seconds["dbt_rebuild"] = time.perf_counter() - started - sum(seconds.values())
 
     with warehouse.connect() as con:
@@ -217,11 +225,30 @@ def _models(manifest: dict | None, *, after_enforcement: bool) -> list[tuple[str
     )
 
 
-def _rebuild_models(dbt: DbtCliResource, warehouse: WarehouseResource) -> None:
-    """The dbt rebuild after enforcement (``dbt_rebuild_args``) on the run's warehouse."""
+def _rebuild_models(dbt: DbtCliResource, warehouse: WarehouseResource, *, run_id: str,
+                    carry_from: BuildInputs | None = None) -> None:
+    """The dbt rebuild after enforcement (``dbt_rebuild_args``) on the run's warehouse.
+    Records what it built for the next run to reuse and, with ``carry_from`` (the inputs
+    enforcement started from), carries the staging tests' records over to the enforced
+    rows (``pipelines/transform/reuse.py``)."""
     os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
+    with warehouse.connect() as con:
+        install_sql_functions(con)
+        after = build_inputs(con)  # before dbt reads: a change while it runs must not match
     rebuild = dbt.cli(dbt_rebuild_args(), manifest=lethe_dbt_project().manifest_path).wait()
+    if after is not None:
+        with warehouse.connect() as con:
+            record_results(con, after, rebuild.get_artifact("run_results.json"), run_id=run_id)
+            if carry_from is not None:
+                carry_test_records(con, carry_from, after, run_id=run_id)
     finish_invocation(rebuild.target_path)
+
+
+def build_inputs(con) -> BuildInputs | None:
+    """The reusable nodes' inputs now (None when reuse is switched off)."""
+    if not reuse_enabled():
+        return None
+    return BuildInputs(con, json.loads(lethe_dbt_project().manifest_path.read_text(encoding="utf-8")))
 
 
 def missing_rebuilt_models(con) -> list[str]:
@@ -336,7 +363,7 @@ def _enforce_on_spark(context, warehouse: WarehouseResource, landing: LandingZon
         )
         outcomes = enforce_on_spark(cursor, con, run_id=context.run_id, policy_version=version, now=now,
                                     dry_run=dry_run)
-        seconds["purge_and_pseudonymise"] = time.perf_counter() - started
+        seconds["purge_and_pseudonymise"] = time.perf_counter() - started - sum(seconds.values())
         if not dry_run:
             completed = complete_erasures_on_spark(cursor, con, run_id=context.run_id, policy_version=version,
                                                    now=now)

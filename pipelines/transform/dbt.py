@@ -33,6 +33,7 @@ from pipelines.lineage import ENFORCEMENT_KEY, dbt_node_metadata
 from pipelines.publish import MARTS_FOLDER
 from pipelines.resources import EnforcementSettings, EngineResource, RunClockResource, WarehouseResource
 from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV, LethePaths
+from pipelines.transform.reuse import record_results
 
 # Folder under models/ → Dagster group. Sources keep their ingestion assets' group.
 FOLDER_GROUPS = {
@@ -193,7 +194,7 @@ def build_dbt_assets():
 
             with warehouse.connect() as con:
                 refuse_duckdb_run_after_move(con)
-        yield from _stream_build(context, dbt, warehouse, engine)
+        yield from _stream_build(context, dbt, warehouse, engine, reuse=not engine.is_spark())
 
     @dbt_assets(
         manifest=project.manifest_path,
@@ -214,8 +215,10 @@ def build_dbt_assets():
 
 
 def _stream_build(context: AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource,
-                  engine: EngineResource):
-    """`dbt build` of the step's selection on the run's engine, its events streamed to Dagster."""
+                  engine: EngineResource, *, reuse: bool = False):
+    """`dbt build` of the step's selection on the run's engine, its events streamed to
+    Dagster. With ``reuse`` (the models step on DuckDB), models and tests whose inputs are
+    unchanged since Lethe made them are left out (``pipelines/transform/reuse.py``)."""
     # profiles.yml reads the same variable as the warehouse resource.
     os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
     args = dbt_build_args()
@@ -223,9 +226,119 @@ def _stream_build(context: AssetExecutionContext, dbt: DbtCliResource, warehouse
         from pipelines.spark.run import SPARK_DBT_ARGS
 
         args += SPARK_DBT_ARGS
+    inputs = None
+    if reuse and reuse_enabled():
+        inputs, plan = _plan_reuse(warehouse)
+        if plan:
+            args += ["--exclude", " ".join(plan.exclude_selectors(inputs.manifest))]
+            context.log.info(
+                f"inputs unchanged since Lethe last made them: {len(plan.models)} model(s) kept as built, "
+                f"{len(plan.tests)} test(s) on unchanged raw rows not run again "
+                f"(set {REUSE_ENV}=0 to make everything)")
     invocation = dbt.cli(args, context=context)
-    yield from invocation.stream()
+    events = invocation.stream()
+    yield from (_in_order_with_kept(context, events, plan) if inputs is not None and plan else events)
+    if inputs is not None:
+        with warehouse.connect() as con:
+            record_results(con, inputs, invocation.get_artifact("run_results.json"), run_id=context.run_id)
     finish_invocation(invocation.target_path)
+
+
+REUSE_ENV = "LETHE_REUSE_UNCHANGED"
+
+
+def reuse_enabled() -> bool:
+    """Reuse is on unless ``LETHE_REUSE_UNCHANGED`` is 0/false/no/off (to make every model
+    and run every test, e.g. after editing a model table by hand)."""
+    return os.environ.get(REUSE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _plan_reuse(warehouse: WarehouseResource):
+    import json
+
+    from pipelines.sql_functions import install_sql_functions
+    from pipelines.transform.reuse import BuildInputs, plan_reuse
+
+    manifest = json.loads(lethe_dbt_project().manifest_path.read_text(encoding="utf-8"))
+    with warehouse.connect() as con:
+        install_sql_functions(con)
+        inputs = BuildInputs(con, manifest)
+        return inputs, plan_reuse(con, inputs)
+
+
+def _in_order_with_kept(context: AssetExecutionContext, events, plan):
+    """dbt's events, plus a materialisation for each kept model of the step saying it was
+    kept (no rows, only run ids): the marts step depends on those models, and Dagster
+    skips a step whose upstream output was not yielded.
+
+    Dagster wants a step's outputs in dependency order. A kept model is yielded once its
+    parents in the step (the staging views dbt makes) have been; dbt may finish a model
+    reading it before that, so such events (and, transitively, their children's) are
+    held back until the kept model is out."""
+    from dagster import AssetCheckResult, Output
+    from dagster_dbt import get_asset_key_for_model
+
+    assets_def = context.assets_def
+    in_step = set(context.selected_asset_keys)
+    parents = {key: set(assets_def.asset_deps.get(key, ())) & in_step for key in in_step}
+    kept = {}
+    for unique_id, built_in in plan.models.items():
+        key = get_asset_key_for_model([assets_def], unique_id.split(".")[-1])
+        if key in in_step:
+            kept[key] = Output(None, output_name=assets_def.get_output_name_for_asset_key(key), metadata={
+                "rebuilt": False,
+                "kept_as_built_in_run": built_in or "",
+                "why": "its inputs (source rows, dbt project, key) are unchanged since that build",
+            })
+    yielded: set = set()
+    held: list = []  # (asset key, event), in arrival order
+
+    def key_of(event):
+        if isinstance(event, Output):
+            return assets_def.keys_by_output_name.get(event.output_name)
+        if isinstance(event, AssetCheckResult):
+            return event.asset_key
+        return None
+
+    def waiting(key) -> bool:
+        blocked = set(kept) | {k for k, _ in held}
+        return key is not None and bool(parents.get(key, set()) & blocked)
+
+    def release():
+        progress = True
+        while progress:
+            progress = False
+            for key in [k for k in kept if not (parents[k] - yielded)]:
+                yield kept.pop(key)
+                yielded.add(key)
+                progress = True
+            for i, (key, event) in enumerate(held):
+                if not parents.get(key, set()) & (set(kept) | {k for k, _ in held[:i]}):
+                    held.pop(i)
+                    yield event
+                    if isinstance(event, Output):
+                        yielded.add(key)
+                    progress = True
+                    break
+
+    yield from release()
+    for event in events:
+        key = key_of(event)
+        if waiting(key) or any(k == key for k, _ in held):
+            held.append((key, event))
+            continue
+        yield event
+        if isinstance(event, Output) and key is not None:
+            yielded.add(key)
+        yield from release()
+    # parents that never came (none expected): the kept models go out now, in order
+    while kept:
+        key = next((k for k in kept if not (parents[k] & set(kept) - {k})), next(iter(kept)))
+        yield kept.pop(key)
+        yielded.add(key)
+        yield from release()
+    for _, event in held:
+        yield event
 
 
 def finish_invocation(invocation_target: Path) -> None:

@@ -296,6 +296,50 @@ def test_each_enforcing_run_compacts_once_and_before_its_rebuild_when_it_changed
         mp.undo()
     assert seen["retention_enforcement"] >= 1 and seen["compacted_warehouse"] >= 1  # both paths ran
 
+def test_models_and_tests_on_unchanged_inputs_are_reused_and_match_a_fresh_build(lethe, tmp_path):
+    """Run A builds and tests everything. Run C comes right after B, which enforced and
+    rebuilt: nothing was ingested in between, so C's models step keeps the consent models
+    as built (saying so on their materialisation) and does not run the tests on the
+    staging views again (B's enforcement carried them over to the rows it left). The kept
+    tables at the end are what a fresh dbt build makes from the same rows."""
+    from dagster import AssetKey, DagsterEventType, DagsterInstance
+
+    ledger = AssetKey(["consent", "consent_ledger"])
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DAGSTER_HOME", str(lethe["home"] / "dagster_home"))
+    try:
+        with DagsterInstance.get() as instance:
+            runs = sorted(instance.get_runs(), key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp)
+            seen = []
+            for run in runs:
+                materialised = {
+                    r.event_log_entry.dagster_event.asset_key: r.event_log_entry.dagster_event
+                    .event_specific_data.materialization.metadata
+                    for r in instance.get_records_for_run(
+                        run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION, limit=1000).records}
+                checks = [r.event_log_entry.dagster_event.event_specific_data.check_name
+                          for r in instance.get_records_for_run(
+                              run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION, limit=1000).records]
+                kept = "rebuilt" in materialised[ledger] and materialised[ledger]["rebuilt"].value is False
+                seen.append((kept, sum(1 for c in checks if "stg_web__events" in c)))
+    finally:
+        mp.undo()
+    (a_kept, a_staging), _, (c_kept, c_staging), _ = seen
+    assert not a_kept and a_staging > 0  # A: built and tested
+    assert c_kept and c_staging == 0  # C: kept, staging tests not run again
+
+    fresh = tmp_path / "fresh.duckdb"
+    shutil.copy(lethe["home"] / "warehouse.duckdb", fresh)
+    assert _dbt(["run", "--select", "consent_ledger consent_state subject_cookies"], fresh, tmp_path).success
+    with duckdb.connect(str(fresh)) as c:  # dbt's in-process DuckDB still holds it: same config
+        c.execute(f"ATTACH '{lethe['home'] / 'warehouse.duckdb'}' AS kept (READ_ONLY)")
+        for table in ("consent.consent_ledger", "consent.consent_state", "consent.subject_cookies"):
+            differ = c.execute(f"SELECT count(*) FROM ((SELECT * FROM {table} EXCEPT ALL SELECT * FROM kept.{table}) "
+                               f"UNION ALL (SELECT * FROM kept.{table} EXCEPT ALL SELECT * FROM {table}))").fetchall()
+            assert differ == [(0,)], table
+            assert c.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] > 0
+
+
 def test_enforcement_remakes_models_a_failed_rebuild_left_dropped(lethe, tmp_path, monkeypatch):
     """Enforcement drops the consent and retention models before compacting, then rebuilds
     them; if that rebuild fails (a dbt test, a kill), a re-execution from the failure starts

@@ -1,0 +1,314 @@
+"""Reusing dbt results whose inputs have not changed since Lethe made them.
+
+Every run's models step used to rebuild and re-test everything before the decisions. Two
+parts of that work are a pure function of rows that often have not changed since the
+previous run (the erasure job and the daily retention job ingest little or nothing):
+
+- the models that read no clock — the consent ledger, consent state and subject cookies:
+  their rows follow from the consent and web events, the dbt project and the
+  pseudonymisation key alone (the decisions read the run's as-of time, so they are
+  made every run);
+- the tests on the staging views and raw sources (88 of 130 at the time of writing),
+  whose outcome follows from the raw rows alone.
+
+Such a result is reused when its **inputs digest** is the one recorded when Lethe last
+made it: a SHA-256 over
+
+- a content fingerprint of every source table upstream of the node (row count, sum and
+  XOR of DuckDB's hash of every column of every row, the column names and types), so
+  any insert, delete, update or schema change by anyone shows;
+- the whole dbt project as parsed (every node's code and config, every macro), the
+  DuckDB version, Lethe's SQL functions and a token of the pseudonymisation key (an
+  HMAC of a fixed probe text: it names nothing and says only "the same key").
+
+A reused model's table must also still hold exactly what was built (its own
+fingerprint, recorded after the build). Fingerprints are taken before dbt runs, so a
+change made while dbt runs leaves a digest that no longer matches: the next run makes
+the result again.
+
+Records are written after a dbt command succeeded: a model with every test on it
+passed (``built``), a test that passed (``passed``). Enforcement changes the raw tables
+in only two ways — deleting rows and replacing identifiers with well-formed tokens —
+neither of which can make a not-null, accepted-values, uniqueness or at-least-one test
+on the staging views fail (the reason the rebuild after enforcement leaves those tests
+out, ``transform.dbt.dbt_rebuild_args``). So a staging test that had passed on the rows
+enforcement started from is recorded as ``carried`` on the rows it left. That assumes no
+other process writes the raw tables while the run enforces, as enforcement itself does
+(it applies the decisions the models step made).
+
+Only the embedded DuckDB engine reuses; the Spark path rebuilds everything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import duckdb
+
+from pipelines.ingest.tables import quote_ident
+
+RECORDS_SCHEMA = "transform"
+RECORDS_TABLE = f"{RECORDS_SCHEMA}.build_records"
+# The source every clock-reading model depends on (the as_of() macro reads it): such a
+# model's rows change with the run's time, so it is never reused.
+CLOCK_SOURCE = ("policy", "run_context")
+STAGING_PATH = "models/staging/"
+KEY_PROBE = "lethe-build-records-probe"
+
+
+@dataclass(frozen=True)
+class Record:
+    inputs_digest: str
+    output_fingerprint: str | None
+    how: str
+    run_id: str | None
+
+
+@dataclass
+class ReusePlan:
+    """What the next dbt command leaves out: models (unique id → the run that built
+    them) and tests (unique id → the run that last saw them pass or carried them)."""
+
+    models: dict[str, str | None] = field(default_factory=dict)
+    tests: dict[str, str | None] = field(default_factory=dict)
+
+    def exclude_selectors(self, manifest: Mapping[str, Any]) -> list[str]:
+        """dbt node names for ``--exclude``. A name another node shares would exclude
+        that node too: such nodes are not reused."""
+        counts = Counter(n["name"] for n in manifest["nodes"].values())
+        picked = [manifest["nodes"][uid]["name"] for uid in [*self.models, *self.tests]]
+        return sorted(name for name in picked if counts[name] == 1)
+
+    def __bool__(self) -> bool:
+        return bool(self.models or self.tests)
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def _node(manifest: Mapping[str, Any], unique_id: str) -> Mapping[str, Any] | None:
+    return manifest["nodes"].get(unique_id) or manifest["sources"].get(unique_id)
+
+
+def upstream_sources(manifest: Mapping[str, Any], unique_id: str) -> set[tuple[str, str]]:
+    """(schema, table) of every dbt source the node reads, directly or through models."""
+    found: set[tuple[str, str]] = set()
+    seen: set[str] = set()
+    stack = [unique_id]
+    while stack:
+        node = _node(manifest, stack.pop())
+        if node is None:
+            continue
+        if node.get("resource_type") == "source":
+            found.add((node["schema"], node.get("identifier") or node["name"]))
+            continue
+        for parent in node.get("depends_on", {}).get("nodes", []):
+            if parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return found
+
+
+def reusable_models(manifest: Mapping[str, Any]) -> list[str]:
+    """Table models of the steps before the marts that read no clock."""
+    from pipelines.transform.dbt import built_after_enforcement
+
+    return sorted(
+        uid for uid, node in manifest["nodes"].items()
+        if node.get("resource_type") == "model" and node["config"].get("materialized") == "table"
+        and not built_after_enforcement(node) and CLOCK_SOURCE not in upstream_sources(manifest, uid)
+    )
+
+
+def reusable_tests(manifest: Mapping[str, Any]) -> list[str]:
+    """Tests (not unit tests) whose every parent is a source or a staging model, and
+    that read no clock."""
+
+    def on_raw_rows(parent: str) -> bool:
+        if parent.startswith("source."):
+            return True
+        node = manifest["nodes"].get(parent, {})
+        return node.get("resource_type") == "model" and node.get("original_file_path", "").startswith(STAGING_PATH)
+
+    return sorted(
+        uid for uid, node in manifest["nodes"].items()
+        if node.get("resource_type") == "test" and node["depends_on"]["nodes"]
+        and all(on_raw_rows(p) for p in node["depends_on"]["nodes"])
+        and CLOCK_SOURCE not in upstream_sources(manifest, uid)
+    )
+
+
+def project_digest(manifest: Mapping[str, Any]) -> str:
+    """Everything in the parsed project that decides what a node computes: each node's
+    code, config and parents, each source's relation, each macro's text (dbt's and the
+    adapter's included, so an upgrade counts as a change)."""
+    nodes = {uid: [n.get("raw_code"), n.get("checksum"), n.get("config"), n.get("depends_on"),
+                   n.get("test_metadata"), n.get("schema"), n.get("alias")]
+             for uid, n in manifest["nodes"].items()}
+    sources = {uid: [s.get("schema"), s.get("identifier"), s.get("name")] for uid, s in manifest["sources"].items()}
+    macros = {uid: m.get("macro_sql") for uid, m in manifest["macros"].items()}
+    text = json.dumps([nodes, sources, macros], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def table_fingerprint(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> str | None:
+    """Content fingerprint of one table or view, or None when it does not exist."""
+    columns = con.execute(
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ? AND table_name = ? "
+        "ORDER BY column_index", [schema, name]).fetchall()
+    if not columns:
+        return None
+    row_hash = "hash(" + ", ".join(quote_ident(c) for c, _ in columns) + ")"
+    count, total, xor = con.execute(
+        f"SELECT count(*), sum({row_hash}::HUGEINT), bit_xor({row_hash}) "
+        f"FROM {quote_ident(schema)}.{quote_ident(name)}").fetchall()[0]
+    text = json.dumps([columns, count, str(total), str(xor)])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class BuildInputs:
+    """The inputs of the reusable nodes as they are now: fingerprints taken at once (so
+    the digests describe this instant, not the moment a digest is asked for)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, manifest: Mapping[str, Any]):
+        self.manifest = manifest
+        from pipelines import sql_functions
+
+        key_token = con.execute("SELECT lethe_hmac(?)", [KEY_PROBE]).fetchall()[0][0]
+        self.environment = hashlib.sha256(json.dumps([
+            project_digest(manifest), duckdb.__version__, key_token,
+            hashlib.sha256(Path(sql_functions.__file__).read_bytes()).hexdigest(),
+        ]).encode()).hexdigest()
+        self.sources = {uid: upstream_sources(manifest, uid)
+                        for uid in [*reusable_models(manifest), *reusable_tests(manifest)]}
+        relations = sorted(set().union(*self.sources.values())) if self.sources else []
+        self.fingerprints = {rel: table_fingerprint(con, *rel) for rel in relations}
+
+    def digest(self, unique_id: str) -> str | None:
+        """The node's inputs digest; None when a source table is missing."""
+        relations = sorted(self.sources.get(unique_id, ()))
+        prints = [self.fingerprints.get(rel) for rel in relations]
+        if unique_id not in self.sources or any(p is None for p in prints):
+            return None
+        text = json.dumps([self.environment, unique_id, [[*rel, p] for rel, p in zip(relations, prints)]])
+        return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------- records
+
+
+def ensure_records_table(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {RECORDS_SCHEMA}")
+    con.execute(f"""
+        CREATE TABLE IF NOT EXISTS {RECORDS_TABLE} (
+            node_id VARCHAR NOT NULL,           -- dbt unique id
+            inputs_digest VARCHAR NOT NULL,     -- see the module docstring
+            output_fingerprint VARCHAR,         -- a model's table right after it was built
+            how VARCHAR NOT NULL,               -- built | passed | carried
+            run_id VARCHAR,
+            recorded_at TIMESTAMP NOT NULL
+        )""")
+
+
+def read_records(con: duckdb.DuckDBPyConnection) -> dict[str, Record]:
+    exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
+                         RECORDS_TABLE.split(".")).fetchall()[0][0]
+    if not exists:
+        return {}
+    rows = con.execute(f"SELECT node_id, inputs_digest, output_fingerprint, how, run_id FROM {RECORDS_TABLE}").fetchall()
+    return {node_id: Record(digest, output, how, run_id) for node_id, digest, output, how, run_id in rows}
+
+
+def _write(con: duckdb.DuckDBPyConnection, rows: list[tuple[str, str, str | None, str, str | None]]) -> None:
+    """Replace the records of these nodes, in one transaction."""
+    if not rows:
+        return
+    ensure_records_table(con)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(f"DELETE FROM {RECORDS_TABLE} WHERE node_id IN (SELECT unnest(?::VARCHAR[]))",
+                    [[r[0] for r in rows]])
+        con.executemany(f"INSERT INTO {RECORDS_TABLE} VALUES (?, ?, ?, ?, ?, ?)", [(*r, now) for r in rows])
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
+def _relation(manifest: Mapping[str, Any], unique_id: str) -> tuple[str, str]:
+    node = manifest["nodes"][unique_id]
+    return node["schema"], node.get("alias") or node["name"]
+
+
+def plan_reuse(con: duckdb.DuckDBPyConnection, inputs: BuildInputs) -> ReusePlan:
+    """The models and tests whose recorded inputs digest is the current one (models: and
+    whose table still holds what was built)."""
+    manifest = inputs.manifest
+    records = read_records(con)
+    plan = ReusePlan()
+    for uid in reusable_models(manifest):
+        record = records.get(uid)
+        if record is None or record.how != "built" or record.inputs_digest != inputs.digest(uid):
+            continue
+        if record.output_fingerprint and table_fingerprint(con, *_relation(manifest, uid)) == record.output_fingerprint:
+            plan.models[uid] = record.run_id
+    for uid in reusable_tests(manifest):
+        record = records.get(uid)
+        if record is not None and record.how in ("passed", "carried") and record.inputs_digest == inputs.digest(uid):
+            plan.tests[uid] = record.run_id
+    return plan
+
+
+def record_results(con: duckdb.DuckDBPyConnection, inputs: BuildInputs, run_results: Mapping[str, Any],
+                   *, run_id: str | None) -> int:
+    """After a successful dbt command: record the reusable models it built with every test
+    on them passing, and the reusable tests that passed. ``inputs`` were taken before
+    the command ran. Returns the number of records written."""
+    manifest = inputs.manifest
+    status = {r["unique_id"]: r["status"] for r in run_results.get("results", [])}
+    tests_on: dict[str, list[str]] = {}
+    for uid, node in manifest["nodes"].items():
+        if node.get("resource_type") == "test":
+            for parent in node["depends_on"]["nodes"]:
+                tests_on.setdefault(parent, []).append(uid)
+    rows = []
+    for uid in reusable_models(manifest):
+        digest = inputs.digest(uid)
+        if status.get(uid) != "success" or digest is None:
+            continue
+        if any(status[t] != "pass" for t in tests_on.get(uid, []) if t in status):
+            continue
+        rows.append((uid, digest, table_fingerprint(con, *_relation(manifest, uid)), "built", run_id))
+    for uid in reusable_tests(manifest):
+        digest = inputs.digest(uid)
+        if status.get(uid) == "pass" and digest is not None:
+            rows.append((uid, digest, None, "passed", run_id))
+    _write(con, rows)
+    return len(rows)
+
+
+def carry_test_records(con: duckdb.DuckDBPyConnection, before: BuildInputs, after: BuildInputs,
+                       *, run_id: str | None) -> int:
+    """After enforcement: the staging tests that held on the rows it started from
+    (``before``) hold on the rows it left (``after``). Returns the number carried."""
+    records = read_records(con)
+    rows = []
+    for uid in reusable_tests(after.manifest):
+        record = records.get(uid)
+        old, new = before.digest(uid), after.digest(uid)
+        if record is None or record.how not in ("passed", "carried") or old is None or new is None:
+            continue
+        if record.inputs_digest == old and old != new:
+            rows.append((uid, new, None, "carried", run_id))
+    _write(con, rows)
+    return len(rows)

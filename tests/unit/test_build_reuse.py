@@ -1,0 +1,190 @@
+"""Reuse of dbt models and tests whose inputs are unchanged (pipelines/transform/reuse.py).
+
+A small manifest of the same shape as dbt's: one raw source, one staging view, one
+clock source, a consent-like table model (reusable), a decision-like model reading the
+clock (never reusable), a staging test (reusable) and a test on the table model."""
+
+import json
+
+import duckdb
+import pytest
+
+from pipelines.sql_functions import install_sql_functions
+from pipelines.transform import reuse
+from pipelines.transform.reuse import (
+    BuildInputs, ReusePlan, carry_test_records, plan_reuse, record_results, reusable_models, reusable_tests,
+    table_fingerprint,
+)
+from pipelines.transform.dbt import REUSE_ENV, reuse_enabled
+
+
+def _source(schema, name):
+    return {"resource_type": "source", "schema": schema, "name": name, "identifier": name}
+
+
+def _model(name, schema, path, materialized, parents, code="select 1"):
+    return {"resource_type": "model", "name": name, "schema": schema, "alias": name,
+            "original_file_path": path, "config": {"materialized": materialized},
+            "depends_on": {"nodes": parents}, "raw_code": code, "checksum": {"checksum": code}}
+
+
+def _test(name, parents):
+    return {"resource_type": "test", "name": name, "depends_on": {"nodes": parents},
+            "config": {}, "raw_code": name}
+
+
+def manifest(ledger_code="select * from events"):
+    return {
+        "sources": {
+            "source.p.raw_consent.events": _source("raw_consent", "events"),
+            "source.p.policy.run_context": _source("policy", "run_context"),
+        },
+        "nodes": {
+            "model.p.stg_events": _model("stg_events", "staging", "models/staging/stg_events.sql", "view",
+                                         ["source.p.raw_consent.events"]),
+            "model.p.ledger": _model("ledger", "consent", "models/consent/ledger.sql", "table",
+                                     ["model.p.stg_events"], code=ledger_code),
+            "model.p.decisions": _model("decisions", "retention", "models/retention/decisions.sql", "table",
+                                        ["model.p.ledger", "source.p.policy.run_context"]),
+            "model.p.summary": _model("summary", "marts", "models/marts/summary.sql", "table",
+                                      ["model.p.ledger"]),
+            "test.p.not_null_stg_events_id": _test("not_null_stg_events_id", ["model.p.stg_events"]),
+            "test.p.unique_ledger_id": _test("unique_ledger_id", ["model.p.ledger"]),
+        },
+        "macros": {"macro.p.m": {"macro_sql": "{% macro m() %}1{% endmacro %}"}},
+    }
+
+
+@pytest.fixture
+def con():
+    c = duckdb.connect()
+    install_sql_functions(c)
+    c.execute("CREATE SCHEMA raw_consent; CREATE SCHEMA policy; CREATE SCHEMA consent")
+    c.execute("CREATE TABLE raw_consent.events AS SELECT i AS id, 'e' || i AS email FROM range(100) t(i)")
+    c.execute("CREATE TABLE policy.run_context AS SELECT TIMESTAMP '2026-11-30' AS as_of")
+    c.execute("CREATE TABLE consent.ledger AS SELECT * FROM raw_consent.events")
+    yield c
+    c.close()
+
+
+def results(*passed, failed=()):
+    out = [{"unique_id": uid, "status": "success" if uid.startswith("model.") else "pass"} for uid in passed]
+    return {"results": out + [{"unique_id": uid, "status": "fail"} for uid in failed]}
+
+
+def test_only_clock_free_tables_before_the_marts_and_tests_on_raw_rows_are_reusable():
+    m = manifest()
+    assert reusable_models(m) == ["model.p.ledger"]  # not the view, the clock reader or the mart
+    assert reusable_tests(m) == ["test.p.not_null_stg_events_id"]
+
+
+def test_the_real_project_reuses_the_consent_models_and_staging_tests_only():
+    from pipelines.transform.dbt import lethe_dbt_project
+
+    m = json.loads(lethe_dbt_project().manifest_path.read_text())
+    assert "model.lethe.consent_ledger" in reusable_models(m)
+    assert not [u for u in reusable_models(m) if "decisions__" in u and "requests" not in u]  # they read the clock
+    for uid in reusable_tests(m):
+        assert all(p.startswith("source.") or ".stg_" in p for p in m["nodes"][uid]["depends_on"]["nodes"])
+    assert len(reusable_tests(m)) > 50
+
+
+@pytest.mark.parametrize("change", [
+    "UPDATE t SET email = 'x' WHERE id = 7",
+    "DELETE FROM t WHERE id = 7",
+    "INSERT INTO t SELECT * FROM t WHERE id = 7",  # a duplicate row
+    "ALTER TABLE t ALTER email TYPE BLOB",
+    "UPDATE t SET email = NULL WHERE id = 7",
+])
+def test_fingerprint_sees_any_change_but_not_row_order(change):
+    c = duckdb.connect()
+    c.execute("CREATE TABLE t AS SELECT i AS id, 'e' || i AS email FROM range(50) t(i)")
+    before = table_fingerprint(c, "main", "t")
+    c.execute("CREATE TABLE shuffled AS SELECT * FROM t ORDER BY random()")
+    c.execute("DROP TABLE t; CREATE TABLE t AS SELECT * FROM shuffled")
+    assert table_fingerprint(c, "main", "t") == before
+    c.execute(change)
+    assert table_fingerprint(c, "main", "t") != before
+    assert table_fingerprint(c, "main", "missing") is None
+
+
+def test_a_model_built_with_passing_tests_is_reused_until_an_input_changes(con):
+    m = manifest()
+    inputs = BuildInputs(con, m)
+    assert not plan_reuse(con, inputs)  # nothing recorded yet
+    record_results(con, inputs, results("model.p.ledger", "test.p.unique_ledger_id", "test.p.not_null_stg_events_id"),
+                   run_id="run-1")
+    plan = plan_reuse(con, BuildInputs(con, m))
+    assert plan.models == {"model.p.ledger": "run-1"}
+    assert plan.tests == {"test.p.not_null_stg_events_id": "run-1"}
+    assert plan.exclude_selectors(m) == ["ledger", "not_null_stg_events_id"]
+
+    con.execute("UPDATE policy.run_context SET as_of = TIMESTAMP '2026-12-01'")  # the clock: not an input
+    assert plan_reuse(con, BuildInputs(con, m)).models == {"model.p.ledger": "run-1"}
+
+    con.execute("DELETE FROM raw_consent.events WHERE id = 3")
+    assert not plan_reuse(con, BuildInputs(con, m))
+
+
+@pytest.mark.parametrize("what", ["model table edited", "project changed", "other key", "test failed", "dropped"])
+def test_no_reuse_when_anything_else_differs(con, what, monkeypatch):
+    m = manifest()
+    inputs = BuildInputs(con, m)
+    failed = ("test.p.unique_ledger_id",) if what == "test failed" else ()
+    passed = ("model.p.ledger",) if failed else ("model.p.ledger", "test.p.unique_ledger_id")
+    record_results(con, inputs, results(*passed, failed=failed), run_id="run-1")
+    if what == "model table edited":
+        con.execute("UPDATE consent.ledger SET email = 'planted' WHERE id = 1")
+    elif what == "project changed":
+        m = manifest(ledger_code="select * from events where true")
+    elif what == "other key":
+        install_sql_functions(con, b"another key entirely, 32 bytes!!")
+    elif what == "dropped":
+        con.execute("DROP TABLE consent.ledger")
+    assert plan_reuse(con, BuildInputs(con, m)).models == {}
+
+
+def test_staging_test_records_are_carried_only_from_the_rows_they_passed_on(con):
+    m = manifest()
+    first = BuildInputs(con, m)
+    record_results(con, first, results("test.p.not_null_stg_events_id"), run_id="run-1")
+
+    before = BuildInputs(con, m)
+    con.execute("DELETE FROM raw_consent.events WHERE id < 10")  # what enforcement does
+    after = BuildInputs(con, m)
+    assert carry_test_records(con, before, after, run_id="run-2") == 1
+    assert plan_reuse(con, BuildInputs(con, m)).tests == {"test.p.not_null_stg_events_id": "run-2"}
+
+    # rows arrived that no test saw: nothing to carry, the test runs again
+    con.execute("INSERT INTO raw_consent.events VALUES (1000, NULL)")
+    before = BuildInputs(con, m)
+    con.execute("DELETE FROM raw_consent.events WHERE id = 11")
+    assert carry_test_records(con, before, BuildInputs(con, m), run_id="run-3") == 0
+    assert plan_reuse(con, BuildInputs(con, m)).tests == {}
+
+
+def test_a_name_two_nodes_share_is_never_excluded():
+    m = manifest()
+    m["nodes"]["test.p.other"] = _test("ledger", ["model.p.stg_events"])  # a test named like the model
+    assert ReusePlan(models={"model.p.ledger": "r"}, tests={"test.p.not_null_stg_events_id": "r"}) \
+        .exclude_selectors(m) == ["not_null_stg_events_id"]
+
+
+@pytest.mark.parametrize("value, enabled", [(None, True), ("1", True), ("0", False), ("off", False), ("False", False)])
+def test_reuse_can_be_switched_off(monkeypatch, value, enabled):
+    if value is None:
+        monkeypatch.delenv(REUSE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(REUSE_ENV, value)
+    assert reuse_enabled() is enabled
+
+
+def test_records_hold_digests_and_run_ids_only(con):
+    record_results(con, BuildInputs(con, manifest()), results("model.p.ledger", "test.p.not_null_stg_events_id"),
+                   run_id="run-1")
+    rows = con.execute(f"SELECT * FROM {reuse.RECORDS_TABLE}").fetchall()
+    assert len(rows) == 2
+    text = repr(rows)
+    assert "e1" not in text.replace("'", " ").split()  # no value of the rows
+    for node_id, digest, output, how, run_id, recorded_at in rows:
+        assert len(digest) == 64 and how in ("built", "passed") and run_id == "run-1"
