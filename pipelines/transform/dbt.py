@@ -226,7 +226,7 @@ def _stream_build(context: AssetExecutionContext, dbt: DbtCliResource, warehouse
         from pipelines.spark.run import SPARK_DBT_ARGS
 
         args += SPARK_DBT_ARGS
-    inputs = None
+    inputs, plan = None, None
     if reuse and reuse_enabled():
         inputs, plan = _plan_reuse(warehouse)
         if plan:
@@ -249,8 +249,11 @@ REUSE_ENV = "LETHE_REUSE_UNCHANGED"
 
 def reuse_enabled() -> bool:
     """Reuse is on unless ``LETHE_REUSE_UNCHANGED`` is 0/false/no/off (to make every model
-    and run every test, e.g. after editing a model table by hand)."""
-    return os.environ.get(REUSE_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+    and run every test), and only while the parsed manifest is current: dbt parses the
+    files itself, so a digest of an out-of-date manifest could describe other SQL."""
+    if os.environ.get(REUSE_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return not manifest_is_stale(lethe_dbt_project())
 
 
 def _plan_reuse(warehouse: WarehouseResource):

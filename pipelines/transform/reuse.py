@@ -8,7 +8,7 @@ previous run (the erasure job and the daily retention job ingest little or nothi
   their rows follow from the consent and web events, the dbt project and the
   pseudonymisation key alone (the decisions read the run's as-of time, so they are
   made every run);
-- the tests on the staging views and raw sources (88 of 130 at the time of writing),
+- the tests on the staging views and raw sources (87 of 130 when this was written),
   whose outcome follows from the raw rows alone.
 
 Such a result is reused when its **inputs digest** is the one recorded when Lethe last
@@ -16,7 +16,9 @@ made it: a SHA-256 over
 
 - a content fingerprint of every source table upstream of the node (row count, sum and
   XOR of DuckDB's hash of every column of every row, the column names and types), so
-  any insert, delete, update or schema change by anyone shows;
+  an insert, a delete, an update or a schema change by anyone shows (DuckDB's ``hash``
+  is a 64-bit one, not cryptographic, and does not tell ``[]`` from ``[NULL]`` in a list
+  column — the raw tables hold strings, timestamps and integers);
 - the whole dbt project as parsed (every node's code and config, every macro), the
   DuckDB version, Lethe's SQL functions and a token of the pseudonymisation key (an
   HMAC of a fixed probe text: it names nothing and says only "the same key").
@@ -29,12 +31,12 @@ the result again.
 Records are written after a dbt command succeeded: a model with every test on it
 passed (``built``), a test that passed (``passed``). Enforcement changes the raw tables
 in only two ways — deleting rows and replacing identifiers with well-formed tokens —
-neither of which can make a not-null, accepted-values, uniqueness or at-least-one test
-on the staging views fail (the reason the rebuild after enforcement leaves those tests
-out, ``transform.dbt.dbt_rebuild_args``). So a staging test that had passed on the rows
-enforcement started from is recorded as ``carried`` on the rows it left. That assumes no
-other process writes the raw tables while the run enforces, as enforcement itself does
-(it applies the decisions the models step made).
+neither of which can make a not-null, accepted-values or uniqueness test on a raw table
+fail. So a test on raw tables alone that had passed on the rows enforcement started
+from is recorded as ``carried`` on the rows it left, provided no file was loaded in the
+meantime (the ingest log's loads are part of the check). Tests on the staging views are
+not carried: each view keeps the first row per key, and purging that row can bring up a
+later delivery of the same key that no test has seen; they run again on the next change.
 
 Only the embedded DuckDB engine reuses; the Spark path rebuilds everything.
 """
@@ -43,7 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import Counter
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,9 +57,14 @@ from pipelines.ingest.tables import quote_ident
 
 RECORDS_SCHEMA = "transform"
 RECORDS_TABLE = f"{RECORDS_SCHEMA}.build_records"
-# The source every clock-reading model depends on (the as_of() macro reads it): such a
-# model's rows change with the run's time, so it is never reused.
-CLOCK_SOURCE = ("policy", "run_context")
+# Sources written again by every run: the run's clock (the as_of() macro reads it) and the
+# policy table (stamped with the time it was loaded). A node reading one is made every run.
+EVERY_RUN_SOURCES = {("policy", "run_context"), ("policy", "retention_policy")}
+# SQL that reads a clock or randomness without going through a source: a model using one
+# is never kept (a crude text check on the model's code, as a second line).
+VOLATILE_SQL = re.compile(r"\b(now|current_date|current_timestamp|today|get_current_timestamp|random|uuid|"
+                          r"gen_random_uuid)\s*\(|\bcurrent_(date|timestamp)\b|run_started_at|invocation_id",
+                          re.IGNORECASE)
 STAGING_PATH = "models/staging/"
 KEY_PROBE = "lethe-build-records-probe"
 
@@ -79,11 +86,9 @@ class ReusePlan:
     tests: dict[str, str | None] = field(default_factory=dict)
 
     def exclude_selectors(self, manifest: Mapping[str, Any]) -> list[str]:
-        """dbt node names for ``--exclude``. A name another node shares would exclude
-        that node too: such nodes are not reused."""
-        counts = Counter(n["name"] for n in manifest["nodes"].values())
-        picked = [manifest["nodes"][uid]["name"] for uid in [*self.models, *self.tests]]
-        return sorted(name for name in picked if counts[name] == 1)
+        """dbt selectors for ``--exclude``: each node's full ``fqn:`` path, which names
+        that node alone (a bare name would also match a folder or source of that name)."""
+        return sorted("fqn:" + ".".join(manifest["nodes"][uid]["fqn"]) for uid in [*self.models, *self.tests])
 
     def __bool__(self) -> bool:
         return bool(self.models or self.tests)
@@ -116,14 +121,47 @@ def upstream_sources(manifest: Mapping[str, Any], unique_id: str) -> set[tuple[s
 
 
 def reusable_models(manifest: Mapping[str, Any]) -> list[str]:
-    """Table models of the steps before the marts that read no clock."""
+    """Table models of the steps before the marts that read nothing written every run
+    and no clock, and whose tests read that model alone (excluding a model from a dbt
+    command also drops every test on it)."""
     from pipelines.transform.dbt import built_after_enforcement
 
+    tests_on = _tests_by_parent(manifest)
     return sorted(
         uid for uid, node in manifest["nodes"].items()
         if node.get("resource_type") == "model" and node["config"].get("materialized") == "table"
-        and not built_after_enforcement(node) and CLOCK_SOURCE not in upstream_sources(manifest, uid)
+        and not built_after_enforcement(node) and not (EVERY_RUN_SOURCES & upstream_sources(manifest, uid))
+        and not any(VOLATILE_SQL.search(manifest["nodes"][u].get("raw_code") or "") for u in [uid, *_ancestors(manifest, uid)])
+        and all(manifest["nodes"][t]["depends_on"]["nodes"] == [uid] for t in tests_on.get(uid, []))
     )
+
+
+def _tests_by_parent(manifest: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Per node, the tests on it that run in the same dbt steps as the models before the
+    marts (a test reading a mart or consent report runs in the marts step)."""
+    from pipelines.transform.dbt import built_after_enforcement
+
+    tests_on: dict[str, list[str]] = {}
+    for uid, node in manifest["nodes"].items():
+        parents = node.get("depends_on", {}).get("nodes", [])
+        if node.get("resource_type") != "test" or any(
+                built_after_enforcement(manifest["nodes"].get(p, {})) for p in parents):
+            continue
+        for parent in parents:
+            tests_on.setdefault(parent, []).append(uid)
+    return tests_on
+
+
+def _ancestors(manifest: Mapping[str, Any], unique_id: str) -> set[str]:
+    """The models and other nodes upstream of a node (not sources)."""
+    seen: set[str] = set()
+    stack = [unique_id]
+    while stack:
+        for parent in manifest["nodes"].get(stack.pop(), {}).get("depends_on", {}).get("nodes", []):
+            if parent in manifest["nodes"] and parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    return seen
 
 
 def reusable_tests(manifest: Mapping[str, Any]) -> list[str]:
@@ -140,8 +178,16 @@ def reusable_tests(manifest: Mapping[str, Any]) -> list[str]:
         uid for uid, node in manifest["nodes"].items()
         if node.get("resource_type") == "test" and node["depends_on"]["nodes"]
         and all(on_raw_rows(p) for p in node["depends_on"]["nodes"])
-        and CLOCK_SOURCE not in upstream_sources(manifest, uid)
+        and not (EVERY_RUN_SOURCES & upstream_sources(manifest, uid))
+        and not any(VOLATILE_SQL.search(manifest["nodes"][u].get("raw_code") or "") for u in _ancestors(manifest, uid))
     )
+
+
+def carried_tests(manifest: Mapping[str, Any]) -> list[str]:
+    """The reusable tests that read raw tables only (no staging view): those enforcement
+    carries over (see the module docstring)."""
+    return [uid for uid in reusable_tests(manifest)
+            if all(p.startswith("source.") for p in manifest["nodes"][uid]["depends_on"]["nodes"])]
 
 
 def project_digest(manifest: Mapping[str, Any]) -> str:
@@ -163,8 +209,8 @@ def project_digest(manifest: Mapping[str, Any]) -> str:
 def table_fingerprint(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> str | None:
     """Content fingerprint of one table or view, or None when it does not exist."""
     columns = con.execute(
-        "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = ? AND table_name = ? "
-        "ORDER BY column_index", [schema, name]).fetchall()
+        "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
+        "AND schema_name = ? AND table_name = ? ORDER BY column_index", [schema, name]).fetchall()
     if not columns:
         return None
     row_hash = "hash(" + ", ".join(quote_ident(c) for c, _ in columns) + ")"
@@ -192,6 +238,13 @@ class BuildInputs:
                         for uid in [*reusable_models(manifest), *reusable_tests(manifest)]}
         relations = sorted(set().union(*self.sources.values())) if self.sources else []
         self.fingerprints = {rel: table_fingerprint(con, *rel) for rel in relations}
+        self.loads = loads_digest(con)
+
+    def model_fingerprint(self, con: duckdb.DuckDBPyConnection, unique_id: str) -> str | None:
+        """A model's own table now, keyed (a bare content hash could confirm a guessed
+        row of a table that has since been rebuilt without it)."""
+        plain = table_fingerprint(con, *_relation(self.manifest, unique_id))
+        return None if plain is None else hashlib.sha256(f"{self.environment}:{plain}".encode()).hexdigest()
 
     def digest(self, unique_id: str) -> str | None:
         """The node's inputs digest; None when a source table is missing."""
@@ -201,6 +254,20 @@ class BuildInputs:
             return None
         text = json.dumps([self.environment, unique_id, [[*rel, p] for rel, p in zip(relations, prints)]])
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+def loads_digest(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The ingest log's loads (which file into which table, when, how many rows) — not
+    the counters enforcement updates on them. Changes when any file is loaded."""
+    from pipelines.ingest.tables import INGEST_LOG_TABLE
+
+    schema, name = INGEST_LOG_TABLE.split(".")
+    if table_fingerprint(con, schema, name) is None:
+        return None
+    row = con.execute(
+        f"SELECT count(*), sum(hash(file_hash, source_table, status, rows_loaded, ingested_at)::HUGEINT), "
+        f"bit_xor(hash(file_hash, source_table, status, rows_loaded, ingested_at)) FROM {INGEST_LOG_TABLE}").fetchall()[0]
+    return hashlib.sha256(json.dumps([str(v) for v in row]).encode()).hexdigest()
 
 
 # --------------------------------------------------------------------------- records
@@ -260,7 +327,7 @@ def plan_reuse(con: duckdb.DuckDBPyConnection, inputs: BuildInputs) -> ReusePlan
         record = records.get(uid)
         if record is None or record.how != "built" or record.inputs_digest != inputs.digest(uid):
             continue
-        if record.output_fingerprint and table_fingerprint(con, *_relation(manifest, uid)) == record.output_fingerprint:
+        if record.output_fingerprint and inputs.model_fingerprint(con, uid) == record.output_fingerprint:
             plan.models[uid] = record.run_id
     for uid in reusable_tests(manifest):
         record = records.get(uid)
@@ -276,19 +343,15 @@ def record_results(con: duckdb.DuckDBPyConnection, inputs: BuildInputs, run_resu
     the command ran. Returns the number of records written."""
     manifest = inputs.manifest
     status = {r["unique_id"]: r["status"] for r in run_results.get("results", [])}
-    tests_on: dict[str, list[str]] = {}
-    for uid, node in manifest["nodes"].items():
-        if node.get("resource_type") == "test":
-            for parent in node["depends_on"]["nodes"]:
-                tests_on.setdefault(parent, []).append(uid)
+    tests_on = _tests_by_parent(manifest)
     rows = []
     for uid in reusable_models(manifest):
         digest = inputs.digest(uid)
         if status.get(uid) != "success" or digest is None:
             continue
-        if any(status[t] != "pass" for t in tests_on.get(uid, []) if t in status):
-            continue
-        rows.append((uid, digest, table_fingerprint(con, *_relation(manifest, uid)), "built", run_id))
+        if any(status.get(t) != "pass" for t in tests_on.get(uid, [])):
+            continue  # a test on it failed, warned, was skipped or did not run
+        rows.append((uid, digest, inputs.model_fingerprint(con, uid), "built", run_id))
     for uid in reusable_tests(manifest):
         digest = inputs.digest(uid)
         if status.get(uid) == "pass" and digest is not None:
@@ -299,11 +362,14 @@ def record_results(con: duckdb.DuckDBPyConnection, inputs: BuildInputs, run_resu
 
 def carry_test_records(con: duckdb.DuckDBPyConnection, before: BuildInputs, after: BuildInputs,
                        *, run_id: str | None) -> int:
-    """After enforcement: the staging tests that held on the rows it started from
-    (``before``) hold on the rows it left (``after``). Returns the number carried."""
+    """After enforcement: the tests on raw tables that held on the rows it started from
+    (``before``) hold on the rows it left (``after``) — unless a file was loaded in
+    between. Returns the number carried."""
+    if before.loads is None or before.loads != after.loads:
+        return 0
     records = read_records(con)
     rows = []
-    for uid in reusable_tests(after.manifest):
+    for uid in carried_tests(after.manifest):
         record = records.get(uid)
         old, new = before.digest(uid), after.digest(uid)
         if record is None or record.how not in ("passed", "carried") or old is None or new is None:

@@ -89,6 +89,8 @@ def lethe(tmp_path_factory, pseudonym_key):
         state_b = _state(warehouse)
         exit_c = main(["run", "--as-of", AS_OF, "--quiet"])  # C
         state_c = _state(warehouse)
+        after_c = gen / "after_c.duckdb"  # C kept the consent models B rebuilt
+        shutil.copy(warehouse, after_c)
 
         # D: re-delivery. Identical files are recognised by hash; a re-export with a new
         # hash is parsed, and the erased subject's rows must be dropped on arrival.
@@ -101,7 +103,7 @@ def lethe(tmp_path_factory, pseudonym_key):
         exit_d = main(["run", "--as-of", AS_OF, "--quiet"])  # D
         yield {
             "home": home, "gen": gen, "landing": landing, "truth": truth, "dry": dry,
-            "erased": erased, "exits": (exit_b, exit_c, exit_d), "b": state_b, "c": state_c,
+            "erased": erased, "exits": (exit_b, exit_c, exit_d), "b": state_b, "c": state_c, "after_c": after_c,
             "key": pseudonym_key.encode(),
         }
     finally:
@@ -299,9 +301,9 @@ def test_each_enforcing_run_compacts_once_and_before_its_rebuild_when_it_changed
 def test_models_and_tests_on_unchanged_inputs_are_reused_and_match_a_fresh_build(lethe, tmp_path):
     """Run A builds and tests everything. Run C comes right after B, which enforced and
     rebuilt: nothing was ingested in between, so C's models step keeps the consent models
-    as built (saying so on their materialisation) and does not run the tests on the
-    staging views again (B's enforcement carried them over to the rows it left). The kept
-    tables at the end are what a fresh dbt build makes from the same rows."""
+    as built (saying so on their materialisation) and does not run the tests on the raw
+    tables that B's enforcement carried over to the rows it left. The tables C kept are
+    what a fresh dbt build makes from the same rows."""
     from dagster import AssetKey, DagsterEventType, DagsterInstance
 
     ledger = AssetKey(["consent", "consent_ledger"])
@@ -326,13 +328,21 @@ def test_models_and_tests_on_unchanged_inputs_are_reused_and_match_a_fresh_build
         mp.undo()
     (a_kept, a_staging), _, (c_kept, c_staging), _ = seen
     assert not a_kept and a_staging > 0  # A: built and tested
-    assert c_kept and c_staging == 0  # C: kept, staging tests not run again
+    # C: kept; B changed the raw web events, so the tests on their staging view run again
+    # (nothing is carried across a de-duplicating view)
+    assert c_kept and c_staging > 0
+    # the tests on the raw tables B's enforcement carried were not run by C (a run that
+    # runs one records it as passed, under its own run id)
+    with duckdb.connect(str(lethe["after_c"]), read_only=True) as c:
+        raw_tests = c.execute("SELECT how, run_id FROM transform.build_records "
+                              "WHERE node_id LIKE 'test.lethe.source_%raw_web_events%'").fetchall()
+    assert raw_tests and set(raw_tests) == {("carried", runs[1].run_id)}
 
     fresh = tmp_path / "fresh.duckdb"
-    shutil.copy(lethe["home"] / "warehouse.duckdb", fresh)
+    shutil.copy(lethe["after_c"], fresh)
     assert _dbt(["run", "--select", "consent_ledger consent_state subject_cookies"], fresh, tmp_path).success
     with duckdb.connect(str(fresh)) as c:  # dbt's in-process DuckDB still holds it: same config
-        c.execute(f"ATTACH '{lethe['home'] / 'warehouse.duckdb'}' AS kept (READ_ONLY)")
+        c.execute(f"ATTACH '{lethe['after_c']}' AS kept (READ_ONLY)")
         for table in ("consent.consent_ledger", "consent.consent_state", "consent.subject_cookies"):
             differ = c.execute(f"SELECT count(*) FROM ((SELECT * FROM {table} EXCEPT ALL SELECT * FROM kept.{table}) "
                                f"UNION ALL (SELECT * FROM kept.{table} EXCEPT ALL SELECT * FROM {table}))").fetchall()

@@ -2,7 +2,8 @@
 
 A small manifest of the same shape as dbt's: one raw source, one staging view, one
 clock source, a consent-like table model (reusable), a decision-like model reading the
-clock (never reusable), a staging test (reusable) and a test on the table model."""
+clock (never reusable), a mart, a test on the raw source and one on the staging view
+(reusable; only the first is carried over enforcement) and a test on the table model."""
 
 import json
 
@@ -12,7 +13,7 @@ import pytest
 from pipelines.sql_functions import install_sql_functions
 from pipelines.transform import reuse
 from pipelines.transform.reuse import (
-    BuildInputs, ReusePlan, carry_test_records, plan_reuse, record_results, reusable_models, reusable_tests,
+    BuildInputs, carried_tests, carry_test_records, plan_reuse, record_results, reusable_models, reusable_tests,
     table_fingerprint,
 )
 from pipelines.transform.dbt import REUSE_ENV, reuse_enabled
@@ -24,12 +25,13 @@ def _source(schema, name):
 
 def _model(name, schema, path, materialized, parents, code="select 1"):
     return {"resource_type": "model", "name": name, "schema": schema, "alias": name,
+            "fqn": ["p", *path.split("/")[1:-1], name],
             "original_file_path": path, "config": {"materialized": materialized},
             "depends_on": {"nodes": parents}, "raw_code": code, "checksum": {"checksum": code}}
 
 
 def _test(name, parents):
-    return {"resource_type": "test", "name": name, "depends_on": {"nodes": parents},
+    return {"resource_type": "test", "name": name, "depends_on": {"nodes": parents}, "fqn": ["p", name],
             "config": {}, "raw_code": name}
 
 
@@ -49,7 +51,10 @@ def manifest(ledger_code="select * from events"):
             "model.p.summary": _model("summary", "marts", "models/marts/summary.sql", "table",
                                       ["model.p.ledger"]),
             "test.p.not_null_stg_events_id": _test("not_null_stg_events_id", ["model.p.stg_events"]),
+            "test.p.source_unique_events_id": _test("source_unique_events_id", ["source.p.raw_consent.events"]),
             "test.p.unique_ledger_id": _test("unique_ledger_id", ["model.p.ledger"]),
+            # a marts-step test that also reads the ledger: not in the models step's command
+            "test.p.summary_matches_ledger": _test("summary_matches_ledger", ["model.p.ledger", "model.p.summary"]),
         },
         "macros": {"macro.p.m": {"macro_sql": "{% macro m() %}1{% endmacro %}"}},
     }
@@ -63,6 +68,9 @@ def con():
     c.execute("CREATE TABLE raw_consent.events AS SELECT i AS id, 'e' || i AS email FROM range(100) t(i)")
     c.execute("CREATE TABLE policy.run_context AS SELECT TIMESTAMP '2026-11-30' AS as_of")
     c.execute("CREATE TABLE consent.ledger AS SELECT * FROM raw_consent.events")
+    c.execute("CREATE SCHEMA ingest")
+    c.execute("""CREATE TABLE ingest.ingest_log AS SELECT 'h1' AS file_hash, 'raw_consent.events' AS source_table,
+                 'loaded' AS status, 100 AS rows_loaded, TIMESTAMP '2026-11-29' AS ingested_at, 0 AS rows_purged""")
     yield c
     c.close()
 
@@ -75,7 +83,21 @@ def results(*passed, failed=()):
 def test_only_clock_free_tables_before_the_marts_and_tests_on_raw_rows_are_reusable():
     m = manifest()
     assert reusable_models(m) == ["model.p.ledger"]  # not the view, the clock reader or the mart
-    assert reusable_tests(m) == ["test.p.not_null_stg_events_id"]
+    assert reusable_tests(m) == ["test.p.not_null_stg_events_id", "test.p.source_unique_events_id"]
+    assert carried_tests(m) == ["test.p.source_unique_events_id"]  # not through a de-duplicating view
+
+
+@pytest.mark.parametrize("change", ["now()", "current_timestamp", "policy", "mixed test"])
+def test_a_model_reading_a_clock_the_policy_or_tested_with_another_model_is_not_kept(change):
+    m = manifest()
+    if change == "policy":
+        m["sources"]["source.p.policy.retention_policy"] = _source("policy", "retention_policy")
+        m["nodes"]["model.p.ledger"]["depends_on"]["nodes"].append("source.p.policy.retention_policy")
+    elif change == "mixed test":  # excluding the ledger would drop this test of the decisions too
+        m["nodes"]["test.p.mixed"] = _test("mixed", ["model.p.ledger", "model.p.decisions"])
+    else:
+        m["nodes"]["model.p.stg_events"]["raw_code"] = f"select *, {change} as seen_at from events"
+    assert reusable_models(m) == []
 
 
 def test_the_real_project_reuses_the_consent_models_and_staging_tests_only():
@@ -117,7 +139,7 @@ def test_a_model_built_with_passing_tests_is_reused_until_an_input_changes(con):
     plan = plan_reuse(con, BuildInputs(con, m))
     assert plan.models == {"model.p.ledger": "run-1"}
     assert plan.tests == {"test.p.not_null_stg_events_id": "run-1"}
-    assert plan.exclude_selectors(m) == ["ledger", "not_null_stg_events_id"]
+    assert plan.exclude_selectors(m) == ["fqn:p.consent.ledger", "fqn:p.not_null_stg_events_id"]
 
     con.execute("UPDATE policy.run_context SET as_of = TIMESTAMP '2026-12-01'")  # the clock: not an input
     assert plan_reuse(con, BuildInputs(con, m)).models == {"model.p.ledger": "run-1"}
@@ -126,12 +148,13 @@ def test_a_model_built_with_passing_tests_is_reused_until_an_input_changes(con):
     assert not plan_reuse(con, BuildInputs(con, m))
 
 
-@pytest.mark.parametrize("what", ["model table edited", "project changed", "other key", "test failed", "dropped"])
-def test_no_reuse_when_anything_else_differs(con, what, monkeypatch):
+@pytest.mark.parametrize("what", ["model table edited", "project changed", "other key", "test failed",
+                                  "test not run", "dropped"])
+def test_no_reuse_when_anything_else_differs(con, what):
     m = manifest()
     inputs = BuildInputs(con, m)
     failed = ("test.p.unique_ledger_id",) if what == "test failed" else ()
-    passed = ("model.p.ledger",) if failed else ("model.p.ledger", "test.p.unique_ledger_id")
+    passed = ("model.p.ledger",) if failed or what == "test not run" else ("model.p.ledger", "test.p.unique_ledger_id")
     record_results(con, inputs, results(*passed, failed=failed), run_id="run-1")
     if what == "model table edited":
         con.execute("UPDATE consent.ledger SET email = 'planted' WHERE id = 1")
@@ -144,16 +167,18 @@ def test_no_reuse_when_anything_else_differs(con, what, monkeypatch):
     assert plan_reuse(con, BuildInputs(con, m)).models == {}
 
 
-def test_staging_test_records_are_carried_only_from_the_rows_they_passed_on(con):
+def test_raw_table_tests_are_carried_only_from_the_rows_they_passed_on(con):
     m = manifest()
-    first = BuildInputs(con, m)
-    record_results(con, first, results("test.p.not_null_stg_events_id"), run_id="run-1")
+    record_results(con, BuildInputs(con, m), results("test.p.not_null_stg_events_id", "test.p.source_unique_events_id"),
+                   run_id="run-1")
 
     before = BuildInputs(con, m)
     con.execute("DELETE FROM raw_consent.events WHERE id < 10")  # what enforcement does
+    con.execute("UPDATE ingest.ingest_log SET rows_purged = 10")  # and its counters
     after = BuildInputs(con, m)
     assert carry_test_records(con, before, after, run_id="run-2") == 1
-    assert plan_reuse(con, BuildInputs(con, m)).tests == {"test.p.not_null_stg_events_id": "run-2"}
+    # the test on the raw table is carried; the one on the de-duplicating view runs again
+    assert plan_reuse(con, BuildInputs(con, m)).tests == {"test.p.source_unique_events_id": "run-2"}
 
     # rows arrived that no test saw: nothing to carry, the test runs again
     con.execute("INSERT INTO raw_consent.events VALUES (1000, NULL)")
@@ -163,11 +188,14 @@ def test_staging_test_records_are_carried_only_from_the_rows_they_passed_on(con)
     assert plan_reuse(con, BuildInputs(con, m)).tests == {}
 
 
-def test_a_name_two_nodes_share_is_never_excluded():
+def test_nothing_is_carried_when_a_file_was_loaded_during_enforcement(con):
     m = manifest()
-    m["nodes"]["test.p.other"] = _test("ledger", ["model.p.stg_events"])  # a test named like the model
-    assert ReusePlan(models={"model.p.ledger": "r"}, tests={"test.p.not_null_stg_events_id": "r"}) \
-        .exclude_selectors(m) == ["not_null_stg_events_id"]
+    record_results(con, BuildInputs(con, m), results("test.p.source_unique_events_id"), run_id="run-1")
+    before = BuildInputs(con, m)
+    con.execute("DELETE FROM raw_consent.events WHERE id < 10")
+    con.execute("INSERT INTO ingest.ingest_log VALUES ('h2', 'raw_consent.events', 'loaded', 0, "
+                "TIMESTAMP '2026-11-30', 0)")  # another process loaded a file meanwhile
+    assert carry_test_records(con, before, BuildInputs(con, m), run_id="run-2") == 0
 
 
 @pytest.mark.parametrize("value, enabled", [(None, True), ("1", True), ("0", False), ("off", False), ("False", False)])
@@ -180,11 +208,12 @@ def test_reuse_can_be_switched_off(monkeypatch, value, enabled):
 
 
 def test_records_hold_digests_and_run_ids_only(con):
-    record_results(con, BuildInputs(con, manifest()), results("model.p.ledger", "test.p.not_null_stg_events_id"),
-                   run_id="run-1")
-    rows = con.execute(f"SELECT * FROM {reuse.RECORDS_TABLE}").fetchall()
-    assert len(rows) == 2
-    text = repr(rows)
-    assert "e1" not in text.replace("'", " ").split()  # no value of the rows
+    con.execute("UPDATE raw_consent.events SET email = 'person@example.org' WHERE id = 1")
+    con.execute("CREATE OR REPLACE TABLE consent.ledger AS SELECT * FROM raw_consent.events")
+    record_results(con, BuildInputs(con, manifest()),
+                   results("model.p.ledger", "test.p.unique_ledger_id", "test.p.not_null_stg_events_id"), run_id="run-1")
+    rows = con.execute(f"SELECT * FROM {reuse.RECORDS_TABLE} ORDER BY node_id").fetchall()
+    assert [(r[0], r[3]) for r in rows] == [("model.p.ledger", "built"), ("test.p.not_null_stg_events_id", "passed")]
+    assert "example.org" not in repr(rows)
     for node_id, digest, output, how, run_id, recorded_at in rows:
-        assert len(digest) == 64 and how in ("built", "passed") and run_id == "run-1"
+        assert len(digest) == 64 and run_id == "run-1"
