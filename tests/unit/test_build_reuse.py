@@ -13,7 +13,7 @@ import pytest
 from pipelines.sql_functions import install_sql_functions
 from pipelines.transform import reuse
 from pipelines.transform.reuse import (
-    BuildInputs, carried_tests, carry_test_records, plan_reuse, record_results, reusable_models, reusable_tests,
+    BuildInputs, ReusePlan, carried_tests, carry_test_records, plan_reuse, record_results, reusable_models, reusable_tests,
     table_fingerprint,
 )
 from pipelines.transform.dbt import REUSE_ENV, reuse_enabled
@@ -217,3 +217,54 @@ def test_records_hold_digests_and_run_ids_only(con):
     assert "example.org" not in repr(rows)
     for node_id, digest, output, how, run_id, recorded_at in rows:
         assert len(digest) == 64 and run_id == "run-1"
+
+
+class _Assets:
+    """The parts of a dbt AssetsDefinition that _in_order_with_kept reads."""
+
+    def __init__(self, deps):
+        from dagster import AssetKey
+
+        self.asset_deps = {AssetKey(k): {AssetKey(p) for p in ps} for k, ps in deps.items()}
+        self.keys_by_output_name = {k: AssetKey(k) for k in deps}
+
+    def get_output_name_for_asset_key(self, key):
+        return key.path[-1]
+
+
+@pytest.mark.parametrize("order", [
+    ["decisions", "check:decisions", "stg", "final"],  # dbt finished a reader of the kept model first
+    ["stg", "decisions", "final", "check:decisions"],
+    ["decisions", "final", "stg"],  # and its reader's reader too
+])
+def test_kept_models_are_yielded_between_their_parents_and_their_children(monkeypatch, order):
+    """Dagster refuses an asset yielded after one of its children and skips the steps
+    after a model whose output never came; dbt's events come in any order its threads
+    finish. Whatever that order: everything comes out once, parents first."""
+    import dagster_dbt
+    from dagster import AssetCheckResult, AssetKey, Output
+
+    from pipelines.transform.dbt import _in_order_with_kept
+
+    # the kept ledger reads the staging view; dbt, which treats the excluded ledger as
+    # done, may build the decisions and what reads them before that view
+    deps = {"stg": [], "ledger": ["stg"], "decisions": ["ledger"], "final": ["decisions"]}
+    assets = _Assets(deps)
+    context = type("Context", (), {"assets_def": assets, "selected_asset_keys": set(assets.keys_by_output_name.values())})
+    monkeypatch.setattr(dagster_dbt, "get_asset_key_for_model", lambda _defs, name: AssetKey(name))
+    events = [AssetCheckResult(asset_key=AssetKey(e.split(":")[1]), passed=True) if e.startswith("check:")
+              else Output(None, output_name=e) for e in order]
+
+    out = list(_in_order_with_kept(context, iter(events), ReusePlan(models={"model.p.ledger": "run-1"})))
+
+    names = [("check:" + e.asset_key.path[-1]) if isinstance(e, AssetCheckResult) else e.output_name for e in out]
+    assert sorted(names) == sorted([*order, "ledger"])
+    outputs = [n for n in names if not n.startswith("check:")]
+    for child, parents in deps.items():
+        for parent in parents:
+            if child in outputs and parent in outputs:
+                assert outputs.index(parent) < outputs.index(child), names
+    kept = next(e for e in out if isinstance(e, Output) and e.output_name == "ledger")
+    assert getattr(kept.metadata["rebuilt"], "value", kept.metadata["rebuilt"]) is False
+    if "check:decisions" in names:
+        assert names.index("decisions") < names.index("check:decisions")
