@@ -43,7 +43,7 @@ from pipelines.resources import (
 from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV, LethePaths
 from pipelines.sql_functions import install_sql_functions
 from pipelines.transform.dbt import (
-    built_after_enforcement, dbt_rebuild_args, finish_invocation, lethe_dbt_project, reuse_enabled,
+    build_inputs, built_after_enforcement, dbt_rebuild_args, finish_invocation, lethe_dbt_project, read_manifest,
 )
 from pipelines.transform.reuse import BuildInputs, carry_test_records, record_results
 
@@ -217,7 +217,7 @@ def marts_step_models(manifest: dict | None = None) -> list[tuple[str, str, str]
 
 def _models(manifest: dict | None, *, after_enforcement: bool) -> list[tuple[str, str, str]]:
     if manifest is None:
-        manifest = json.loads(lethe_dbt_project().manifest_path.read_text(encoding="utf-8"))
+        manifest = read_manifest()
     return sorted(
         (node["schema"], node.get("alias") or node["name"], node["config"]["materialized"])
         for node in manifest["nodes"].values()
@@ -242,13 +242,6 @@ def _rebuild_models(dbt: DbtCliResource, warehouse: WarehouseResource, *, run_id
             if carry_from is not None:
                 carry_test_records(con, carry_from, after, run_id=run_id)
     finish_invocation(rebuild.target_path)
-
-
-def build_inputs(con) -> BuildInputs | None:
-    """The reusable nodes' inputs now (None when reuse is switched off)."""
-    if not reuse_enabled():
-        return None
-    return BuildInputs(con, json.loads(lethe_dbt_project().manifest_path.read_text(encoding="utf-8")))
 
 
 def missing_rebuilt_models(con) -> list[str]:

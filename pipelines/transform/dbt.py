@@ -18,6 +18,7 @@ once, and their materialisation in the UI is the state analysts get.
 
 import fcntl
 import importlib.metadata
+import json
 import os
 import shutil
 import sys
@@ -256,16 +257,26 @@ def reuse_enabled() -> bool:
     return not manifest_is_stale(lethe_dbt_project())
 
 
+def read_manifest() -> dict:
+    """The project's parsed manifest.json."""
+    return json.loads(lethe_dbt_project().manifest_path.read_text(encoding="utf-8"))
+
+
+def build_inputs(con):
+    """The inputs of the nodes Lethe may reuse, as they are now (``pipelines/transform/
+    reuse.py``); None when reuse is off. ``con`` has Lethe's SQL functions installed."""
+    from pipelines.transform.reuse import BuildInputs
+
+    return BuildInputs(con, read_manifest()) if reuse_enabled() else None
+
+
 def _plan_reuse(warehouse: WarehouseResource):
-    import json
-
     from pipelines.sql_functions import install_sql_functions
-    from pipelines.transform.reuse import BuildInputs, plan_reuse
+    from pipelines.transform.reuse import plan_reuse
 
-    manifest = json.loads(lethe_dbt_project().manifest_path.read_text(encoding="utf-8"))
     with warehouse.connect() as con:
         install_sql_functions(con)
-        inputs = BuildInputs(con, manifest)
+        inputs = build_inputs(con)
         return inputs, plan_reuse(con, inputs)
 
 

@@ -97,27 +97,33 @@ class ReusePlan:
 # --------------------------------------------------------------------------- manifest
 
 
-def _node(manifest: Mapping[str, Any], unique_id: str) -> Mapping[str, Any] | None:
-    return manifest["nodes"].get(unique_id) or manifest["sources"].get(unique_id)
-
-
-def upstream_sources(manifest: Mapping[str, Any], unique_id: str) -> set[tuple[str, str]]:
-    """(schema, table) of every dbt source the node reads, directly or through models."""
-    found: set[tuple[str, str]] = set()
+def _upstream(manifest: Mapping[str, Any], unique_id: str) -> set[str]:
+    """Unique ids of every node and source upstream of a node, directly or not."""
     seen: set[str] = set()
     stack = [unique_id]
     while stack:
-        node = _node(manifest, stack.pop())
-        if node is None:
-            continue
-        if node.get("resource_type") == "source":
-            found.add((node["schema"], node.get("identifier") or node["name"]))
-            continue
+        node = manifest["nodes"].get(stack.pop(), {})
         for parent in node.get("depends_on", {}).get("nodes", []):
             if parent not in seen:
                 seen.add(parent)
                 stack.append(parent)
-    return found
+    return seen
+
+
+def upstream_sources(manifest: Mapping[str, Any], unique_id: str) -> set[tuple[str, str]]:
+    """(schema, table) of every dbt source the node reads, directly or through models."""
+    sources = manifest["sources"]
+    return {(sources[u]["schema"], sources[u].get("identifier") or sources[u]["name"])
+            for u in _upstream(manifest, unique_id) if u in sources}
+
+
+def _changes_every_run(manifest: Mapping[str, Any], unique_id: str) -> bool:
+    """The node reads a source written every run, or it or a model upstream calls a
+    clock or randomness."""
+    if EVERY_RUN_SOURCES & upstream_sources(manifest, unique_id):
+        return True
+    return any(VOLATILE_SQL.search(manifest["nodes"][u].get("raw_code") or "")
+               for u in [unique_id, *_upstream(manifest, unique_id)] if u in manifest["nodes"])
 
 
 def reusable_models(manifest: Mapping[str, Any]) -> list[str]:
@@ -130,8 +136,7 @@ def reusable_models(manifest: Mapping[str, Any]) -> list[str]:
     return sorted(
         uid for uid, node in manifest["nodes"].items()
         if node.get("resource_type") == "model" and node["config"].get("materialized") == "table"
-        and not built_after_enforcement(node) and not (EVERY_RUN_SOURCES & upstream_sources(manifest, uid))
-        and not any(VOLATILE_SQL.search(manifest["nodes"][u].get("raw_code") or "") for u in [uid, *_ancestors(manifest, uid)])
+        and not built_after_enforcement(node) and not _changes_every_run(manifest, uid)
         and all(manifest["nodes"][t]["depends_on"]["nodes"] == [uid] for t in tests_on.get(uid, []))
     )
 
@@ -152,18 +157,6 @@ def _tests_by_parent(manifest: Mapping[str, Any]) -> dict[str, list[str]]:
     return tests_on
 
 
-def _ancestors(manifest: Mapping[str, Any], unique_id: str) -> set[str]:
-    """The models and other nodes upstream of a node (not sources)."""
-    seen: set[str] = set()
-    stack = [unique_id]
-    while stack:
-        for parent in manifest["nodes"].get(stack.pop(), {}).get("depends_on", {}).get("nodes", []):
-            if parent in manifest["nodes"] and parent not in seen:
-                seen.add(parent)
-                stack.append(parent)
-    return seen
-
-
 def reusable_tests(manifest: Mapping[str, Any]) -> list[str]:
     """Tests (not unit tests) whose every parent is a source or a staging model, and
     that read no clock."""
@@ -177,17 +170,14 @@ def reusable_tests(manifest: Mapping[str, Any]) -> list[str]:
     return sorted(
         uid for uid, node in manifest["nodes"].items()
         if node.get("resource_type") == "test" and node["depends_on"]["nodes"]
-        and all(on_raw_rows(p) for p in node["depends_on"]["nodes"])
-        and not (EVERY_RUN_SOURCES & upstream_sources(manifest, uid))
-        and not any(VOLATILE_SQL.search(manifest["nodes"][u].get("raw_code") or "") for u in _ancestors(manifest, uid))
+        and all(on_raw_rows(p) for p in node["depends_on"]["nodes"]) and not _changes_every_run(manifest, uid)
     )
 
 
-def carried_tests(manifest: Mapping[str, Any]) -> list[str]:
-    """The reusable tests that read raw tables only (no staging view): those enforcement
-    carries over (see the module docstring)."""
-    return [uid for uid in reusable_tests(manifest)
-            if all(p.startswith("source.") for p in manifest["nodes"][uid]["depends_on"]["nodes"])]
+def carried_tests(manifest: Mapping[str, Any], tests: list[str]) -> list[str]:
+    """Those of ``tests`` that read raw tables only (no staging view): the ones
+    enforcement carries over (see the module docstring)."""
+    return [uid for uid in tests if all(p.startswith("source.") for p in manifest["nodes"][uid]["depends_on"]["nodes"])]
 
 
 def project_digest(manifest: Mapping[str, Any]) -> str:
@@ -206,19 +196,28 @@ def project_digest(manifest: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- fingerprints
 
 
-def table_fingerprint(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> str | None:
-    """Content fingerprint of one table or view, or None when it does not exist."""
-    columns = con.execute(
+def _columns(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> list[tuple[str, str]]:
+    """(name, type) of a table's or view's columns; empty when it does not exist."""
+    return con.execute(
         "SELECT column_name, data_type FROM duckdb_columns() WHERE database_name = current_database() "
         "AND schema_name = ? AND table_name = ? ORDER BY column_index", [schema, name]).fetchall()
-    if not columns:
-        return None
-    row_hash = "hash(" + ", ".join(quote_ident(c) for c, _ in columns) + ")"
+
+
+def _rows_digest(con: duckdb.DuckDBPyConnection, schema: str, name: str, columns: list[str], extra=()) -> str:
+    """Row count, sum and XOR of DuckDB's hash of these columns over all rows."""
+    row_hash = "hash(" + ", ".join(quote_ident(c) for c in columns) + ")"
     count, total, xor = con.execute(
         f"SELECT count(*), sum({row_hash}::HUGEINT), bit_xor({row_hash}) "
         f"FROM {quote_ident(schema)}.{quote_ident(name)}").fetchall()[0]
-    text = json.dumps([columns, count, str(total), str(xor)])
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(json.dumps([*extra, count, str(total), str(xor)]).encode()).hexdigest()
+
+
+def table_fingerprint(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> str | None:
+    """Content fingerprint of one table or view, or None when it does not exist."""
+    columns = _columns(con, schema, name)
+    if not columns:
+        return None
+    return _rows_digest(con, schema, name, [c for c, _ in columns], extra=[columns])
 
 
 class BuildInputs:
@@ -234,8 +233,10 @@ class BuildInputs:
             project_digest(manifest), duckdb.__version__, key_token,
             hashlib.sha256(Path(sql_functions.__file__).read_bytes()).hexdigest(),
         ]).encode()).hexdigest()
-        self.sources = {uid: upstream_sources(manifest, uid)
-                        for uid in [*reusable_models(manifest), *reusable_tests(manifest)]}
+        self.models = reusable_models(manifest)
+        self.tests = reusable_tests(manifest)
+        self.carried = carried_tests(manifest, self.tests)
+        self.sources = {uid: upstream_sources(manifest, uid) for uid in [*self.models, *self.tests]}
         relations = sorted(set().union(*self.sources.values())) if self.sources else []
         self.fingerprints = {rel: table_fingerprint(con, *rel) for rel in relations}
         self.loads = loads_digest(con)
@@ -262,12 +263,9 @@ def loads_digest(con: duckdb.DuckDBPyConnection) -> str | None:
     from pipelines.ingest.tables import INGEST_LOG_TABLE
 
     schema, name = INGEST_LOG_TABLE.split(".")
-    if table_fingerprint(con, schema, name) is None:
+    if not _columns(con, schema, name):
         return None
-    row = con.execute(
-        f"SELECT count(*), sum(hash(file_hash, source_table, status, rows_loaded, ingested_at)::HUGEINT), "
-        f"bit_xor(hash(file_hash, source_table, status, rows_loaded, ingested_at)) FROM {INGEST_LOG_TABLE}").fetchall()[0]
-    return hashlib.sha256(json.dumps([str(v) for v in row]).encode()).hexdigest()
+    return _rows_digest(con, schema, name, ["file_hash", "source_table", "status", "rows_loaded", "ingested_at"])
 
 
 # --------------------------------------------------------------------------- records
@@ -287,9 +285,7 @@ def ensure_records_table(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def read_records(con: duckdb.DuckDBPyConnection) -> dict[str, Record]:
-    exists = con.execute("SELECT count(*) FROM duckdb_tables() WHERE schema_name = ? AND table_name = ?",
-                         RECORDS_TABLE.split(".")).fetchall()[0][0]
-    if not exists:
+    if not _columns(con, *RECORDS_TABLE.split(".")):
         return {}
     rows = con.execute(f"SELECT node_id, inputs_digest, output_fingerprint, how, run_id FROM {RECORDS_TABLE}").fetchall()
     return {node_id: Record(digest, output, how, run_id) for node_id, digest, output, how, run_id in rows}
@@ -320,16 +316,15 @@ def _relation(manifest: Mapping[str, Any], unique_id: str) -> tuple[str, str]:
 def plan_reuse(con: duckdb.DuckDBPyConnection, inputs: BuildInputs) -> ReusePlan:
     """The models and tests whose recorded inputs digest is the current one (models: and
     whose table still holds what was built)."""
-    manifest = inputs.manifest
     records = read_records(con)
     plan = ReusePlan()
-    for uid in reusable_models(manifest):
+    for uid in inputs.models:
         record = records.get(uid)
         if record is None or record.how != "built" or record.inputs_digest != inputs.digest(uid):
             continue
         if record.output_fingerprint and inputs.model_fingerprint(con, uid) == record.output_fingerprint:
             plan.models[uid] = record.run_id
-    for uid in reusable_tests(manifest):
+    for uid in inputs.tests:
         record = records.get(uid)
         if record is not None and record.how in ("passed", "carried") and record.inputs_digest == inputs.digest(uid):
             plan.tests[uid] = record.run_id
@@ -341,18 +336,17 @@ def record_results(con: duckdb.DuckDBPyConnection, inputs: BuildInputs, run_resu
     """After a successful dbt command: record the reusable models it built with every test
     on them passing, and the reusable tests that passed. ``inputs`` were taken before
     the command ran. Returns the number of records written."""
-    manifest = inputs.manifest
     status = {r["unique_id"]: r["status"] for r in run_results.get("results", [])}
-    tests_on = _tests_by_parent(manifest)
+    tests_on = _tests_by_parent(inputs.manifest)
     rows = []
-    for uid in reusable_models(manifest):
+    for uid in inputs.models:
         digest = inputs.digest(uid)
         if status.get(uid) != "success" or digest is None:
             continue
         if any(status.get(t) != "pass" for t in tests_on.get(uid, [])):
             continue  # a test on it failed, warned, was skipped or did not run
         rows.append((uid, digest, inputs.model_fingerprint(con, uid), "built", run_id))
-    for uid in reusable_tests(manifest):
+    for uid in inputs.tests:
         digest = inputs.digest(uid)
         if status.get(uid) == "pass" and digest is not None:
             rows.append((uid, digest, None, "passed", run_id))
@@ -369,7 +363,7 @@ def carry_test_records(con: duckdb.DuckDBPyConnection, before: BuildInputs, afte
         return 0
     records = read_records(con)
     rows = []
-    for uid in carried_tests(after.manifest):
+    for uid in after.carried:
         record = records.get(uid)
         old, new = before.digest(uid), after.digest(uid)
         if record is None or record.how not in ("passed", "carried") or old is None or new is None:
