@@ -238,7 +238,11 @@ def _stream_build(context: AssetExecutionContext, dbt: DbtCliResource, warehouse
                 f"(set {REUSE_ENV}=0 to make everything)")
     invocation = dbt.cli(args, context=context)
     events = invocation.stream()
-    yield from (_in_order_with_kept(context, events, plan) if inputs is not None and plan else events)
+    if inputs is not None and plan:
+        yield from _in_order_with_kept(context, events, plan)
+        yield from _standing_check_results(context, plan.standing_results(inputs.manifest))
+    else:
+        yield from events
     if inputs is not None:
         with warehouse.connect() as con:
             record_results(con, inputs, invocation.get_artifact("run_results.json"), run_id=context.run_id)
@@ -353,6 +357,33 @@ def _in_order_with_kept(context: AssetExecutionContext, events, plan):
         yield from release()
     for _, event in held:
         yield event
+
+
+def _standing_check_results(context: AssetExecutionContext, standing: Mapping[str, tuple[str | None, str]]):
+    """A check result for each dbt test the command left out, after dbt's own events (so
+    after the assets they check): the pass recorded for the same inputs stands, and the
+    result says which run it comes from and why it holds. Without it the Dagster UI would
+    show these checks as not evaluated for this run's materialisations."""
+    from dagster import AssetCheckResult
+    from dagster_dbt.asset_utils import (
+        get_asset_check_key_for_test,
+        get_checks_on_sources_upstream_of_selected_assets,
+        get_manifest_and_translator_from_dbt_assets,
+    )
+
+    manifest, translator, project = get_manifest_and_translator_from_dbt_assets([context.assets_def])
+    # the checks dagster-dbt itself reports in this step: those selected, and those on sources
+    expected = {*context.selected_asset_check_keys, *get_checks_on_sources_upstream_of_selected_assets(
+        assets_def=context.assets_def, selected_asset_keys=context.selected_asset_keys)}
+    for unique_id, (run_id, why) in sorted(standing.items()):
+        key = get_asset_check_key_for_test(manifest, translator, unique_id, project=project)
+        if key in expected:
+            yield AssetCheckResult(asset_key=key.asset_key, check_name=key.name, passed=True, metadata={
+                "unique_id": unique_id,
+                "rerun": False,
+                "result_of_run": run_id or "",
+                "why": f"its inputs are unchanged: {why}",
+            })
 
 
 def finish_invocation(invocation_target: Path) -> None:

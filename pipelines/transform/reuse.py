@@ -84,6 +84,7 @@ class ReusePlan:
 
     models: dict[str, str | None] = field(default_factory=dict)
     tests: dict[str, str | None] = field(default_factory=dict)
+    carried: set[str] = field(default_factory=set)  # of ``tests``: recorded as carried over enforcement
 
     def exclude_selectors(self, manifest: Mapping[str, Any]) -> list[str]:
         """dbt selectors for ``--exclude``: each node's full ``fqn:`` path, which names
@@ -92,6 +93,22 @@ class ReusePlan:
 
     def __bool__(self) -> bool:
         return bool(self.models or self.tests)
+
+    def standing_results(self, manifest: Mapping[str, Any]) -> dict[str, tuple[str | None, str]]:
+        """Every test the command leaves out (excluding a model drops the tests on it too):
+        unique id → (the run whose pass stands, why it still holds). A model is recorded
+        as built only when every test on it passed, so its tests' passes stand with it."""
+        tests_on = _tests_by_parent(manifest)
+        standing = {
+            test: (run_id, "the model it tests is kept as built in that run, where it passed")
+            for model, run_id in self.models.items() for test in tests_on.get(model, [])
+        }
+        for test, run_id in self.tests.items():
+            standing[test] = (run_id, (
+                "it passed on the raw rows that run's enforcement started from, and enforcement only deleted "
+                "rows and replaced identifiers with tokens" if test in self.carried else
+                "it passed in that run on the same rows"))
+        return standing
 
 
 # --------------------------------------------------------------------------- manifest
@@ -328,6 +345,8 @@ def plan_reuse(con: duckdb.DuckDBPyConnection, inputs: BuildInputs) -> ReusePlan
         record = records.get(uid)
         if record is not None and record.how in ("passed", "carried") and record.inputs_digest == inputs.digest(uid):
             plan.tests[uid] = record.run_id
+            if record.how == "carried":
+                plan.carried.add(uid)
     return plan
 
 

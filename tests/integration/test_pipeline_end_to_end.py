@@ -302,8 +302,9 @@ def test_models_and_tests_on_unchanged_inputs_are_reused_and_match_a_fresh_build
     """Run A builds and tests everything. Run C comes right after B, which enforced and
     rebuilt: nothing was ingested in between, so C's models step keeps the consent models
     as built (saying so on their materialisation) and does not run the tests on the raw
-    tables that B's enforcement carried over to the rows it left. The tables C kept are
-    what a fresh dbt build makes from the same rows."""
+    tables that B's enforcement carried over to the rows it left. Every check still has a
+    result in C: the ones it left out report the pass that stands and the run it comes
+    from. The tables C kept are what a fresh dbt build makes from the same rows."""
     from dagster import AssetKey, DagsterEventType, DagsterInstance
 
     ledger = AssetKey(["consent", "consent_ledger"])
@@ -319,18 +320,35 @@ def test_models_and_tests_on_unchanged_inputs_are_reused_and_match_a_fresh_build
                     .event_specific_data.materialization.metadata
                     for r in instance.get_records_for_run(
                         run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION, limit=1000).records}
-                checks = [r.event_log_entry.dagster_event.event_specific_data.check_name
-                          for r in instance.get_records_for_run(
-                              run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION, limit=1000).records]
+                evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in instance.get_records_for_run(
+                    run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION, limit=2000).records]
+                checks = {(e.asset_key, e.check_name): e for e in evaluations}
                 kept = "rebuilt" in materialised[ledger] and materialised[ledger]["rebuilt"].value is False
-                seen.append((kept, sum(1 for c in checks if "stg_web__events" in c)))
+                seen.append((kept, checks))
     finally:
         mp.undo()
-    (a_kept, a_staging), _, (c_kept, c_staging), _ = seen
-    assert not a_kept and a_staging > 0  # A: built and tested
+    (a_kept, a_checks), _, (c_kept, c_checks), _ = seen
+
+    def rerun(evaluation) -> bool:
+        return "rerun" not in evaluation.metadata or evaluation.metadata["rerun"].value is not False
+
+    def on_web_staging(checks) -> list:
+        return [e for (_, name), e in checks.items() if "stg_web__events" in name]
+
+    assert not a_kept and on_web_staging(a_checks) and all(map(rerun, a_checks.values()))  # A: built and tested
     # C: kept; B changed the raw web events, so the tests on their staging view run again
     # (nothing is carried across a de-duplicating view)
-    assert c_kept and c_staging > 0
+    assert c_kept and on_web_staging(c_checks) and all(map(rerun, on_web_staging(c_checks)))
+    # every check A evaluated has a result in C too: the tests C left out report the pass
+    # that stands, and which run it comes from (B rebuilt the ledger and carried the tests
+    # on the raw tables its enforcement changed)
+    assert set(a_checks) <= set(c_checks)
+    on_ledger = [e for (key, _), e in c_checks.items() if key == ledger]
+    assert on_ledger and all(e.passed and not rerun(e) for e in on_ledger)
+    assert {e.metadata["result_of_run"].value for e in on_ledger} == {runs[1].run_id}
+    standing = [e for e in c_checks.values() if not rerun(e)]
+    assert len(standing) > len(on_ledger)  # also staging tests on rows B left unchanged
+    assert all(e.passed and e.metadata["result_of_run"].value in (runs[0].run_id, runs[1].run_id) for e in standing)
     # the tests on the raw tables B's enforcement carried were not run by C (a run that
     # runs one records it as passed, under its own run id)
     with duckdb.connect(str(lethe["after_c"]), read_only=True) as c:

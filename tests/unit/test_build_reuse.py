@@ -188,6 +188,31 @@ def test_raw_table_tests_are_carried_only_from_the_rows_they_passed_on(con):
     assert plan_reuse(con, BuildInputs(con, m)).tests == {}
 
 
+def test_every_test_left_out_reports_the_run_whose_pass_stands(con):
+    """The tests a command leaves out — those on a kept model (excluding a model drops
+    them) and those on unchanged raw rows — each name the run whose pass stands; a test
+    the command runs does not (dbt reports it)."""
+    m = manifest()
+    record_results(con, BuildInputs(con, m), results("model.p.ledger", "test.p.unique_ledger_id",
+                                                     "test.p.not_null_stg_events_id", "test.p.source_unique_events_id"),
+                   run_id="run-1")
+    before = BuildInputs(con, m)
+    con.execute("UPDATE raw_consent.events SET email = lethe_hmac(email) WHERE id = 3")  # enforcement pseudonymised
+    con.execute("CREATE OR REPLACE TABLE consent.ledger AS SELECT * FROM raw_consent.events")  # and rebuilt
+    after = BuildInputs(con, m)
+    record_results(con, after, results("model.p.ledger", "test.p.unique_ledger_id"), run_id="run-2")
+    assert carry_test_records(con, before, after, run_id="run-2") == 1
+
+    standing = plan_reuse(con, BuildInputs(con, m)).standing_results(m)
+    assert sorted(standing) == ["test.p.source_unique_events_id", "test.p.unique_ledger_id"]
+    assert {uid: run for uid, (run, _) in standing.items()} == {
+        "test.p.source_unique_events_id": "run-2", "test.p.unique_ledger_id": "run-2"}
+    assert "enforcement" in standing["test.p.source_unique_events_id"][1]
+    assert "kept" in standing["test.p.unique_ledger_id"][1]
+    # the marts-step test on the ledger is not the models step's to report
+    assert "test.p.summary_matches_ledger" not in standing
+
+
 def test_nothing_is_carried_when_a_file_was_loaded_during_enforcement(con):
     m = manifest()
     record_results(con, BuildInputs(con, m), results("test.p.source_unique_events_id"), run_id="run-1")
