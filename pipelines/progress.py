@@ -10,6 +10,8 @@ import time
 
 from dagster import logger
 
+from pipelines.transform.reuse import is_standing_pass
+
 SHOWN = {
     "STEP_START", "STEP_SUCCESS", "STEP_FAILURE", "ASSET_MATERIALIZATION",
     "ASSET_CHECK_EVALUATION", "RUN_FAILURE",
@@ -45,6 +47,8 @@ class ProgressHandler(logging.Handler):
         elif kind == "ASSET_CHECK_EVALUATION":
             data = event.event_specific_data
             mark = "pass" if data.passed else "FAIL"
+            if is_standing_pass(data.metadata):
+                mark += f" (not run again: the pass of run {str(data.metadata['result_of_run'].value)[:8]} stands)"
             self._print(f"         check {data.check_name} on {data.asset_key.to_user_string()}: {mark}")
 
     def _print(self, text: str) -> None:

@@ -160,6 +160,7 @@ def format_summary(
     decisions: list[tuple[str, str, str, int]] | None = None,
     consent: tuple[list[tuple[str, int, str]] | None, int | None] | None = None,
     vendor_skipped: list[tuple[str, str, int]] | None = None,
+    checks_standing: int = 0,
 ) -> str:
     header = ("table", "files", "read", "ingested", "quarantined", "kept", "pseudonymised", "purged")
     rows = [header] + [
@@ -193,6 +194,8 @@ def format_summary(
             lines += [f"  {source:<30} {n:>8,}  ({missing})" for source, n, missing in undocumented]
         lines += ["Subjects/purposes where systems disagree (latest documented event decides): "
                   + (NOT_BUILT if conflicts is None else f"{conflicts:,}")]
-    lines += ["", f"Checks: {checks_passed} passed, {len(checks_failed)} failed"]
+    standing = (f" ({checks_standing} of them not run again: inputs unchanged since the run whose pass stands)"
+                if checks_standing else "")
+    lines += ["", f"Checks: {checks_passed} passed, {len(checks_failed)} failed{standing}"]
     lines += [f"  FAILED: {name}" for name in checks_failed]
     return "\n".join(lines)

@@ -111,6 +111,13 @@ class ReusePlan:
         return standing
 
 
+def is_standing_pass(check_metadata: Mapping[str, Any]) -> bool:
+    """A check result the models step reported for a test it left out (``rerun: false``):
+    the pass of an earlier run stands."""
+    rerun = check_metadata.get("rerun")
+    return rerun is not None and getattr(rerun, "value", rerun) is False
+
+
 # --------------------------------------------------------------------------- manifest
 
 

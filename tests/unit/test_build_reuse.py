@@ -293,3 +293,35 @@ def test_kept_models_are_yielded_between_their_parents_and_their_children(monkey
     assert getattr(kept.metadata["rebuilt"], "value", kept.metadata["rebuilt"]) is False
     if "check:decisions" in names:
         assert names.index("decisions") < names.index("check:decisions")
+
+
+def test_standing_passes_are_told_apart_in_the_progress_display_and_the_summary():
+    """A check whose pass stands from an earlier run says so where a user reads results:
+    the progress line names the run, the summary counts them."""
+    import io
+    import logging
+    from types import SimpleNamespace
+
+    from dagster import AssetKey, MetadataValue
+
+    from pipelines.progress import ProgressHandler
+    from pipelines.summary import format_summary
+
+    def record(metadata):
+        data = SimpleNamespace(passed=True, check_name="unique_ledger_id", asset_key=AssetKey(["consent", "ledger"]),
+                               metadata=metadata)
+        event = SimpleNamespace(event_type_value="ASSET_CHECK_EVALUATION", step_key="s", event_specific_data=data)
+        rec = logging.LogRecord("x", logging.INFO, __file__, 0, "", None, None)
+        rec.dagster_meta = {"dagster_event": event}
+        return rec
+
+    out = io.StringIO()
+    handler = ProgressHandler(stream=out)
+    handler.emit(record({"rerun": MetadataValue.bool(False), "result_of_run": MetadataValue.text("0123456789ab")}))
+    handler.emit(record({"status": MetadataValue.text("pass")}))
+    first, second = out.getvalue().splitlines()
+    assert first.endswith("pass (not run again: the pass of run 01234567 stands)")
+    assert second.endswith(": pass")
+
+    assert "Checks: 5 passed, 0 failed (2 of them not run again" in format_summary([], [], 5, [], checks_standing=2)
+    assert format_summary([], [], 5, []).rstrip().endswith("Checks: 5 passed, 0 failed")
