@@ -19,7 +19,12 @@ import duckdb
 
 from pipelines.audit import AuditEntry, append_entries, ensure_audit_table
 from pipelines.enforce.tables import DECISIONS_TABLE, Target, enforcement_targets
-from pipelines.ingest.tables import LANDING_REMOVALS_DDL, add_purged_counts, record_landing_removals_sql
+from pipelines.ingest.tables import (
+    LANDING_REMOVALS_DDL,
+    add_purged_counts,
+    quote_ident,
+    record_landing_removals_sql,
+)
 
 
 @dataclass
@@ -33,6 +38,16 @@ class TableOutcome:
     undecided: int              # rows without a decision: left alone, reported
     purged_by_reason: dict[str, int] = field(default_factory=dict)
     dry_run: bool = False
+    # keys of which some rows were purged and some left (None: not counted, the table has
+    # no key); such a key's staging row can become a later delivery no test has seen
+    split_keys: int | None = None
+
+    @property
+    def left_whole_keys(self) -> bool:
+        """Every key either lost all its rows or none: the staging view over the table
+        (one row per key, chosen by delivery order, which pseudonymising leaves alone)
+        lost rows and kept the rest, identifiers replaced by tokens where pseudonymised."""
+        return self.split_keys == 0
 
     @property
     def reconciles(self) -> bool:
@@ -45,6 +60,8 @@ class TableOutcome:
             "newly_pseudonymised": self.newly_pseudonymised, "purged": self.purged,
             "undecided": self.undecided, "purged_by_reason": dict(sorted(self.purged_by_reason.items())),
             "dry_run": self.dry_run,
+            # keys left with some rows purged and some not (None: the table has no key)
+            "split_keys": self.split_keys,
         }
 
 
@@ -77,6 +94,19 @@ def _count_plan(con, target: Target) -> tuple[int, dict[str, int], dict[str, int
     return rows_before, by_action, purge_reasons, pending
 
 
+def _split_keys(con, target: Target) -> int:
+    """Keys with a row decided purge and a row that is not (a row without a decision
+    counts as not): one probe of the table against the purged rows' keys."""
+    key = quote_ident(target.key_column)
+    decided = (f"LEFT JOIN {DECISIONS_TABLE} AS d ON d.source_table = '{target.table}' "
+               f"AND d.record_id = t.{target.id_column}")
+    return con.execute(
+        f"WITH rows AS (SELECT t.{key} AS k, coalesce(d.action = 'purge', false) AS purged "
+        f"FROM {target.table} AS t {decided}) "
+        f"SELECT count(DISTINCT k) FROM rows WHERE NOT purged AND k IN (SELECT k FROM rows WHERE purged)"
+    ).fetchall()[0][0]
+
+
 def enforce_table(
     con: duckdb.DuckDBPyConnection, target: Target, *, run_id: str | None, policy_version: str | None,
     now: datetime, dry_run: bool = False,
@@ -105,6 +135,8 @@ def enforce_table(
             purged_by_reason=purge_reasons,
             dry_run=dry_run,
         )
+        if target.key_column:
+            outcome.split_keys = _split_keys(con, target) if outcome.purged else 0
         if dry_run:
             con.execute("ROLLBACK")
             return outcome

@@ -32,9 +32,12 @@ from dagster_dbt import DbtCliResource
 from pipelines.audit import AUDIT_TABLE, AuditEntry, append_entries, ensure_audit_table, sync_mirror
 from pipelines.enforce.apply import enforce_decisions
 from pipelines.enforce.compact import CompactionOutcome, compact_warehouse
-from pipelines.enforce.erasure import complete_erasures, due_erasures, prepare_erasures, purged_rows_by_subject
+from pipelines.enforce.erasure import (
+    REQUEST_TABLES, complete_erasures, due_erasures, prepare_erasures, purged_rows_by_subject,
+)
 from pipelines.enforce.landing import FileHashes, remove_files_past_window, remove_suppressed_subjects
 from pipelines.enforce.proof import compute_proofs, validate_with_great_expectations
+from pipelines.enforce.tables import enforcement_targets
 from pipelines.ingest.tables import quote_ident
 from pipelines.lineage import ENFORCEMENT_KEY
 from pipelines.resources import (
@@ -187,7 +190,8 @@ def retention_enforcement(
             drop_rebuilt_models(con.execute)
         compact_and_audit(warehouse, run_id=context.run_id, now=now)
         seconds["compaction"] = time.perf_counter() - started - sum(seconds.values())
-        _rebuild_models(dbt, warehouse, run_id=context.run_id, carry_from=before)
+        _rebuild_models(dbt, warehouse, run_id=context.run_id, carry_from=before,
+                        whole_key_tables=_left_whole_keys(outcomes, erasures_completed=completed))
     seconds["dbt_rebuild"] = time.perf_counter() - started - sum(seconds.values())
 
     with warehouse.connect() as con:
@@ -225,12 +229,28 @@ def _models(manifest: dict | None, *, after_enforcement: bool) -> list[tuple[str
     )
 
 
+def _left_whole_keys(outcomes, *, erasures_completed: int) -> dict[str, frozenset[str]]:
+    """Raw tables enforcement left in whole keys (their staging views lost rows and kept
+    the rest), each with the columns in which it replaced identifiers by tokens:
+    pseudonymising, and completing an erasure, which reduces the request tables' address
+    to its token."""
+    identifiers = {t.table: t.identifier_columns for t in enforcement_targets()}
+    whole = {o.table: frozenset(identifiers[o.table] if o.newly_pseudonymised else ())
+             for o in outcomes if o.left_whole_keys}
+    if erasures_completed:
+        for table in REQUEST_TABLES:
+            if table in whole:
+                whole[table] |= frozenset(identifiers[table])
+    return whole
+
+
 def _rebuild_models(dbt: DbtCliResource, warehouse: WarehouseResource, *, run_id: str,
-                    carry_from: BuildInputs | None = None) -> None:
+                    carry_from: BuildInputs | None = None, whole_key_tables=None) -> None:
     """The dbt rebuild after enforcement (``dbt_rebuild_args``) on the run's warehouse.
     Records what it built for the next run to reuse and, with ``carry_from`` (the inputs
-    enforcement started from), carries the staging tests' records over to the enforced
-    rows (``pipelines/transform/reuse.py``)."""
+    enforcement started from), carries the records of the tests on the raw tables, and on
+    the staging views over ``whole_key_tables``, over to the enforced rows
+    (``pipelines/transform/reuse.py``)."""
     os.environ[WAREHOUSE_ENV] = str(warehouse.resolved_path())
     with warehouse.connect() as con:
         install_sql_functions(con)
@@ -240,7 +260,7 @@ def _rebuild_models(dbt: DbtCliResource, warehouse: WarehouseResource, *, run_id
         with warehouse.connect() as con:
             record_results(con, after, rebuild.get_artifact("run_results.json"), run_id=run_id)
             if carry_from is not None:
-                carry_test_records(con, carry_from, after, run_id=run_id)
+                carry_test_records(con, carry_from, after, run_id=run_id, whole_key_tables=whole_key_tables)
     finish_invocation(rebuild.target_path)
 
 

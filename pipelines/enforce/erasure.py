@@ -243,6 +243,10 @@ def _with_earlier_ids(path: Path, request: DueErasure, found: dict[str, list]) -
     return merged, any(set(merged[kind]) != set(before[kind]) for kind in found)
 
 
+# the tables completing an erasure reduces to tokens (the requests are kept: legal obligation)
+REQUEST_TABLES = ("raw_requests.erasure_requests", "raw_requests.legal_holds")
+
+
 def complete_erasures(
     con: duckdb.DuckDBPyConnection, due: list[DueErasure], *, manifests: dict[str, str],
     purged_by_subject: dict[str, int], run_id: str | None, policy_version: str | None, now: datetime,
@@ -254,7 +258,7 @@ def complete_erasures(
     keys = sorted({r.subject_key for r in due})
     con.execute("BEGIN TRANSACTION")
     try:
-        for table in ("raw_requests.erasure_requests", "raw_requests.legal_holds"):
+        for table in REQUEST_TABLES:
             con.execute(
                 f"UPDATE {table} SET email = lethe_hmac(email), _pseudonymised_at = ? "
                 f"WHERE _pseudonymised_at IS NULL AND lethe_hmac(email) IN (SELECT unnest(?))",

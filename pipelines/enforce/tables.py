@@ -58,6 +58,8 @@ class Target:
     log_table_sql: str                  # SQL for the ingest_log source_table of a row (alias t)
     pseudonymise_sql: tuple[str, ...]   # SET clauses; empty = never pseudonymised in place
     pseudonymised_marker: str | None    # column stamped when pseudonymised
+    key_column: str | None = None       # the contract's primary key (its staging view keeps one row per key)
+    identifier_columns: tuple[str, ...] = ()  # the columns pseudonymisation replaces
 
 
 def _set_clauses(contract: SourceContract) -> tuple[str, ...]:
@@ -85,6 +87,8 @@ def enforcement_targets(contracts: list[SourceContract] | None = None) -> list[T
             log_table_sql=f"'{c.qualified_table}'",
             pseudonymise_sql=_set_clauses(c),
             pseudonymised_marker="_pseudonymised_at",
+            key_column=c.primary_key,
+            identifier_columns=tuple(col.name for col in c.columns if col.pii_class == "direct_identifier"),
         )
         for c in contracts
     ]

@@ -34,9 +34,15 @@ in only two ways — deleting rows and replacing identifiers with well-formed to
 neither of which can make a not-null, accepted-values or uniqueness test on a raw table
 fail. So a test on raw tables alone that had passed on the rows enforcement started
 from is recorded as ``carried`` on the rows it left, provided no file was loaded in the
-meantime (the ingest log's loads are part of the check). Tests on the staging views are
-not carried: each view keeps the first row per key, and purging that row can bring up a
-later delivery of the same key that no test has seen; they run again on the next change.
+meantime (the ingest log's loads are part of the check). A test on a staging view is
+carried only when enforcement left every raw table under the view in whole keys — each
+key lost all its rows or none (counted in the same transaction as the purge): the view
+keeps one row per key, and purging that row while a later delivery of the same key
+stays would bring up a row no test has seen. The view then lost rows and kept the rest
+(which row a key keeps follows the delivery order, which pseudonymising leaves alone),
+with tokens where identifiers were replaced; so the test is carried if it is a
+not-null or uniqueness test (a token is set, and tokens of different values differ) or
+reads no replaced column. Otherwise it runs again on the next change.
 
 Only the embedded DuckDB engine reuses; the Spark path rebuilds everything.
 """
@@ -198,10 +204,40 @@ def reusable_tests(manifest: Mapping[str, Any]) -> list[str]:
     )
 
 
-def carried_tests(manifest: Mapping[str, Any], tests: list[str]) -> list[str]:
-    """Those of ``tests`` that read raw tables only (no staging view): the ones
-    enforcement carries over (see the module docstring)."""
-    return [uid for uid in tests if all(p.startswith("source.") for p in manifest["nodes"][uid]["depends_on"]["nodes"])]
+# Tests a token cannot fail where the raw value passed: a token (HMAC) of a value is set,
+# and tokens of different values differ (and differ from any raw address or cookie id).
+TOKEN_SAFE_TESTS = frozenset({"not_null", "unique", "at_least_one_not_null"})
+
+
+def holds_over_tokens(test: Mapping[str, Any], replaced: frozenset[str]) -> bool:
+    """A test that passed still passes once identifiers in the ``replaced`` columns are
+    tokens: it is one of TOKEN_SAFE_TESTS or reads none of those columns."""
+    if not replaced:
+        return True
+    meta = test.get("test_metadata") or {}
+    if meta.get("name") in TOKEN_SAFE_TESTS:
+        return True
+    kwargs = meta.get("kwargs") or {}
+    columns = [kwargs["column_name"]] if kwargs.get("column_name") else list(kwargs.get("column_names") or [])
+    return bool(columns) and not set(columns) & replaced
+
+
+def carried_tests(manifest: Mapping[str, Any], tests: list[str],
+                  whole_key_tables: Mapping[str, frozenset[str]] | None = None) -> list[str]:
+    """Those of ``tests`` enforcement carries over (see the module docstring): the ones
+    that read raw tables only, and those on staging views whose every raw table
+    (``schema.table``) is in ``whole_key_tables`` — mapped to the columns where it
+    replaced identifiers by tokens, which the test must hold over."""
+    whole = whole_key_tables or {}
+
+    def carried(uid: str) -> bool:
+        node = manifest["nodes"][uid]
+        if all(p.startswith("source.") for p in node["depends_on"]["nodes"]):
+            return True
+        tables = [f"{schema}.{table}" for schema, table in upstream_sources(manifest, uid)]
+        return all(t in whole and holds_over_tokens(node, whole[t]) for t in tables)
+
+    return [uid for uid in tests if carried(uid)]
 
 
 def project_digest(manifest: Mapping[str, Any]) -> str:
@@ -381,15 +417,16 @@ def record_results(con: duckdb.DuckDBPyConnection, inputs: BuildInputs, run_resu
 
 
 def carry_test_records(con: duckdb.DuckDBPyConnection, before: BuildInputs, after: BuildInputs,
-                       *, run_id: str | None) -> int:
+                       *, run_id: str | None, whole_key_tables: Mapping[str, frozenset[str]] | None = None) -> int:
     """After enforcement: the tests on raw tables that held on the rows it started from
-    (``before``) hold on the rows it left (``after``) — unless a file was loaded in
-    between. Returns the number carried."""
+    (``before``) hold on the rows it left (``after``), and so do the tests on the staging
+    views over ``whole_key_tables`` — unless a file was loaded in between. Returns the
+    number carried."""
     if before.loads is None or before.loads != after.loads:
         return 0
     records = read_records(con)
     rows = []
-    for uid in after.carried:
+    for uid in carried_tests(after.manifest, after.tests, whole_key_tables):
         record = records.get(uid)
         old, new = before.digest(uid), after.digest(uid)
         if record is None or record.how not in ("passed", "carried") or old is None or new is None:

@@ -24,6 +24,7 @@ import pytest
 
 from pipelines.cli import main
 from pipelines.pseudonym import hmac_token
+from pipelines.lineage import ENFORCEMENT_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -302,7 +303,8 @@ def test_models_and_tests_on_unchanged_inputs_are_reused_and_match_a_fresh_build
     """Run A builds and tests everything. Run C comes right after B, which enforced and
     rebuilt: nothing was ingested in between, so C's models step keeps the consent models
     as built (saying so on their materialisation) and does not run the tests on the raw
-    tables that B's enforcement carried over to the rows it left. Every check still has a
+    tables, or on the staging views over tables B purged in whole keys, that B's
+    enforcement carried over to the rows it left. Every check still has a
     result in C: the ones it left out report the pass that stands and the run it comes
     from. The tables C kept are what a fresh dbt build makes from the same rows."""
     from dagster import AssetKey, DagsterEventType, DagsterInstance
@@ -324,21 +326,31 @@ def test_models_and_tests_on_unchanged_inputs_are_reused_and_match_a_fresh_build
                     run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION, limit=2000).records]
                 checks = {(e.asset_key, e.check_name): e for e in evaluations}
                 kept = "rebuilt" in materialised[ledger] and materialised[ledger]["rebuilt"].value is False
-                seen.append((kept, checks))
+                seen.append((kept, checks, materialised))
     finally:
         mp.undo()
-    (a_kept, a_checks), _, (c_kept, c_checks), _ = seen
+    (a_kept, a_checks, _), (_, _, b_materialised), (c_kept, c_checks, _), _ = seen
+    b_tables = b_materialised[ENFORCEMENT_KEY]["tables"].value  # B's enforcement, per table
 
     def rerun(evaluation) -> bool:
         return "rerun" not in evaluation.metadata or evaluation.metadata["rerun"].value is not False
 
-    def on_web_staging(checks) -> list:
-        return [e for (_, name), e in checks.items() if "stg_web__events" in name]
+    def on_staging(checks, view) -> list:
+        return [e for (_, name), e in checks.items() if view in name]
 
-    assert not a_kept and on_web_staging(a_checks) and all(map(rerun, a_checks.values()))  # A: built and tested
-    # C: kept; B changed the raw web events, so the tests on their staging view run again
-    # (nothing is carried across a de-duplicating view)
-    assert c_kept and on_web_staging(c_checks) and all(map(rerun, on_web_staging(c_checks)))
+    assert not a_kept and all(map(rerun, a_checks.values()))  # A: built and tested everything
+    assert c_kept
+    # C ran the tests on a staging view again exactly when B's enforcement split a key of
+    # its table (purged one delivery, left another, which the view may now show); where B
+    # purged whole keys, their passes stand (all of them are not-null / uniqueness tests,
+    # which hold over the tokens B put in place of identifiers)
+    views = {"stg_crm__contacts": "raw_crm.contacts", "stg_marketing__subscribers": "raw_marketing.subscribers",
+             "stg_marketing__email_events": "raw_marketing.email_events", "stg_web__events": "raw_web.events",
+             "stg_consent__events": "raw_consent.events"}
+    for view, table in views.items():
+        assert on_staging(c_checks, view), view
+        split = b_tables[table]["split_keys"]
+        assert {rerun(e) for e in on_staging(c_checks, view)} == {split > 0}, (view, split)
     # every check A evaluated has a result in C too: the tests C left out report the pass
     # that stands, and which run it comes from (B rebuilt the ledger and carried the tests
     # on the raw tables its enforcement changed)
@@ -346,6 +358,12 @@ def test_models_and_tests_on_unchanged_inputs_are_reused_and_match_a_fresh_build
     on_ledger = [e for (key, _), e in c_checks.items() if key == ledger]
     assert on_ledger and all(e.passed and not rerun(e) for e in on_ledger)
     assert {e.metadata["result_of_run"].value for e in on_ledger} == {runs[1].run_id}
+    # every delivery of a contact gets its latest version's decision: B purged whole
+    # contacts, and the tests on their staging view were carried over its enforcement
+    assert b_tables["raw_crm.contacts"]["split_keys"] == 0 and b_tables["raw_crm.contacts"]["purged"] > 0
+    on_contacts = on_staging(c_checks, "stg_crm__contacts")
+    assert on_contacts and {(rerun(e), e.metadata["result_of_run"].value) for e in on_contacts} == {
+        (False, runs[1].run_id)}
     standing = [e for e in c_checks.values() if not rerun(e)]
     assert len(standing) > len(on_ledger)  # also staging tests on rows B left unchanged
     assert all(e.passed and e.metadata["result_of_run"].value in (runs[0].run_id, runs[1].run_id) for e in standing)

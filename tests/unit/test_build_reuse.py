@@ -213,6 +213,48 @@ def test_every_test_left_out_reports_the_run_whose_pass_stands(con):
     assert "test.p.summary_matches_ledger" not in standing
 
 
+def test_staging_view_tests_are_carried_when_enforcement_left_whole_keys(con):
+    """A staging view over a table enforcement left in whole keys (and with no identifier
+    replaced) has only lost rows: its tests are carried too; other views' are not."""
+    m = manifest()
+    record_results(con, BuildInputs(con, m), results("test.p.not_null_stg_events_id", "test.p.source_unique_events_id"),
+                   run_id="run-1")
+    before = BuildInputs(con, m)
+    con.execute("DELETE FROM raw_consent.events WHERE id < 10")
+    after = BuildInputs(con, m)
+    assert carry_test_records(con, before, after, run_id="run-2", whole_key_tables={"raw_web.events": frozenset()}) == 1
+    assert set(plan_reuse(con, BuildInputs(con, m)).tests) == {"test.p.source_unique_events_id"}
+
+    record_results(con, after, results("test.p.not_null_stg_events_id"), run_id="run-3")
+    before = BuildInputs(con, m)
+    con.execute("DELETE FROM raw_consent.events WHERE id < 20")
+    after = BuildInputs(con, m)
+    assert carry_test_records(con, before, after, run_id="run-4",
+                              whole_key_tables={"raw_consent.events": frozenset()}) == 2
+    plan = plan_reuse(con, BuildInputs(con, m))
+    assert plan.tests == {"test.p.not_null_stg_events_id": "run-4", "test.p.source_unique_events_id": "run-4"}
+    assert plan.carried == set(plan.tests)
+
+
+@pytest.mark.parametrize("kind, kwargs, replaced, holds", [
+    ("not_null", {"column_name": "email"}, {"email"}, True),       # a token is set
+    ("unique", {"column_name": "email"}, {"email"}, True),         # tokens of different values differ
+    ("at_least_one_not_null", {"column_names": ["email", "cookie_id"]}, {"email", "cookie_id"}, True),
+    ("accepted_values", {"column_name": "status"}, {"email"}, True),  # reads no replaced column
+    ("accepted_values", {"column_name": "email"}, {"email"}, False),  # a token is no accepted value
+    ("expression_is_true", {}, {"email"}, False),                  # columns unknown: not carried
+    ("expression_is_true", {}, set(), True),                       # nothing replaced
+])
+def test_staging_tests_are_carried_over_tokens_only_when_a_token_cannot_fail_them(kind, kwargs, replaced, holds):
+    m = manifest()
+    m["nodes"]["test.p.not_null_stg_events_id"]["test_metadata"] = {"name": kind, "kwargs": kwargs}
+    whole = {"raw_consent.events": frozenset(replaced)}
+    assert ("test.p.not_null_stg_events_id" in carried_tests(m, reusable_tests(m), whole)) is holds
+    # a raw-table test is carried whatever was replaced; without whole keys no staging test is
+    assert "test.p.source_unique_events_id" in carried_tests(m, reusable_tests(m), whole)
+    assert carried_tests(m, reusable_tests(m), {}) == ["test.p.source_unique_events_id"]
+
+
 def test_nothing_is_carried_when_a_file_was_loaded_during_enforcement(con):
     m = manifest()
     record_results(con, BuildInputs(con, m), results("test.p.source_unique_events_id"), run_id="run-1")

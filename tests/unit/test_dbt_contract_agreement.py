@@ -197,6 +197,19 @@ def test_staging_model_matches_contract(contract: SourceContract) -> None:
         )
 
 
+@pytest.mark.parametrize("contract", CONTRACTS, ids=_ids(CONTRACTS))
+def test_staging_model_keeps_one_row_per_contract_key(contract: SourceContract) -> None:
+    """Enforcement counts the keys it splits by the contract's primary key
+    (pipelines/enforce/apply.py) to decide whether a staging view's tests still hold: the
+    view must de-duplicate on that same key, over its raw table alone."""
+    import re
+
+    name = _model_name(contract)
+    sql = (STAGING_DIR / contract.system / f"{name}.sql").read_text(encoding="utf-8")
+    assert re.findall(r"partition_by='([^']+)'", sql) == [contract.primary_key], name
+    assert len(re.findall(r"\{\{\s*(?:source|ref)\(", sql)) == 1, f"{name} reads more than its raw table"
+
+
 def test_every_staging_model_has_a_contract() -> None:
     expected = {_model_name(c) for c in CONTRACTS}
     staging = {n for n, (p, _) in MODELS.items() if STAGING_DIR in p.parents}

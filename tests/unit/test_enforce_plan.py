@@ -69,3 +69,63 @@ def test_rows_before_counts_rows_not_decisions():
     _one_row_table(con, [("r1", "keep", "valid_consent"), ("r1", "keep", "valid_consent")])
     out = enforce_table(con, TARGET, run_id="r", policy_version="v", now=datetime(2026, 11, 30), dry_run=True)
     assert (out.rows_before, out.kept, out.undecided) == (2, 2, 0)
+
+
+def _keyed_events(con, rows, decisions):
+    """raw_x.events with an event id per row (two deliveries of one event share it)."""
+    con.execute("CREATE SCHEMA raw_x; CREATE SCHEMA retention")
+    con.execute("CREATE TABLE raw_x.events (_record_id VARCHAR, _file_hash VARCHAR, _line_number BIGINT, "
+                "event_id VARCHAR, email VARCHAR, _pseudonymised_at TIMESTAMP)")
+    con.executemany("INSERT INTO raw_x.events VALUES (?, 'h', ?, ?, ?, NULL)",
+                    [(r, i + 2, k, e) for i, (r, k, e) in enumerate(rows)])
+    con.execute("CREATE TABLE retention.retention_decisions (source_table VARCHAR, record_id VARCHAR, "
+                "action VARCHAR, reason VARCHAR)")
+    con.executemany("INSERT INTO retention.retention_decisions VALUES ('raw_x.events', ?, ?, ?)", decisions)
+
+
+@pytest.mark.parametrize("decisions, split, whole", [
+    # both deliveries of e1 purged, e2 kept: every key lost all its rows or none
+    ([("r1", "purge", "x"), ("r2", "purge", "x"), ("r3", "keep", "y")], 0, True),
+    # e1's first delivery purged, its second kept: the staging view would bring it up
+    ([("r1", "purge", "x"), ("r2", "keep", "y"), ("r3", "keep", "y")], 1, False),
+    # e1's second delivery has no decision: it stays, so the key is split too
+    ([("r1", "purge", "x"), ("r3", "keep", "y")], 1, False),
+    # nothing purged, an identifier replaced: still whole keys (which row the view keeps
+    # follows delivery order; what the tokens do to its tests is reuse's question)
+    ([("r1", "keep", "y"), ("r2", "keep", "y"), ("r3", "pseudonymise", "w")], 0, True),
+])
+def test_enforcement_counts_keys_it_split(decisions, split, whole):
+    """A key some of whose rows were purged and some not: the table's staging view (one
+    row per key) can show a delivery no test has seen, so its tests are not carried."""
+    from dataclasses import replace
+
+    con = duckdb.connect()
+    _keyed_events(con, [("r1", "e1", "a@x"), ("r2", "e1", "a@x"), ("r3", "e2", "b@x")], decisions)
+    out = enforce_table(con, replace(TARGET, key_column="event_id"), run_id="r", policy_version="v",
+                        now=datetime(2026, 11, 30), dry_run=True)  # counted before anything is changed
+    assert (out.split_keys, out.left_whole_keys) == (split, whole)
+    # without a key (the quarantine) nothing is claimed
+    assert enforce_table(con, TARGET, run_id="r", policy_version="v", now=datetime(2026, 11, 30),
+                         dry_run=True).split_keys is None
+
+
+def test_whole_key_tables_name_the_columns_enforcement_replaced():
+    """What enforcement tells reuse: tables left in whole keys, each with the identifier
+    columns it replaced by tokens — pseudonymising, and completing an erasure (the request
+    tables keep only the subject's token)."""
+    from pipelines.enforce.apply import TableOutcome
+    from pipelines.enforce.assets import _left_whole_keys
+
+    def outcome(table, split, newly):
+        return TableOutcome(table=table, rows_before=10, kept=5, pseudonymised=newly, newly_pseudonymised=newly,
+                            purged=5 - newly, undecided=0, split_keys=split)
+
+    outcomes = [outcome("raw_crm.contacts", 0, 0), outcome("raw_web.events", 0, 3),
+                outcome("raw_marketing.email_events", 2, 0), outcome("raw_requests.erasure_requests", 0, 0),
+                outcome("ingest.quarantine", None, 0)]
+    whole = _left_whole_keys(outcomes, erasures_completed=0)
+    assert whole["raw_crm.contacts"] == frozenset()
+    assert {"cookie_id", "ip_address"} <= whole["raw_web.events"]
+    assert "raw_marketing.email_events" not in whole and "ingest.quarantine" not in whole
+    assert whole["raw_requests.erasure_requests"] == frozenset()
+    assert "email" in _left_whole_keys(outcomes, erasures_completed=1)["raw_requests.erasure_requests"]
