@@ -48,7 +48,7 @@ from pipelines.sql_functions import install_sql_functions
 from pipelines.transform.dbt import (
     build_inputs, built_after_enforcement, dbt_rebuild_args, finish_invocation, lethe_dbt_project, read_manifest,
 )
-from pipelines.transform.reuse import BuildInputs, carry_test_records, record_results
+from pipelines.transform.reuse import BuildInputs, Replaced, carry_test_records, record_results
 
 ENFORCEMENT_GROUP = "enforcement"
 COMPACTION_KEY = AssetKey(["enforcement", "compacted_warehouse"])
@@ -229,18 +229,24 @@ def _models(manifest: dict | None, *, after_enforcement: bool) -> list[tuple[str
     )
 
 
-def _left_whole_keys(outcomes, *, erasures_completed: int) -> dict[str, frozenset[str]]:
+def _left_whole_keys(outcomes, *, erasures_completed: int) -> dict[str, Replaced]:
     """Raw tables enforcement left in whole keys (their staging views lost rows and kept
-    the rest), each with the columns in which it replaced identifiers by tokens:
-    pseudonymising, and completing an erasure, which reduces the request tables' address
-    to its token."""
-    identifiers = {t.table: t.identifier_columns for t in enforcement_targets()}
-    whole = {o.table: frozenset(identifiers[o.table] if o.newly_pseudonymised else ())
+    the rest), each with the columns in which it replaced identifiers: pseudonymising
+    (tokens, IP addresses by networks), and completing an erasure, which reduces the
+    request tables' address to its token."""
+    targets = {t.table: t for t in enforcement_targets()}
+
+    def replaced(table: str) -> Replaced:
+        target = targets[table]
+        return Replaced(tokens=frozenset(target.identifier_columns) - set(target.network_columns),
+                        networks=frozenset(target.network_columns))
+
+    whole = {o.table: replaced(o.table) if o.newly_pseudonymised else Replaced()
              for o in outcomes if o.left_whole_keys}
     if erasures_completed:
         for table in REQUEST_TABLES:
             if table in whole:
-                whole[table] |= frozenset(identifiers[table])
+                whole[table] = replaced(table)
     return whole
 
 

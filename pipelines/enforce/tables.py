@@ -59,7 +59,8 @@ class Target:
     pseudonymise_sql: tuple[str, ...]   # SET clauses; empty = never pseudonymised in place
     pseudonymised_marker: str | None    # column stamped when pseudonymised
     key_column: str | None = None       # the contract's primary key (its staging view keeps one row per key)
-    identifier_columns: tuple[str, ...] = ()  # the columns pseudonymisation replaces
+    identifier_columns: tuple[str, ...] = ()  # the columns pseudonymisation replaces: by their token,
+    network_columns: tuple[str, ...] = ()     # or (IP addresses, a subset) by their network
 
 
 def _set_clauses(contract: SourceContract) -> tuple[str, ...]:
@@ -89,6 +90,8 @@ def enforcement_targets(contracts: list[SourceContract] | None = None) -> list[T
             pseudonymised_marker="_pseudonymised_at",
             key_column=c.primary_key,
             identifier_columns=tuple(col.name for col in c.columns if col.pii_class == "direct_identifier"),
+            network_columns=tuple(col.name for col in c.columns
+                                  if col.pii_class == "direct_identifier" and col.pii_category == "ip_address"),
         )
         for c in contracts
     ]

@@ -40,9 +40,10 @@ key lost all its rows or none (counted in the same transaction as the purge): th
 keeps one row per key, and purging that row while a later delivery of the same key
 stays would bring up a row no test has seen. The view then lost rows and kept the rest
 (which row a key keeps follows the delivery order, which pseudonymising leaves alone),
-with tokens where identifiers were replaced; so the test is carried if it is a
-not-null or uniqueness test (a token is set, and tokens of different values differ) or
-reads no replaced column. Otherwise it runs again on the next change.
+with tokens where identifiers were replaced; so the test is carried if it reads no
+replaced column, or is a not-null or uniqueness test on tokens (a token is set, and
+tokens of different values differ — not so for an IP address generalised to its
+network). Otherwise it runs again on the next change.
 
 Only the embedded DuckDB engine reuses; the Spark path rebuilds everything.
 """
@@ -204,26 +205,40 @@ def reusable_tests(manifest: Mapping[str, Any]) -> list[str]:
     )
 
 
-# Tests a token cannot fail where the raw value passed: a token (HMAC) of a value is set,
-# and tokens of different values differ (and differ from any raw address or cookie id).
+# Tests a token cannot fail where the raw value passed: the token (HMAC) of a value is
+# set, and tokens of different values differ (and differ from any raw address or cookie
+# id). Not so for a generalised IP address: many map to one network, some to NULL.
 TOKEN_SAFE_TESTS = frozenset({"not_null", "unique", "at_least_one_not_null"})
 
 
-def holds_over_tokens(test: Mapping[str, Any], replaced: frozenset[str]) -> bool:
-    """A test that passed still passes once identifiers in the ``replaced`` columns are
-    tokens: it is one of TOKEN_SAFE_TESTS or reads none of those columns."""
+@dataclass(frozen=True)
+class Replaced:
+    """The columns of a table in which enforcement replaced identifiers."""
+
+    tokens: frozenset[str] = frozenset()     # by their HMAC token
+    networks: frozenset[str] = frozenset()   # IP addresses by their network
+
+    def __bool__(self) -> bool:
+        return bool(self.tokens or self.networks)
+
+
+def holds_over_tokens(test: Mapping[str, Any], replaced: Replaced) -> bool:
+    """A test that passed still passes after ``replaced``: it reads none of those
+    columns, or it is one of TOKEN_SAFE_TESTS and reads tokens, no network."""
     if not replaced:
         return True
     meta = test.get("test_metadata") or {}
-    if meta.get("name") in TOKEN_SAFE_TESTS:
-        return True
     kwargs = meta.get("kwargs") or {}
-    columns = [kwargs["column_name"]] if kwargs.get("column_name") else list(kwargs.get("column_names") or [])
-    return bool(columns) and not set(columns) & replaced
+    columns = set([kwargs["column_name"]] if kwargs.get("column_name") else kwargs.get("column_names") or [])
+    if not columns:
+        return False  # a test whose columns are not known
+    if not columns & (replaced.tokens | replaced.networks):
+        return True
+    return meta.get("name") in TOKEN_SAFE_TESTS and not columns & replaced.networks
 
 
 def carried_tests(manifest: Mapping[str, Any], tests: list[str],
-                  whole_key_tables: Mapping[str, frozenset[str]] | None = None) -> list[str]:
+                  whole_key_tables: Mapping[str, Replaced] | None = None) -> list[str]:
     """Those of ``tests`` enforcement carries over (see the module docstring): the ones
     that read raw tables only, and those on staging views whose every raw table
     (``schema.table``) is in ``whole_key_tables`` — mapped to the columns where it
@@ -417,7 +432,7 @@ def record_results(con: duckdb.DuckDBPyConnection, inputs: BuildInputs, run_resu
 
 
 def carry_test_records(con: duckdb.DuckDBPyConnection, before: BuildInputs, after: BuildInputs,
-                       *, run_id: str | None, whole_key_tables: Mapping[str, frozenset[str]] | None = None) -> int:
+                       *, run_id: str | None, whole_key_tables: Mapping[str, Replaced] | None = None) -> int:
     """After enforcement: the tests on raw tables that held on the rows it started from
     (``before``) hold on the rows it left (``after``), and so do the tests on the staging
     views over ``whole_key_tables`` — unless a file was loaded in between. Returns the

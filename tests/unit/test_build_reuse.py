@@ -13,7 +13,7 @@ import pytest
 from pipelines.sql_functions import install_sql_functions
 from pipelines.transform import reuse
 from pipelines.transform.reuse import (
-    BuildInputs, ReusePlan, carried_tests, carry_test_records, plan_reuse, record_results, reusable_models, reusable_tests,
+    BuildInputs, Replaced, ReusePlan, carried_tests, carry_test_records, plan_reuse, record_results, reusable_models, reusable_tests,
     table_fingerprint,
 )
 from pipelines.transform.dbt import REUSE_ENV, reuse_enabled
@@ -222,7 +222,7 @@ def test_staging_view_tests_are_carried_when_enforcement_left_whole_keys(con):
     before = BuildInputs(con, m)
     con.execute("DELETE FROM raw_consent.events WHERE id < 10")
     after = BuildInputs(con, m)
-    assert carry_test_records(con, before, after, run_id="run-2", whole_key_tables={"raw_web.events": frozenset()}) == 1
+    assert carry_test_records(con, before, after, run_id="run-2", whole_key_tables={"raw_web.events": Replaced()}) == 1
     assert set(plan_reuse(con, BuildInputs(con, m)).tests) == {"test.p.source_unique_events_id"}
 
     record_results(con, after, results("test.p.not_null_stg_events_id"), run_id="run-3")
@@ -230,25 +230,29 @@ def test_staging_view_tests_are_carried_when_enforcement_left_whole_keys(con):
     con.execute("DELETE FROM raw_consent.events WHERE id < 20")
     after = BuildInputs(con, m)
     assert carry_test_records(con, before, after, run_id="run-4",
-                              whole_key_tables={"raw_consent.events": frozenset()}) == 2
+                              whole_key_tables={"raw_consent.events": Replaced()}) == 2
     plan = plan_reuse(con, BuildInputs(con, m))
     assert plan.tests == {"test.p.not_null_stg_events_id": "run-4", "test.p.source_unique_events_id": "run-4"}
     assert plan.carried == set(plan.tests)
 
 
-@pytest.mark.parametrize("kind, kwargs, replaced, holds", [
-    ("not_null", {"column_name": "email"}, {"email"}, True),       # a token is set
-    ("unique", {"column_name": "email"}, {"email"}, True),         # tokens of different values differ
-    ("at_least_one_not_null", {"column_names": ["email", "cookie_id"]}, {"email", "cookie_id"}, True),
-    ("accepted_values", {"column_name": "status"}, {"email"}, True),  # reads no replaced column
-    ("accepted_values", {"column_name": "email"}, {"email"}, False),  # a token is no accepted value
-    ("expression_is_true", {}, {"email"}, False),                  # columns unknown: not carried
-    ("expression_is_true", {}, set(), True),                       # nothing replaced
+@pytest.mark.parametrize("kind, kwargs, tokens, networks, holds", [
+    ("not_null", {"column_name": "email"}, {"email"}, set(), True),  # a token is set
+    ("unique", {"column_name": "email"}, {"email"}, set(), True),    # tokens of different values differ
+    ("at_least_one_not_null", {"column_names": ["email", "cookie_id"]}, {"email", "cookie_id"}, set(), True),
+    ("accepted_values", {"column_name": "status"}, {"email"}, set(), True),  # reads no replaced column
+    ("accepted_values", {"column_name": "email"}, {"email"}, set(), False),  # a token is no accepted value
+    ("unique", {"column_name": "ip_address"}, set(), {"ip_address"}, False),  # many addresses, one network
+    ("not_null", {"column_name": "ip_address"}, set(), {"ip_address"}, False),  # a non-address → NULL
+    ("not_null", {"column_name": "page_url"}, {"email"}, {"ip_address"}, True),
+    ("expression_is_true", {}, {"email"}, set(), False),             # columns unknown: not carried
+    ("expression_is_true", {}, set(), set(), True),                  # nothing replaced
 ])
-def test_staging_tests_are_carried_over_tokens_only_when_a_token_cannot_fail_them(kind, kwargs, replaced, holds):
+def test_staging_tests_are_carried_over_tokens_only_when_a_token_cannot_fail_them(kind, kwargs, tokens, networks,
+                                                                                    holds):
     m = manifest()
     m["nodes"]["test.p.not_null_stg_events_id"]["test_metadata"] = {"name": kind, "kwargs": kwargs}
-    whole = {"raw_consent.events": frozenset(replaced)}
+    whole = {"raw_consent.events": Replaced(frozenset(tokens), frozenset(networks))}
     assert ("test.p.not_null_stg_events_id" in carried_tests(m, reusable_tests(m), whole)) is holds
     # a raw-table test is carried whatever was replaced; without whole keys no staging test is
     assert "test.p.source_unique_events_id" in carried_tests(m, reusable_tests(m), whole)

@@ -124,8 +124,8 @@ def test_whole_key_tables_name_the_columns_enforcement_replaced():
                 outcome("raw_marketing.email_events", 2, 0), outcome("raw_requests.erasure_requests", 0, 0),
                 outcome("ingest.quarantine", None, 0)]
     whole = _left_whole_keys(outcomes, erasures_completed=0)
-    assert whole["raw_crm.contacts"] == frozenset()
-    assert {"cookie_id", "ip_address"} <= whole["raw_web.events"]
+    assert not whole["raw_crm.contacts"]
+    assert "cookie_id" in whole["raw_web.events"].tokens and whole["raw_web.events"].networks == {"ip_address"}
     assert "raw_marketing.email_events" not in whole and "ingest.quarantine" not in whole
-    assert whole["raw_requests.erasure_requests"] == frozenset()
-    assert "email" in _left_whole_keys(outcomes, erasures_completed=1)["raw_requests.erasure_requests"]
+    assert not whole["raw_requests.erasure_requests"]
+    assert "email" in _left_whole_keys(outcomes, erasures_completed=1)["raw_requests.erasure_requests"].tokens
