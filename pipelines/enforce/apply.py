@@ -100,10 +100,13 @@ def _split_keys(con, target: Target) -> int:
     key = quote_ident(target.key_column)
     decided = (f"LEFT JOIN {DECISIONS_TABLE} AS d ON d.source_table = '{target.table}' "
                f"AND d.record_id = t.{target.id_column}")
+    # NULL keys compared as equal, as the staging view's partition puts them together
     return con.execute(
         f"WITH rows AS (SELECT t.{key} AS k, coalesce(d.action = 'purge', false) AS purged "
-        f"FROM {target.table} AS t {decided}) "
-        f"SELECT count(DISTINCT k) FROM rows WHERE NOT purged AND k IN (SELECT k FROM rows WHERE purged)"
+        f"FROM {target.table} AS t {decided}), "
+        f"purged_keys AS (SELECT DISTINCT k FROM rows WHERE purged) "
+        f"SELECT count(DISTINCT r.k) + coalesce(bool_or(r.k IS NULL)::INTEGER, 0) "
+        f"FROM rows AS r JOIN purged_keys AS p ON r.k IS NOT DISTINCT FROM p.k WHERE NOT r.purged"
     ).fetchall()[0][0]
 
 

@@ -232,14 +232,16 @@ def _models(manifest: dict | None, *, after_enforcement: bool) -> list[tuple[str
 def _left_whole_keys(outcomes, *, erasures_completed: int) -> dict[str, Replaced]:
     """Raw tables enforcement left in whole keys (their staging views lost rows and kept
     the rest), each with the columns in which it replaced identifiers: pseudonymising
-    (tokens, IP addresses by networks), and completing an erasure, which reduces the
-    request tables' address to its token."""
+    (tokens; IP addresses by networks and the pseudonymisation stamp: other values), and
+    completing an erasure, which reduces the request tables' address to its token."""
     targets = {t.table: t for t in enforcement_targets()}
 
     def replaced(table: str) -> Replaced:
         target = targets[table]
+        stamp = (target.pseudonymised_marker, target.pseudonymised_marker.lstrip("_")) \
+            if target.pseudonymised_marker else ()  # the raw column and the staging view's name for it
         return Replaced(tokens=frozenset(target.identifier_columns) - set(target.network_columns),
-                        networks=frozenset(target.network_columns))
+                        other=frozenset(target.network_columns) | set(stamp))
 
     whole = {o.table: replaced(o.table) if o.newly_pseudonymised else Replaced()
              for o in outcomes if o.left_whole_keys}

@@ -26,7 +26,7 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, Mapping
 
-from dagster import AssetExecutionContext, AssetSpec
+from dagster import AssetCheckResult, AssetExecutionContext, AssetSpec
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 from packaging import version
 
@@ -239,8 +239,12 @@ def _stream_build(context: AssetExecutionContext, dbt: DbtCliResource, warehouse
     invocation = dbt.cli(args, context=context)
     events = invocation.stream()
     if inputs is not None and plan:
-        yield from _in_order_with_kept(context, events, plan)
-        yield from _standing_check_results(context, plan.standing_results(inputs.manifest))
+        reported = set()  # dbt may still run a left-out test (a subset run selects tests by name)
+        for event in _in_order_with_kept(context, events, plan):
+            if isinstance(event, AssetCheckResult):
+                reported.add((event.asset_key, event.check_name))
+            yield event
+        yield from _standing_check_results(context, plan.standing_results(inputs.manifest), reported)
     else:
         yield from events
     if inputs is not None:
@@ -359,12 +363,13 @@ def _in_order_with_kept(context: AssetExecutionContext, events, plan):
         yield event
 
 
-def _standing_check_results(context: AssetExecutionContext, standing: Mapping[str, tuple[str | None, str]]):
+def _standing_check_results(context: AssetExecutionContext, standing: Mapping[str, tuple[str | None, str]],
+                            reported=frozenset()):
     """A check result for each dbt test the command left out, after dbt's own events (so
     after the assets they check): the pass recorded for the same inputs stands, and the
     result says which run it comes from and why it holds. Without it the Dagster UI would
-    show these checks as not evaluated for this run's materialisations."""
-    from dagster import AssetCheckResult
+    show these checks as not evaluated for this run's materialisations. A check dbt
+    reported in this command (``reported``: asset key, check name) is not reported again."""
     from dagster_dbt.asset_utils import (
         get_asset_check_key_for_test,
         get_checks_on_sources_upstream_of_selected_assets,
@@ -377,7 +382,7 @@ def _standing_check_results(context: AssetExecutionContext, standing: Mapping[st
         assets_def=context.assets_def, selected_asset_keys=context.selected_asset_keys)}
     for unique_id, (run_id, why) in sorted(standing.items()):
         key = get_asset_check_key_for_test(manifest, translator, unique_id, project=project)
-        if key in expected:
+        if key in expected and (key.asset_key, key.name) not in reported:
             yield AssetCheckResult(asset_key=key.asset_key, check_name=key.name, passed=True, metadata={
                 "unique_id": unique_id,
                 "rerun": False,

@@ -41,9 +41,12 @@ keeps one row per key, and purging that row while a later delivery of the same k
 stays would bring up a row no test has seen. The view then lost rows and kept the rest
 (which row a key keeps follows the delivery order, which pseudonymising leaves alone),
 with tokens where identifiers were replaced; so the test is carried if it reads no
-replaced column, or is a not-null or uniqueness test on tokens (a token is set, and
-tokens of different values differ — not so for an IP address generalised to its
-network). Otherwise it runs again on the next change.
+replaced column, or is a not-null test on tokens (a token is set; not so for an IP
+address generalised to its network, and uniqueness is not kept: a row made a token
+earlier can equal a new row's token). Only tests of single rows (not-null,
+accepted-values, uniqueness, one-of-these-set, without a `where`) are ever carried, on
+raw tables too: a relationship or row-count test can fail on fewer rows. Otherwise it
+runs again on the next change.
 
 Only the embedded DuckDB engine reuses; the Spark path rebuilds everything.
 """
@@ -112,9 +115,9 @@ class ReusePlan:
         }
         for test, run_id in self.tests.items():
             standing[test] = (run_id, (
-                "it passed on the raw rows that run's enforcement started from, and enforcement only deleted "
-                "rows and replaced identifiers with tokens" if test in self.carried else
-                "it passed in that run on the same rows"))
+                "it passed on the rows that run's enforcement started from, and enforcement only removed rows "
+                "(whole keys, under a staging view) and replaced values it cannot fail on" if test in self.carried
+                else "it passed in that run on the same rows"))
         return standing
 
 
@@ -205,48 +208,60 @@ def reusable_tests(manifest: Mapping[str, Any]) -> list[str]:
     )
 
 
-# Tests a token cannot fail where the raw value passed: the token (HMAC) of a value is
-# set, and tokens of different values differ (and differ from any raw address or cookie
-# id). Not so for a generalised IP address: many map to one network, some to NULL.
-TOKEN_SAFE_TESTS = frozenset({"not_null", "unique", "at_least_one_not_null"})
+# Tests that check each row on its own (or each value against the others), so that a
+# table which only lost rows still passes them: the only ones ever carried over
+# enforcement — never a relationship, row-count or recency test, never one with `where`.
+ROW_TESTS = frozenset({"not_null", "unique", "accepted_values", "at_least_one_not_null"})
+# Of those, the ones a token cannot fail where the raw value passed: the token (HMAC) of
+# a value is set. (Not uniqueness: a row made a token earlier can equal a new row's
+# token once that row is pseudonymised too.)
+TOKEN_SAFE_TESTS = frozenset({"not_null", "at_least_one_not_null"})
 
 
 @dataclass(frozen=True)
 class Replaced:
-    """The columns of a table in which enforcement replaced identifiers."""
+    """The columns of a table whose values enforcement replaced."""
 
-    tokens: frozenset[str] = frozenset()     # by their HMAC token
-    networks: frozenset[str] = frozenset()   # IP addresses by their network
+    tokens: frozenset[str] = frozenset()   # identifiers by their HMAC token
+    other: frozenset[str] = frozenset()    # anything else: IP addresses by networks, the stamp
 
     def __bool__(self) -> bool:
-        return bool(self.tokens or self.networks)
+        return bool(self.tokens or self.other)
+
+
+def _test_columns(test: Mapping[str, Any]) -> set[str]:
+    kwargs = (test.get("test_metadata") or {}).get("kwargs") or {}
+    return set([kwargs["column_name"]] if kwargs.get("column_name") else kwargs.get("column_names") or [])
+
+
+def is_row_test(test: Mapping[str, Any]) -> bool:
+    """One of ROW_TESTS, with known columns and no ``where``: it passes on any subset of
+    the rows it passed on."""
+    return ((test.get("test_metadata") or {}).get("name") in ROW_TESTS and bool(_test_columns(test))
+            and not (test.get("config") or {}).get("where"))
 
 
 def holds_over_tokens(test: Mapping[str, Any], replaced: Replaced) -> bool:
-    """A test that passed still passes after ``replaced``: it reads none of those
-    columns, or it is one of TOKEN_SAFE_TESTS and reads tokens, no network."""
-    if not replaced:
+    """A row test that passed still passes after ``replaced``: it reads none of those
+    columns, or it is one of TOKEN_SAFE_TESTS and the ones it reads hold tokens."""
+    columns = _test_columns(test)
+    if not columns & (replaced.tokens | replaced.other):
         return True
-    meta = test.get("test_metadata") or {}
-    kwargs = meta.get("kwargs") or {}
-    columns = set([kwargs["column_name"]] if kwargs.get("column_name") else kwargs.get("column_names") or [])
-    if not columns:
-        return False  # a test whose columns are not known
-    if not columns & (replaced.tokens | replaced.networks):
-        return True
-    return meta.get("name") in TOKEN_SAFE_TESTS and not columns & replaced.networks
+    return (test.get("test_metadata") or {}).get("name") in TOKEN_SAFE_TESTS and not columns & replaced.other
 
 
 def carried_tests(manifest: Mapping[str, Any], tests: list[str],
                   whole_key_tables: Mapping[str, Replaced] | None = None) -> list[str]:
-    """Those of ``tests`` enforcement carries over (see the module docstring): the ones
-    that read raw tables only, and those on staging views whose every raw table
-    (``schema.table``) is in ``whole_key_tables`` — mapped to the columns where it
-    replaced identifiers by tokens, which the test must hold over."""
+    """Those of ``tests`` enforcement carries over (see the module docstring): row tests
+    that read raw tables only, and row tests on staging views whose every raw table
+    (``schema.table``) is in ``whole_key_tables`` — mapped to the columns whose values
+    it replaced, which the test must hold over."""
     whole = whole_key_tables or {}
 
     def carried(uid: str) -> bool:
         node = manifest["nodes"][uid]
+        if not is_row_test(node):
+            return False
         if all(p.startswith("source.") for p in node["depends_on"]["nodes"]):
             return True
         tables = [f"{schema}.{table}" for schema, table in upstream_sources(manifest, uid)]

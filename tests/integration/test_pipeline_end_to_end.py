@@ -384,6 +384,8 @@ def test_models_and_tests_on_unchanged_inputs_are_reused_and_match_a_fresh_build
                                f"UNION ALL (SELECT * FROM kept.{table} EXCEPT ALL SELECT * FROM {table}))").fetchall()
             assert differ == [(0,)], table
             assert c.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] > 0
+    # and the passes C let stand on the staging views and raw tables hold when run again
+    assert _dbt(["test", "--select", "path:models/staging"], fresh, tmp_path).success
 
 
 def test_enforcement_remakes_models_a_failed_rebuild_left_dropped(lethe, tmp_path, monkeypatch):

@@ -31,8 +31,11 @@ def _model(name, schema, path, materialized, parents, code="select 1"):
 
 
 def _test(name, parents):
+    """A generic not_null/unique test on column id (by its name, as dbt names them), or a singular test."""
+    kind = next((k for k in ("not_null", "unique") if name.removeprefix("source_").startswith(k)), None)
+    metadata = {"test_metadata": {"name": kind, "kwargs": {"column_name": "id"}}} if kind else {}
     return {"resource_type": "test", "name": name, "depends_on": {"nodes": parents}, "fqn": ["p", name],
-            "config": {}, "raw_code": name}
+            "config": {}, "raw_code": name, **metadata}
 
 
 def manifest(ledger_code="select * from events"):
@@ -236,27 +239,36 @@ def test_staging_view_tests_are_carried_when_enforcement_left_whole_keys(con):
     assert plan.carried == set(plan.tests)
 
 
-@pytest.mark.parametrize("kind, kwargs, tokens, networks, holds", [
-    ("not_null", {"column_name": "email"}, {"email"}, set(), True),  # a token is set
-    ("unique", {"column_name": "email"}, {"email"}, set(), True),    # tokens of different values differ
-    ("at_least_one_not_null", {"column_names": ["email", "cookie_id"]}, {"email", "cookie_id"}, set(), True),
-    ("accepted_values", {"column_name": "status"}, {"email"}, set(), True),  # reads no replaced column
-    ("accepted_values", {"column_name": "email"}, {"email"}, set(), False),  # a token is no accepted value
-    ("unique", {"column_name": "ip_address"}, set(), {"ip_address"}, False),  # many addresses, one network
-    ("not_null", {"column_name": "ip_address"}, set(), {"ip_address"}, False),  # a non-address → NULL
-    ("not_null", {"column_name": "page_url"}, {"email"}, {"ip_address"}, True),
-    ("expression_is_true", {}, {"email"}, set(), False),             # columns unknown: not carried
-    ("expression_is_true", {}, set(), set(), True),                  # nothing replaced
+@pytest.mark.parametrize("kind, kwargs, config, tokens, other, holds", [
+    ("not_null", {"column_name": "email"}, {}, {"email"}, set(), True),     # a token is set
+    ("at_least_one_not_null", {"column_names": ["email", "cookie_id"]}, {}, {"email", "cookie_id"}, set(), True),
+    # an earlier token can equal a new row's once that row is pseudonymised too
+    ("unique", {"column_name": "email"}, {}, {"email"}, set(), False),
+    ("unique", {"column_name": "event_id"}, {}, {"email"}, set(), True),      # reads no replaced column
+    ("accepted_values", {"column_name": "status"}, {}, {"email"}, set(), True),
+    ("accepted_values", {"column_name": "email"}, {}, {"email"}, set(), False),  # a token is no accepted value
+    ("not_null", {"column_name": "ip_address"}, {}, set(), {"ip_address"}, False),  # a non-address → NULL
+    ("not_null", {"column_name": "pseudonymised_at"}, {}, set(), {"pseudonymised_at"}, False),  # the stamp
+    ("not_null", {"column_name": "page_url"}, {}, {"email"}, {"ip_address"}, True),
+    # fewer rows can fail these whatever was replaced: never carried
+    ("relationships", {"column_name": "subscriber_id", "to": "ref('stg_subscribers')"}, {}, set(), set(), False),
+    ("expression_is_true", {}, {}, set(), set(), False),
+    ("accepted_values", {"column_name": "status"}, {"where": "email not like '%@%'"}, set(), set(), False),
 ])
-def test_staging_tests_are_carried_over_tokens_only_when_a_token_cannot_fail_them(kind, kwargs, tokens, networks,
-                                                                                    holds):
+def test_only_row_tests_are_carried_and_over_tokens_only_when_a_token_cannot_fail_them(
+        kind, kwargs, config, tokens, other, holds):
     m = manifest()
-    m["nodes"]["test.p.not_null_stg_events_id"]["test_metadata"] = {"name": kind, "kwargs": kwargs}
-    whole = {"raw_consent.events": Replaced(frozenset(tokens), frozenset(networks))}
+    for uid in ("test.p.not_null_stg_events_id", "test.p.source_unique_events_id"):
+        m["nodes"][uid]["test_metadata"] = {"name": kind, "kwargs": kwargs}
+        m["nodes"][uid]["config"] = config
+    whole = {"raw_consent.events": Replaced(frozenset(tokens), frozenset(other))}
     assert ("test.p.not_null_stg_events_id" in carried_tests(m, reusable_tests(m), whole)) is holds
-    # a raw-table test is carried whatever was replaced; without whole keys no staging test is
-    assert "test.p.source_unique_events_id" in carried_tests(m, reusable_tests(m), whole)
-    assert carried_tests(m, reusable_tests(m), {}) == ["test.p.source_unique_events_id"]
+    # on the raw table, a row test is carried whatever was replaced (only deletions and
+    # tokens reach raw tables' record ids); any other test is not
+    assert ("test.p.source_unique_events_id" in carried_tests(m, reusable_tests(m), whole)) is (
+        kind not in ("relationships", "expression_is_true") and not config)
+    # without whole keys no staging test is carried
+    assert "test.p.not_null_stg_events_id" not in carried_tests(m, reusable_tests(m), {})
 
 
 def test_nothing_is_carried_when_a_file_was_loaded_during_enforcement(con):
@@ -371,3 +383,27 @@ def test_standing_passes_are_told_apart_in_the_progress_display_and_the_summary(
 
     assert "Checks: 5 passed, 0 failed (2 of them not run again" in format_summary([], [], 5, [], checks_standing=2)
     assert format_summary([], [], 5, []).rstrip().endswith("Checks: 5 passed, 0 failed")
+
+
+def test_standing_results_only_for_expected_checks_dbt_did_not_report(monkeypatch):
+    """A standing result goes to a check this step reports (not one Dagster does not
+    expect here) and never twice: a subset run can make dbt run a left-out test itself."""
+    from types import SimpleNamespace
+
+    import dagster_dbt.asset_utils as asset_utils
+    from dagster import AssetCheckKey, AssetKey
+
+    from pipelines.transform.dbt import _standing_check_results
+
+    keys = {uid: AssetCheckKey(AssetKey("ledger"), uid[-1]) for uid in ("test.p.a", "test.p.b", "test.p.c")}
+    monkeypatch.setattr(asset_utils, "get_manifest_and_translator_from_dbt_assets", lambda defs: ({}, None, None))
+    monkeypatch.setattr(asset_utils, "get_asset_check_key_for_test", lambda m, t, uid, project=None: keys[uid])
+    monkeypatch.setattr(asset_utils, "get_checks_on_sources_upstream_of_selected_assets",
+                        lambda assets_def, selected_asset_keys: set())
+    context = SimpleNamespace(assets_def=None, selected_asset_keys=set(),
+                              selected_asset_check_keys={keys["test.p.a"], keys["test.p.b"]})  # c: not this step's
+
+    out = list(_standing_check_results(context, {uid: ("run-1", "why") for uid in keys},
+                                       reported={(AssetKey("ledger"), "b")}))  # dbt ran b
+
+    assert [(r.check_name, r.passed, r.metadata["result_of_run"].value) for r in out] == [("a", True, "run-1")]

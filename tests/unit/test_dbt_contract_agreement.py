@@ -207,6 +207,10 @@ def test_staging_model_keeps_one_row_per_contract_key(contract: SourceContract) 
     name = _model_name(contract)
     sql = (STAGING_DIR / contract.system / f"{name}.sql").read_text(encoding="utf-8")
     assert re.findall(r"partition_by='([^']+)'", sql) == [contract.primary_key], name
+    # which row a key keeps must not depend on what pseudonymising changes
+    [order_by] = re.findall(r"order_by=\[([^\]]*)\]", sql)
+    changed = {c.name for c in contract.columns if c.pii_class == "direct_identifier"} | {"_pseudonymised_at"}
+    assert not set(re.findall(r"[A-Za-z_]+", order_by)) & changed, f"{name} orders deliveries by {order_by}"
     assert len(re.findall(r"\{\{\s*(?:source|ref)\(", sql)) == 1, f"{name} reads more than its raw table"
 
 

@@ -90,6 +90,8 @@ def _keyed_events(con, rows, decisions):
     ([("r1", "purge", "x"), ("r2", "keep", "y"), ("r3", "keep", "y")], 1, False),
     # e1's second delivery has no decision: it stays, so the key is split too
     ([("r1", "purge", "x"), ("r3", "keep", "y")], 1, False),
+    # rows without a key are one partition in the staging view: split like any key
+    ([("r1", "keep", "y"), ("r2", "keep", "y"), ("r3", "keep", "y"), ("r4", "purge", "x")], 1, False),
     # nothing purged, an identifier replaced: still whole keys (which row the view keeps
     # follows delivery order; what the tokens do to its tests is reuse's question)
     ([("r1", "keep", "y"), ("r2", "keep", "y"), ("r3", "pseudonymise", "w")], 0, True),
@@ -100,7 +102,8 @@ def test_enforcement_counts_keys_it_split(decisions, split, whole):
     from dataclasses import replace
 
     con = duckdb.connect()
-    _keyed_events(con, [("r1", "e1", "a@x"), ("r2", "e1", "a@x"), ("r3", "e2", "b@x")], decisions)
+    _keyed_events(con, [("r1", "e1", "a@x"), ("r2", "e1", "a@x"), ("r3", "e2", "b@x"), ("r4", None, "c@x"),
+                        ("r5", None, "d@x")], decisions)
     out = enforce_table(con, replace(TARGET, key_column="event_id"), run_id="r", policy_version="v",
                         now=datetime(2026, 11, 30), dry_run=True)  # counted before anything is changed
     assert (out.split_keys, out.left_whole_keys) == (split, whole)
@@ -125,7 +128,26 @@ def test_whole_key_tables_name_the_columns_enforcement_replaced():
                 outcome("ingest.quarantine", None, 0)]
     whole = _left_whole_keys(outcomes, erasures_completed=0)
     assert not whole["raw_crm.contacts"]
-    assert "cookie_id" in whole["raw_web.events"].tokens and whole["raw_web.events"].networks == {"ip_address"}
+    assert "cookie_id" in whole["raw_web.events"].tokens
+    assert whole["raw_web.events"].other == {"ip_address", "_pseudonymised_at", "pseudonymised_at"}
     assert "raw_marketing.email_events" not in whole and "ingest.quarantine" not in whole
     assert not whole["raw_requests.erasure_requests"]
     assert "email" in _left_whole_keys(outcomes, erasures_completed=1)["raw_requests.erasure_requests"].tokens
+
+
+def test_keys_are_counted_before_the_purge_deletes_them():
+    """The live path counts the split keys too (after the DELETE every key would look whole)."""
+    from dataclasses import replace
+
+    from pipelines.enforce.apply import enforce_decisions
+    from pipelines.ingest.tables import INGEST_LOG_DDL
+
+    con = duckdb.connect()
+    _keyed_events(con, [("r1", "e1", "a@x"), ("r2", "e1", "a@x"), ("r3", "e2", "b@x")],
+                  [("r1", "purge", "x"), ("r2", "keep", "y"), ("r3", "keep", "y")])
+    con.execute("CREATE SCHEMA ingest")
+    con.execute(INGEST_LOG_DDL)
+    [out] = enforce_decisions(con, run_id="r", policy_version="v", now=datetime(2026, 11, 30),
+                              targets=[replace(TARGET, key_column="event_id")])
+    assert (out.purged, out.split_keys, out.left_whole_keys) == (1, 1, False)
+    assert con.execute("SELECT _record_id FROM raw_x.events ORDER BY 1").fetchall() == [("r2",), ("r3",)]
