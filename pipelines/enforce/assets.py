@@ -240,8 +240,7 @@ def _left_whole_keys(outcomes, *, erasures_completed: int) -> dict[str, Replaced
         target = targets[table]
         stamp = (target.pseudonymised_marker, target.pseudonymised_marker.lstrip("_")) \
             if target.pseudonymised_marker else ()  # the raw column and the staging view's name for it
-        return Replaced(tokens=frozenset(target.identifier_columns) - set(target.network_columns),
-                        other=frozenset(target.network_columns) | set(stamp))
+        return Replaced(tokens=frozenset(target.token_columns), other=frozenset(target.network_columns) | set(stamp))
 
     whole = {o.table: replaced(o.table) if o.newly_pseudonymised else Replaced()
              for o in outcomes if o.left_whole_keys}

@@ -59,21 +59,26 @@ class Target:
     pseudonymise_sql: tuple[str, ...]   # SET clauses; empty = never pseudonymised in place
     pseudonymised_marker: str | None    # column stamped when pseudonymised
     key_column: str | None = None       # the contract's primary key (its staging view keeps one row per key)
-    identifier_columns: tuple[str, ...] = ()  # the columns pseudonymisation replaces: by their token,
-    network_columns: tuple[str, ...] = ()     # or (IP addresses, a subset) by their network
+    token_columns: tuple[str, ...] = ()     # the columns pseudonymising replaces by their token,
+    network_columns: tuple[str, ...] = ()   # and by their network (IP addresses)
+
+
+def _replacement(column) -> str | None:
+    """What pseudonymising puts in a column: its ``token``, its ``network`` (IP
+    addresses), or nothing (not a direct identifier)."""
+    if column.pii_class != "direct_identifier":
+        return None
+    return "network" if column.pii_category == "ip_address" else "token"
 
 
 def _set_clauses(contract: SourceContract) -> tuple[str, ...]:
-    clauses = []
-    for column in contract.columns:
-        if column.pii_class != "direct_identifier":
-            continue
-        name = quote_ident(column.name)
-        if column.pii_category == "ip_address":
-            clauses.append(f"{name} = lethe_generalise_ip({name})")
-        else:
-            clauses.append(f"{name} = lethe_hmac({name})")
-    return tuple(clauses)
+    function = {"token": "lethe_hmac", "network": "lethe_generalise_ip"}
+    return tuple(f"{quote_ident(c.name)} = {function[_replacement(c)]}({quote_ident(c.name)})"
+                 for c in contract.columns if _replacement(c))
+
+
+def _columns_replaced_by(contract: SourceContract, kind: str) -> tuple[str, ...]:
+    return tuple(c.name for c in contract.columns if _replacement(c) == kind)
 
 
 def enforcement_targets(contracts: list[SourceContract] | None = None) -> list[Target]:
@@ -89,9 +94,8 @@ def enforcement_targets(contracts: list[SourceContract] | None = None) -> list[T
             pseudonymise_sql=_set_clauses(c),
             pseudonymised_marker="_pseudonymised_at",
             key_column=c.primary_key,
-            identifier_columns=tuple(col.name for col in c.columns if col.pii_class == "direct_identifier"),
-            network_columns=tuple(col.name for col in c.columns
-                                  if col.pii_class == "direct_identifier" and col.pii_category == "ip_address"),
+            token_columns=_columns_replaced_by(c, "token"),
+            network_columns=_columns_replaced_by(c, "network"),
         )
         for c in contracts
     ]

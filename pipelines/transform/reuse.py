@@ -325,7 +325,6 @@ class BuildInputs:
         ]).encode()).hexdigest()
         self.models = reusable_models(manifest)
         self.tests = reusable_tests(manifest)
-        self.carried = carried_tests(manifest, self.tests)
         self.sources = {uid: upstream_sources(manifest, uid) for uid in [*self.models, *self.tests]}
         relations = sorted(set().union(*self.sources.values())) if self.sources else []
         self.fingerprints = {rel: table_fingerprint(con, *rel) for rel in relations}
