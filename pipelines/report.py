@@ -259,13 +259,15 @@ def _proofs(con, data: ReportData, now: datetime) -> None:
     from pipelines.enforce.proof import compute_proofs
     from pipelines.pseudonym import MissingKeyError
     from pipelines.sql_functions import install_sql_functions
+    from pipelines.suppression_counts import SuppressionCounts
 
     if not _relation_exists(con, "retention", "retention_decisions"):
         data.proofs_note = "No retention decisions in this warehouse yet: the proofs need a complete `lethe run`."
         return
     try:
         install_sql_functions(con)
-        proofs = compute_proofs(con, now)
+        # read-only: the erased-subject counts enforcement kept for tables unchanged since
+        proofs = compute_proofs(con, now, SuppressionCounts(con))
     except MissingKeyError as exc:
         data.proofs_note = f"Proofs not run: {exc}"
         return
@@ -273,7 +275,7 @@ def _proofs(con, data: ReportData, now: datetime) -> None:
         # the error's type only: a database error can quote a value it choked on
         data.proofs_note = (f"Proofs not run: {type(exc).__name__} (run `lethe verify` for the details)")
         return
-    data.proofs = [ProofResult(p.name, p.description, p.offending) for p in proofs]
+    data.proofs = [ProofResult(p.name, p.description, p.offending, p.note) for p in proofs]
 
 
 def _audit_chain(con, data: ReportData, audit_mirror: Path | None) -> None:
@@ -689,13 +691,17 @@ def _erasure_section(d: ReportData) -> str:
 
 def _proofs_section(d: ReportData) -> str:
     out = ["<h2 id=\"section-proofs\">Proofs</h2><p>The checks <code>lethe verify</code> and enforcement run, recomputed "
-           "when this report was generated: each counts offending rows, zero means proven.</p>"]
+           "when this report was generated: each counts offending rows, zero means proven. A table whose "
+           "identifier columns, suppression list and key are exactly those enforcement counted keeps "
+           "enforcement's count of erased-subject rows (noted below the table).</p>"]
     if d.proofs:
         out.append(_table(
             ["proof", "what it proves", "offending", "result"],
             [[p.name, p.description, p.offending, p.status] for p in d.proofs], id_="proofs", numeric_from=2,
             cell_attrs=lambda row, i: {"data-proof": row[0], "class": "ok" if row[3] == "ok" else "fail"}
             if i == 3 else {}))
+        out += [f'<p class="proof-note" data-proof="{esc(p.name)}">{esc(p.name)}: {esc(p.note)}.</p>'
+                for p in d.proofs if p.note]
     if d.proofs_note:
         out.append(f'<p>{_status(None, "not run")} {esc(d.proofs_note)}</p>')
     out.append("<h3>Audit chain</h3>")

@@ -35,9 +35,12 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import duckdb
+
+if TYPE_CHECKING:
+    from pipelines.suppression_counts import SuppressionCounts
 
 SQL_SEARCH = "sql_search"
 STORAGE_STATS = "storage_stats"
@@ -383,7 +386,7 @@ def _suppression_list_exists(con) -> bool:
     )
 
 
-def suppression_matches(con) -> list[Finding]:
+def suppression_matches(con, counts: SuppressionCounts | None = None) -> list[Finding]:
     """Rows, per table.column, whose identifier's HMAC is on ``erasure.suppression_list``.
 
     For every base table outside ``erasure`` and ``audit``, the columns named ``email``
@@ -393,6 +396,9 @@ def suppression_matches(con) -> list[Finding]:
     otherwise this raises rather than silently matching nothing. No suppression list (or
     an empty one) means no findings. The emails of rows already pseudonymised (the
     token itself rather than the address) are not hashed, so not counted.
+
+    With ``counts`` (``pipelines.suppression_counts``), a table whose scanned columns,
+    the suppression list and the key are those of kept counts is not hashed again.
     """
     if not _suppression_list_exists(con):
         return []
@@ -441,16 +447,22 @@ def suppression_matches(con) -> list[Finding]:
                 f"SELECT v FROM (SELECT DISTINCT {value} AS v FROM {relation} WHERE true{clear}) "
                 f"WHERE lethe_hmac(v) IN (SELECT token FROM suppressed)){clear})"
             )
+        sql = (f"WITH suppressed AS (SELECT DISTINCT lower(token) AS token FROM {suppression} "
+               f"WHERE token IS NOT NULL) SELECT {', '.join(selects)}")
+        read = [column for column, _ in targets]
+        if any(column.lower() == "email" for column in read) and "_pseudonymised_at" in column_names:
+            read.append("_pseudonymised_at")
         try:
-            counts = con.execute(
-                f"WITH suppressed AS (SELECT DISTINCT lower(token) AS token FROM {suppression} "
-                f"WHERE token IS NOT NULL) "
-                f"SELECT {', '.join(selects)}"
-            ).fetchall()[0]
+            found = counts.lookup(con, (schema, name), read, sql, (SUPPRESSION_SCHEMA, SUPPRESSION_TABLE)) \
+                if counts is not None else None
+            if found is None:
+                found = con.execute(sql).fetchall()[0]
+                if counts is not None:
+                    counts.keep((schema, name), found)
         except duckdb.Error:
             findings.append(Finding(UNREADABLE, f"{schema}.{name}", 0))
             continue
-        for (column, _), count in zip(targets, counts):
+        for (column, _), count in zip(targets, found):
             if count:
                 findings.append(Finding(SUPPRESSION_MATCH, f"{schema}.{name}.{column}", int(count)))
     return findings

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import duckdb
 
@@ -20,6 +21,9 @@ from pipelines.contracts import load_contracts
 from pipelines.enforce.erasure import overdue_requests
 from pipelines.enforce.tables import DECISIONS_TABLE, enforcement_targets
 from pipelines.ingest.reconcile import unreconciled_files
+
+if TYPE_CHECKING:
+    from pipelines.suppression_counts import SuppressionCounts
 
 TOKEN = "^[0-9a-f]{64}$"
 NETWORK = r"^[0-9a-f:.]+/[0-9]{1,3}$"
@@ -30,6 +34,7 @@ class Proof:
     name: str
     description: str
     offending: int
+    note: str = ""  # what the count rests on when not everything was counted now
 
 
 def rows_decided_purge_remaining(con) -> int:
@@ -64,12 +69,13 @@ def rows_past_retention(con) -> int:
     return total
 
 
-def erased_subject_rows(con) -> int:
-    """Rows naming an erased subject: clear values whose HMAC is on the suppression list,
-    and pseudonymised rows that carry a suppressed token itself."""
+def erased_subject_rows(con, counts: SuppressionCounts | None = None) -> int:
+    """Rows naming an erased subject: clear values whose HMAC is on the suppression list
+    (with ``counts``: kept counts for unchanged tables), and pseudonymised rows that
+    carry a suppressed token itself."""
     from pipelines.verify import suppression_matches
 
-    total = sum(f.count for f in suppression_matches(con) if f.check == "suppression_match")
+    total = sum(f.count for f in suppression_matches(con, counts) if f.check == "suppression_match")
     for contract in load_contracts():
         if contract.raw_schema == "raw_requests":
             continue  # completed requests and holds keep exactly the token, on purpose
@@ -114,14 +120,21 @@ def unreconciled(con) -> int:
     return sum(len(unreconciled_files(con, c)) for c in load_contracts())
 
 
-def compute_proofs(con: duckdb.DuckDBPyConnection, now: datetime) -> list[Proof]:
+def compute_proofs(con: duckdb.DuckDBPyConnection, now: datetime,
+                   counts: SuppressionCounts | None = None) -> list[Proof]:
+    """Every proof, counted now; with ``counts`` the erased-subject proof takes the kept
+    counts of tables unchanged since they were counted (``pipelines.suppression_counts``)
+    and keeps its own when ``counts`` records."""
+    erased = erased_subject_rows(con, counts)
+    if counts is not None:
+        counts.save(con)
     return [
         Proof("no_rows_decided_purge_remain", "0 rows in any table whose current decision is purge",
               rows_decided_purge_remaining(con)),
         Proof("no_rows_past_retention", "0 event or quarantine rows past retention (legal holds excepted)",
               rows_past_retention(con)),
         Proof("no_erased_subject_rows", "0 rows of an erased subject anywhere (HMAC match on the suppression list)",
-              erased_subject_rows(con)),
+              erased, note=counts.note() if counts is not None else ""),
         Proof("pseudonyms_well_formed", "every pseudonymised identifier is a 64-hex token or an IP network",
               malformed_pseudonyms(con)),
         Proof("rows_reconcile", "per landing file: read = loaded + quarantined + suppressed, minus purges",

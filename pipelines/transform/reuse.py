@@ -63,7 +63,7 @@ from typing import Any, Mapping
 
 import duckdb
 
-from pipelines.ingest.tables import quote_ident
+from pipelines.fingerprint import rows_digest
 
 RECORDS_SCHEMA = "transform"
 RECORDS_TABLE = f"{RECORDS_SCHEMA}.build_records"
@@ -293,21 +293,12 @@ def _columns(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> list[tup
         "AND schema_name = ? AND table_name = ? ORDER BY column_index", [schema, name]).fetchall()
 
 
-def _rows_digest(con: duckdb.DuckDBPyConnection, schema: str, name: str, columns: list[str], extra=()) -> str:
-    """Row count, sum and XOR of DuckDB's hash of these columns over all rows."""
-    row_hash = "hash(" + ", ".join(quote_ident(c) for c in columns) + ")"
-    count, total, xor = con.execute(
-        f"SELECT count(*), sum({row_hash}::HUGEINT), bit_xor({row_hash}) "
-        f"FROM {quote_ident(schema)}.{quote_ident(name)}").fetchall()[0]
-    return hashlib.sha256(json.dumps([*extra, count, str(total), str(xor)]).encode()).hexdigest()
-
-
 def table_fingerprint(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> str | None:
     """Content fingerprint of one table or view, or None when it does not exist."""
     columns = _columns(con, schema, name)
     if not columns:
         return None
-    return _rows_digest(con, schema, name, [c for c, _ in columns], extra=[columns])
+    return rows_digest(con, schema, name, [c for c, _ in columns], extra=[columns])
 
 
 class BuildInputs:
@@ -354,7 +345,7 @@ def loads_digest(con: duckdb.DuckDBPyConnection) -> str | None:
     schema, name = INGEST_LOG_TABLE.split(".")
     if not _columns(con, schema, name):
         return None
-    return _rows_digest(con, schema, name, ["file_hash", "source_table", "status", "rows_loaded", "ingested_at"])
+    return rows_digest(con, schema, name, ["file_hash", "source_table", "status", "rows_loaded", "ingested_at"])
 
 
 # --------------------------------------------------------------------------- records

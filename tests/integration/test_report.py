@@ -216,6 +216,28 @@ def test_report_shows_proofs_chain_policy_and_erasure_sla(demo_home, demo_report
     assert sla["completed"] == completed > 0
 
 
+def _proof_notes(page: _Page) -> list[dict]:
+    return [attrs for tag, attrs in page.tags if tag == "p" and attrs.get("class") == "proof-note"]
+
+
+def test_report_takes_the_erased_subject_counts_enforcement_kept_for_unchanged_tables(demo_home, demo_report,
+                                                                                      tmp_path):
+    with duckdb.connect(str(demo_home["warehouse"]), read_only=True) as con:
+        kept = con.execute("SELECT count(*), min(run_id), max(run_id) FROM erasure.suppression_scan_counts").fetchall()[0]
+    tables, run_id, same_run = kept
+    assert tables >= 10 and run_id == same_run  # enforcement of the demo run kept every table's counts
+    assert [n["data-proof"] for n in _proof_notes(demo_report["page"])] == ["no_erased_subject_rows"]
+    assert f"the counts of {tables} of {tables} tables were taken from run {run_id}" in demo_report["text"]
+
+    copy = _copy_warehouse(demo_home, tmp_path)
+    with duckdb.connect(str(copy)) as con:  # a scanned column changes after enforcement
+        con.execute("UPDATE raw_crm.contacts SET email = email || 'x' "
+                    "WHERE _record_id = (SELECT min(_record_id) FROM raw_crm.contacts WHERE email IS NOT NULL)")
+    with duckdb.connect(str(copy), read_only=True) as con:
+        text = build_report(con, audit_mirror=_mirror(demo_home), generated_at=GENERATED_AT)
+    assert f"the counts of {tables - 1} of {tables} tables were taken from run {run_id}" in text
+
+
 def test_report_is_deterministic(demo_home, demo_report):
     with duckdb.connect(str(demo_home["warehouse"]), read_only=True) as con:
         again = build_report(con, audit_mirror=_mirror(demo_home), generated_at=GENERATED_AT)
