@@ -36,6 +36,17 @@ COUNTS_TABLE = "erasure.suppression_scan_counts"
 KEY_PROBE = "lethe-suppression-counts-probe"
 
 
+def _counts(text) -> list[int] | None:
+    """A kept row's counts: a JSON list of non-negative integers, else None."""
+    try:
+        counts = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    if isinstance(counts, list) and all(type(c) is int and c >= 0 for c in counts):
+        return counts
+    return None
+
+
 class SuppressionCounts:
     """Kept counts of one warehouse, for one scan: ``lookup`` before a table's query,
     ``keep`` after it, ``save`` at the end (only when made with ``record=True``)."""
@@ -51,7 +62,9 @@ class SuppressionCounts:
         if exists:
             for relation, digest, counts, run in con.execute(
                     f"SELECT relation, scan_digest, counts, run_id FROM {COUNTS_TABLE}").fetchall():
-                self.kept[relation] = (digest, json.loads(counts), run)
+                kept = _counts(counts)
+                if kept is not None:  # anything else is counted again
+                    self.kept[relation] = (digest, kept, run)
         self._prefix: str | None = None
         self._digests: dict[str, str] = {}
         self._new: dict[str, tuple[str, list[int]]] = {}
@@ -65,16 +78,16 @@ class SuppressionCounts:
         return self._prefix
 
     def lookup(self, con, relation: tuple[str, str], columns: list[str], sql: str,
-               suppression: tuple[str, str]) -> list[int] | None:
-        """The counts kept for this table if its scan digest is the kept one, else None
-        (the digest is remembered for ``keep``)."""
+               suppression: tuple[str, str], width: int) -> list[int] | None:
+        """The ``width`` counts kept for this table if its scan digest is the kept one,
+        else None (the digest is remembered for ``keep``)."""
         name = ".".join(relation)
         digest = hashlib.sha256(json.dumps([
             self._keyed_prefix(con, suppression), sql, rows_digest(con, *relation, columns, extra=[columns]),
         ]).encode()).hexdigest()
         self._digests[name] = digest
         kept = self.kept.get(name)
-        if kept is not None and kept[0] == digest:
+        if kept is not None and kept[0] == digest and len(kept[1]) == width:
             self.reused[name] = kept[2]
             return kept[1]
         return None

@@ -453,8 +453,8 @@ def suppression_matches(con, counts: SuppressionCounts | None = None) -> list[Fi
         if any(column.lower() == "email" for column in read) and "_pseudonymised_at" in column_names:
             read.append("_pseudonymised_at")
         try:
-            found = counts.lookup(con, (schema, name), read, sql, (SUPPRESSION_SCHEMA, SUPPRESSION_TABLE)) \
-                if counts is not None else None
+            found = counts.lookup(con, (schema, name), read, sql, (SUPPRESSION_SCHEMA, SUPPRESSION_TABLE),
+                                  width=len(targets)) if counts is not None else None
             if found is None:
                 found = con.execute(sql).fetchall()[0]
                 if counts is not None:

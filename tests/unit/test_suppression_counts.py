@@ -122,3 +122,13 @@ def test_only_a_recording_scan_writes_and_the_table_holds_no_values(tmp_path):
     con.close()
     text = repr(rows)
     assert len(rows) == 2 and "example" not in text and "ck1" not in text
+
+
+def test_a_kept_row_that_does_not_parse_is_counted_again(tmp_path):
+    path = tmp_path / "w.duckdb"
+    _warehouse(path)
+    _record(path)
+    _write(path, f"UPDATE {COUNTS_TABLE} SET counts = 'not json' WHERE relation = 'raw_web.events'")
+    _write(path, f"UPDATE {COUNTS_TABLE} SET counts = '[0, 0]' WHERE relation = 'raw_crm.contacts'")  # one column
+    findings, counts = _reuse(path)
+    assert findings == [] and sorted(counts.counted) == ["raw_crm.contacts", "raw_web.events"]
