@@ -10,10 +10,14 @@ columns — so the report hashed the same rows again.
 A table's counts are kept with a **scan digest**, a SHA-256 over
 
 - a token of the pseudonymisation key (an HMAC of a fixed text): the digest is keyed,
-  so it cannot confirm a guessed row, and a kept count cannot be forged without the key;
+  so it cannot confirm a guessed row, and cannot be made without the key;
+- the DuckDB version and Lethe's SQL functions (``lower``/``trim`` and the HMAC macro
+  are the engine's and ours: an upgrade counts again);
 - the table's scan SQL (which columns, their normalisation, the pseudonymised-row filter);
-- a content fingerprint of the columns that SQL reads (``pipelines.fingerprint``);
-- the same fingerprint of the suppression list.
+- a content fingerprint of the columns that SQL reads, with their types
+  (``pipelines.fingerprint``), and the same fingerprint of the suppression list;
+- the counts themselves and the run that made them — so a kept count edited without
+  the key no longer matches its digest and is counted again.
 
 A scan that would make the digest kept for the table takes the kept counts and names the
 run that counted them; an insert, delete or update of those columns, a new suppression
@@ -27,9 +31,11 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import duckdb
 
+from pipelines import sql_functions
 from pipelines.fingerprint import rows_digest
 
 COUNTS_TABLE = "erasure.suppression_scan_counts"
@@ -66,7 +72,7 @@ class SuppressionCounts:
                 if kept is not None:  # anything else is counted again
                     self.kept[relation] = (digest, kept, run)
         self._prefix: str | None = None
-        self._digests: dict[str, str] = {}
+        self._inputs: dict[str, str] = {}
         self._new: dict[str, tuple[str, list[int]]] = {}
         self.reused: dict[str, str | None] = {}  # relation -> the run whose counts were taken
         self.counted: list[str] = []
@@ -74,20 +80,29 @@ class SuppressionCounts:
     def _keyed_prefix(self, con, suppression: tuple[str, str]) -> str:
         if self._prefix is None:
             key_token = con.execute("SELECT lethe_hmac(?)", [KEY_PROBE]).fetchall()[0][0]
-            self._prefix = json.dumps([key_token, rows_digest(con, *suppression, ["token"])])
+            self._prefix = json.dumps([
+                key_token, duckdb.__version__, hashlib.sha256(Path(sql_functions.__file__).read_bytes()).hexdigest(),
+                rows_digest(con, *suppression, ["token"]),
+            ])
         return self._prefix
 
-    def lookup(self, con, relation: tuple[str, str], columns: list[str], sql: str,
+    @staticmethod
+    def _digest(inputs: str, counts: list[int], run_id: str | None) -> str:
+        return hashlib.sha256(json.dumps([inputs, counts, run_id]).encode()).hexdigest()
+
+    def lookup(self, con, relation: tuple[str, str], columns: list[tuple[str, str]], sql: str,
                suppression: tuple[str, str], width: int) -> list[int] | None:
         """The ``width`` counts kept for this table if its scan digest is the kept one,
-        else None (the digest is remembered for ``keep``)."""
+        else None. ``columns``: (name, type) of the columns ``sql`` reads."""
         name = ".".join(relation)
-        digest = hashlib.sha256(json.dumps([
-            self._keyed_prefix(con, suppression), sql, rows_digest(con, *relation, columns, extra=[columns]),
-        ]).encode()).hexdigest()
-        self._digests[name] = digest
+        names = [column for column, _ in columns]
+        inputs = json.dumps([
+            self._keyed_prefix(con, suppression), sql,
+            rows_digest(con, *relation, names, extra=[[list(c) for c in columns]]),
+        ])
+        self._inputs[name] = inputs
         kept = self.kept.get(name)
-        if kept is not None and kept[0] == digest and len(kept[1]) == width:
+        if kept is not None and len(kept[1]) == width and kept[0] == self._digest(inputs, kept[1], kept[2]):
             self.reused[name] = kept[2]
             return kept[1]
         return None
@@ -95,7 +110,8 @@ class SuppressionCounts:
     def keep(self, relation: tuple[str, str], counts: list[int]) -> None:
         name = ".".join(relation)
         self.counted.append(name)
-        self._new[name] = (self._digests[name], [int(c) for c in counts])
+        counts = [int(c) for c in counts]
+        self._new[name] = (self._digest(self._inputs[name], counts, self.run_id), counts)
 
     def save(self, con) -> None:
         """Replace the kept counts of the tables counted now, in one transaction."""

@@ -449,9 +449,9 @@ def suppression_matches(con, counts: SuppressionCounts | None = None) -> list[Fi
             )
         sql = (f"WITH suppressed AS (SELECT DISTINCT lower(token) AS token FROM {suppression} "
                f"WHERE token IS NOT NULL) SELECT {', '.join(selects)}")
-        read = [column for column, _ in targets]
-        if any(column.lower() == "email" for column in read) and "_pseudonymised_at" in column_names:
-            read.append("_pseudonymised_at")
+        read = [(column, dtype) for column, dtype in columns.get((schema, name), [])
+                if column.lower() in SUPPRESSION_COLUMNS
+                or (column.lower() == "_pseudonymised_at" and any(t.lower() == "email" for t, _ in targets))]
         try:
             found = counts.lookup(con, (schema, name), read, sql, (SUPPRESSION_SCHEMA, SUPPRESSION_TABLE),
                                   width=len(targets)) if counts is not None else None
