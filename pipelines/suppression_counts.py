@@ -31,12 +31,10 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import datetime, timezone
-from pathlib import Path
 
 import duckdb
 
-from pipelines import sql_functions
-from pipelines.fingerprint import rows_digest
+from pipelines.fingerprint import engine_and_key, rows_digest
 
 COUNTS_TABLE = "erasure.suppression_scan_counts"
 KEY_PROBE = "lethe-suppression-counts-probe"
@@ -77,12 +75,13 @@ class SuppressionCounts:
         self.reused: dict[str, str | None] = {}  # relation -> the run whose counts were taken
         self.counted: list[str] = []
 
-    def _keyed_prefix(self, con, suppression: tuple[str, str]) -> str:
+    def _keyed_prefix(self, con) -> str:
+        """Engine, key and suppression list: the same for every table of one scan."""
         if self._prefix is None:
-            key_token = con.execute("SELECT lethe_hmac(?)", [KEY_PROBE]).fetchall()[0][0]
+            from pipelines.verify import SUPPRESSION_SCHEMA, SUPPRESSION_TABLE
+
             self._prefix = json.dumps([
-                key_token, duckdb.__version__, hashlib.sha256(Path(sql_functions.__file__).read_bytes()).hexdigest(),
-                rows_digest(con, *suppression, ["token"]),
+                *engine_and_key(con, KEY_PROBE), rows_digest(con, SUPPRESSION_SCHEMA, SUPPRESSION_TABLE, ["token"]),
             ])
         return self._prefix
 
@@ -91,13 +90,13 @@ class SuppressionCounts:
         return hashlib.sha256(json.dumps([inputs, counts, run_id]).encode()).hexdigest()
 
     def lookup(self, con, relation: tuple[str, str], columns: list[tuple[str, str]], sql: str,
-               suppression: tuple[str, str], width: int) -> list[int] | None:
+               width: int) -> list[int] | None:
         """The ``width`` counts kept for this table if its scan digest is the kept one,
         else None. ``columns``: (name, type) of the columns ``sql`` reads."""
         name = ".".join(relation)
         names = [column for column, _ in columns]
         inputs = json.dumps([
-            self._keyed_prefix(con, suppression), sql,
+            self._keyed_prefix(con), sql,
             rows_digest(con, *relation, names, extra=[[list(c) for c in columns]]),
         ])
         self._inputs[name] = inputs

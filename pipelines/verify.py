@@ -453,8 +453,7 @@ def suppression_matches(con, counts: SuppressionCounts | None = None) -> list[Fi
                 if column.lower() in SUPPRESSION_COLUMNS
                 or (column.lower() == "_pseudonymised_at" and any(t.lower() == "email" for t, _ in targets))]
         try:
-            found = counts.lookup(con, (schema, name), read, sql, (SUPPRESSION_SCHEMA, SUPPRESSION_TABLE),
-                                  width=len(targets)) if counts is not None else None
+            found = counts.lookup(con, (schema, name), read, sql, width=len(targets)) if counts is not None else None
             if found is None:
                 found = con.execute(sql).fetchall()[0]
                 if counts is not None:

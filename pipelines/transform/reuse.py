@@ -58,12 +58,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Mapping
 
 import duckdb
 
-from pipelines.fingerprint import rows_digest
+from pipelines.fingerprint import engine_and_key, rows_digest
 
 RECORDS_SCHEMA = "transform"
 RECORDS_TABLE = f"{RECORDS_SCHEMA}.build_records"
@@ -307,13 +306,8 @@ class BuildInputs:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, manifest: Mapping[str, Any]):
         self.manifest = manifest
-        from pipelines import sql_functions
-
-        key_token = con.execute("SELECT lethe_hmac(?)", [KEY_PROBE]).fetchall()[0][0]
-        self.environment = hashlib.sha256(json.dumps([
-            project_digest(manifest), duckdb.__version__, key_token,
-            hashlib.sha256(Path(sql_functions.__file__).read_bytes()).hexdigest(),
-        ]).encode()).hexdigest()
+        self.environment = hashlib.sha256(json.dumps(
+            [project_digest(manifest), *engine_and_key(con, KEY_PROBE)]).encode()).hexdigest()
         self.models = reusable_models(manifest)
         self.tests = reusable_tests(manifest)
         self.sources = {uid: upstream_sources(manifest, uid) for uid in [*self.models, *self.tests]}
