@@ -292,21 +292,48 @@ def _json_scalar_to_text(value) -> tuple[str | None, bool]:
 
 
 def _numbered_lines(data: bytes) -> pl.DataFrame:
-    """The file's lines split at "\n" (``number`` from 1), checked and split in polars
-    without a Python string of the file or an object per line (each costs about as much
-    time again and a copy of the file in memory). Same answer as ``decode`` and
-    ``str.split``: invalid UTF-8 is rejected by ``decode``, which says where."""
+    """The file's lines split at "\n" (``number`` from 1), without a Python string of the
+    file or an object per line (each costs about as much time again and a copy of the
+    file in memory). Same answer as ``decode`` and ``str.split``: invalid UTF-8 is
+    rejected by ``decode``, which says where."""
     if len(data) >= 2**32 - 1:  # one polars string holds at most 4 GiB
         lines = pl.Series("line", decode(data).split("\n"), dtype=pl.Utf8)
     else:
-        try:
-            whole = pl.Series("line", [data[len(codecs.BOM_UTF8):] if data.startswith(codecs.BOM_UTF8) else data],
-                              dtype=pl.Binary).cast(pl.Utf8)
-        except pl.exceptions.PolarsError:
-            decode(data)  # raises FileRejected("not_utf8", … the byte)
-            raise
-        lines = whole.str.split("\n").explode()
+        lines = _split_at_newlines(data)
     return lines.to_frame().with_row_index("number", offset=1).with_columns(pl.col("number").cast(pl.Int64))
+
+
+_NEWLINE_SCAN_BYTES = 1 << 24  # the newline search goes this far at a time (no file-sized mask)
+
+
+def _split_at_newlines(data: bytes) -> pl.Series:
+    """``data`` (less a leading BOM) split at every "\n", as UTF-8 text.
+
+    The lines are cut out of the bytes in place: the newline offsets (numpy) become the
+    offsets of one Arrow array over ``data`` itself, whose cast to text checks the UTF-8
+    — line by line, which is the whole file's check, as a newline byte never occurs
+    inside a multi-byte character. Measured on a 1.1 GB JSON Lines file of 2.76M lines:
+    4.5 s against 12.8 s for polars' ``str.split`` of the file as one string, which
+    splits on one core."""
+    import numpy as np
+    import pyarrow as pa
+
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    raw = np.frombuffer(data, dtype=np.uint8)
+    newlines = [np.flatnonzero(raw[at:at + _NEWLINE_SCAN_BYTES] == 10) + at
+                for at in range(start, len(data), _NEWLINE_SCAN_BYTES)]
+    # line i is data[offsets[i]:offsets[i + 1]]: from after a newline up to and including
+    # the next one; the last line runs to the end (empty when the file ends in "\n")
+    offsets = np.concatenate([np.array([start], dtype=np.int64), *(n.astype(np.int64) + 1 for n in newlines),
+                              np.array([len(data)], dtype=np.int64)])
+    binary = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
+    try:
+        text = binary.cast(pa.large_string())
+    except pa.ArrowInvalid:
+        decode(data)  # raises FileRejected("not_utf8", … the byte)
+        raise
+    return pl.Series("line", text, dtype=pl.Utf8).str.strip_suffix("\n")
 
 
 def read_jsonl(data: bytes, columns: list[str]) -> ReadResult:
@@ -331,10 +358,16 @@ def read_jsonl(data: bytes, columns: list[str]) -> ReadResult:
         # Per column one text (json_extract_string: a string unescaped, anything else its
         # JSON text) and one JSON type, both lists over all columns in one call each —
         # extracting each value and converting it separately cost 2–3× as much.
+        # A repeated key: the object names fewer distinct keys than it has. When it has
+        # as many keys as it has contract columns (a column's type is NULL only when its
+        # key is absent), they are distinct — each column is a key of its own — so only
+        # the other lines pay for list_distinct (1.1 GB of web events: 8.0 s → 5.5 s).
         paths = "[" + ", ".join(_json_path(name) for name in columns) + "]"
         con.execute(f"""
             CREATE TEMP TABLE lethe_values AS
-            SELECT number, texts, types, coalesce(len(keys) = len(list_distinct(keys)), false) AS usable
+            SELECT number, texts, types,
+                   coalesce(CASE WHEN len(keys) = len(list_filter(types, lambda t: t IS NOT NULL)) THEN true
+                                 ELSE len(keys) = len(list_distinct(keys)) END, false) AS usable
             FROM (
                 SELECT number,
                        CASE WHEN is_object THEN json_extract_string(line, {paths}) END AS texts,

@@ -1,5 +1,8 @@
 """Readers keep every record accounted for, with the line it started on."""
 
+import codecs
+import json
+
 import pytest
 
 from pipelines.ingest.read import LINE_COLUMN, FileRejected, read_csv, read_jsonl
@@ -220,3 +223,59 @@ def test_csv_fast_path_reads_records_running_over_line_breaks_with_csv_alone():
     assert fast.records[LINE_COLUMN].to_list() == [2, 4, 5, 9]
     assert fast.records["b"][2] == 'a\n\n4,not a record,"\n5,"q" x'
     assert [(r.line_number, r.reason) for r in fast.rejects] == [(10, "malformed_row")]  # ran to the end
+
+
+# --- JSON Lines: the lines are cut out of the bytes as str.split cuts them --------------
+
+_LINE_BYTES = st.lists(st.sampled_from(
+    [b"\n", b"\r", b"\r\n", b" ", b"{}", b'"a"', "é".encode(), "\u2028".encode(), "\u0085".encode(),
+     codecs.BOM_UTF8, b"\x00", b"\xff", b"\xc3"]), max_size=12).map(b"".join)
+
+
+@settings(max_examples=400, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(body=_LINE_BYTES, bom=st.booleans())
+def test_jsonl_lines_are_split_exactly_as_str_split_splits_the_decoded_file(body, bom):
+    """Every line and number, blank, CR-ended and last lines included, is what splitting
+    the decoded text at "\\n" gives; a file that is not UTF-8 is rejected at the same byte
+    (the split works on the bytes; a newline byte never sits inside a character). Any
+    other line breaks (U+2028, U+0085, a lone CR) stay inside their line."""
+    data = (codecs.BOM_UTF8 if bom else b"") + body
+    try:
+        expected = read_module.decode(data).split("\n")
+    except FileRejected as exc:
+        with pytest.raises(FileRejected) as err:
+            read_module._numbered_lines(data)
+        assert (err.value.reason, err.value.detail) == (exc.reason, exc.detail)
+        return
+    lines = read_module._numbered_lines(data)
+    assert lines["line"].to_list() == expected
+    assert lines["number"].to_list() == list(range(1, len(expected) + 1))
+
+
+def test_jsonl_lines_of_a_file_split_in_several_scans(monkeypatch):
+    """The newline search goes a slice at a time: lines across a slice's edge stay whole."""
+    monkeypatch.setattr(read_module, "_NEWLINE_SCAN_BYTES", 7)
+    text = '\ufeff{"id": "1"}\n\n{"id": "é\u2028"}\r\n' + "x" * 20 + "\n{}"
+    lines = read_module._numbered_lines(text.encode())
+    assert lines["line"].to_list() == text.lstrip("\ufeff").split("\n")
+
+
+_KEY_TEXT = st.sampled_from(['"id"', '"email"', '"note"', '"other"', '"\\u0069d"', '"n\\u006fte"'])
+_VALUE_TEXT = st.sampled_from(['"v"', "null", "1", "[]"])
+
+
+@settings(max_examples=300, derandomize=True)
+@given(objects=st.lists(st.lists(st.tuples(_KEY_TEXT, _VALUE_TEXT), max_size=6), min_size=1, max_size=6))
+def test_jsonl_object_is_rejected_exactly_when_it_repeats_a_key(objects):
+    """Contract keys, other keys and keys spelt with escapes, any of them repeated: a line
+    is read when its keys are distinct once unescaped (as Python's json sees them) and
+    rejected otherwise — also when the repeat is a key outside the contract."""
+    lines = ["{" + ", ".join(f"{k}: {v}" for k, v in pairs) + "}" for pairs in objects]
+    result = read_jsonl("\n".join(lines).encode(), COLS)
+
+    def repeats(line: str) -> bool:
+        keys = [k for k, _ in json.loads(line, object_pairs_hook=lambda pairs: pairs)]
+        return len(keys) != len(set(keys))
+
+    assert [r.line_number for r in result.rejects] == [n for n, line in enumerate(lines, 1) if repeats(line)]
+    assert result.records[LINE_COLUMN].to_list() == [n for n, line in enumerate(lines, 1) if not repeats(line)]
