@@ -157,7 +157,12 @@ def _lines(path: Path) -> int:
 
 
 def working_copy(source: Path, target: Path) -> Path:
-    """A private copy of a landing zone (runs rewrite and delete landing files)."""
+    """A private copy of a landing zone (runs rewrite and delete landing files), on disk
+    before it is returned. Every copy is made just before a timed run (and after the
+    previous run's files were deleted), which would otherwise share the disk with the
+    write-back of gigabytes it did not write: ingesting the S files took 112.8 s
+    straight after copying them and 98.0 s after a sync (same code, one run each)."""
     shutil.rmtree(target, ignore_errors=True)
     shutil.copytree(source, target)
+    os.sync()  # also flushes whatever the caller copied before (a warehouse, Dagster's home)
     return target
