@@ -69,7 +69,7 @@ def read_csv(data: bytes, columns: list[str]) -> ReadResult:
     ``csv`` (``_read_csv_whole``). Both give the same records, rejects and line numbers
     (a property test checks it)."""
     text = decode(data)
-    return _read_csv_by_lines(text, columns) or _read_csv_whole(text, columns)
+    return _read_csv_by_lines(text, columns, data) or _read_csv_whole(text, columns)
 
 
 def _check_header(header: list[str], columns: list[str]) -> list[str]:
@@ -85,15 +85,22 @@ def _check_header(header: list[str], columns: list[str]) -> list[str]:
     return header
 
 
-def _read_csv_by_lines(text: str, columns: list[str]) -> ReadResult | None:
-    """The fast path of ``read_csv``; None when the file needs the ``csv`` module whole."""
-    if not text or "\x00" in text or "\r" in text.replace("\r\n", ""):
+def _read_csv_by_lines(text: str, columns: list[str], data: bytes | None = None) -> ReadResult | None:
+    """The fast path of ``read_csv``; None when the file needs the ``csv`` module whole.
+    ``data``: the bytes ``text`` was decoded from (its lines are cut out of them)."""
+    if not text or "\x00" in text or text.count("\r") != text.count("\r\n"):
         return None  # csv counts a lone CR as a line break, and rejects NUL
-    lines = text.split("\n")
+    if data is None:
+        data = text.encode("utf-8")
+    if len(data) >= 2**32 - 1:  # one polars string holds at most 4 GiB
+        lines = pl.Series("line", text.split("\n"), dtype=pl.Utf8)
+    else:
+        lines = _split_at_newlines(data)
     if lines[-1] == "":
-        lines.pop()
-    lines = [line[:-1] if line.endswith("\r") else line for line in lines] if "\r" in text else lines
-    if not lines or max(map(len, lines)) > csv.field_size_limit():
+        lines = lines.head(-1)
+    if "\r" in text:
+        lines = lines.str.strip_suffix("\r")
+    if not lines.len() or lines.str.len_chars().max() > csv.field_size_limit():
         return None
     header_rows = parse_lines([lines[0]])
     if header_rows is None or not header_rows[0]:
@@ -101,7 +108,7 @@ def _read_csv_by_lines(text: str, columns: list[str]) -> ReadResult | None:
     header = _check_header(header_rows[0], columns)
     width = len(header)
 
-    frame = pl.DataFrame({"line": pl.Series(lines[1:], dtype=pl.Utf8)}).with_row_index("number", offset=2)
+    frame = lines.slice(1).to_frame("line").with_row_index("number", offset=2)
     frame = frame.with_columns(pl.col("number").cast(pl.Int64)).filter(pl.col("line") != "")
     quoted = frame.filter(pl.col("line").str.contains('"', literal=True))
     quoted_rows: list[tuple[int, list[str]]] = []
