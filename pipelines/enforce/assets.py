@@ -446,7 +446,7 @@ def _results(context, outcomes, proofs, passed, *, due: int, completed: int, lan
             # them (what enforcement would fix) without blocking
             severity=AssetCheckSeverity.WARN if dry_run else AssetCheckSeverity.ERROR,
             metadata={"offending_rows": proof.offending, "validated_by": "great_expectations",
-                      "dry_run": dry_run},
+                      "dry_run": dry_run, **({"note": proof.note} if proof.note else {})},
         )
 
 

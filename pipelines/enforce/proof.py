@@ -69,13 +69,16 @@ def rows_past_retention(con) -> int:
     return total
 
 
-def erased_subject_rows(con, counts: SuppressionCounts | None = None) -> int:
+def erased_subject_rows(con, counts: SuppressionCounts | None = None) -> tuple[int, list[str]]:
     """Rows naming an erased subject: clear values whose HMAC is on the suppression list
     (with ``counts``: kept counts for unchanged tables), and pseudonymised rows that
-    carry a suppressed token itself."""
-    from pipelines.verify import suppression_matches
+    carry a suppressed token itself — and the tables that could not be searched (a scan
+    that failed, e.g. out of memory), about which nothing is proven."""
+    from pipelines.verify import UNREADABLE, suppression_matches
 
-    total = sum(f.count for f in suppression_matches(con, counts) if f.check == "suppression_match")
+    findings = suppression_matches(con, counts)
+    unsearched = sorted(f.place for f in findings if f.check == UNREADABLE)
+    total = sum(f.count for f in findings if f.check == "suppression_match")
     for contract in load_contracts():
         if contract.raw_schema == "raw_requests":
             continue  # completed requests and holds keep exactly the token, on purpose
@@ -86,7 +89,7 @@ def erased_subject_rows(con, counts: SuppressionCounts | None = None) -> int:
                     WHERE _pseudonymised_at IS NOT NULL
                       AND ({' OR '.join(f"{c} IN (SELECT token FROM erasure.suppression_list)" for c in columns)})"""
             ).fetchall()[0][0]
-    return total
+    return total, unsearched
 
 
 def malformed_pseudonym_queries(quote, matches) -> list[str]:
@@ -120,21 +123,33 @@ def unreconciled(con) -> int:
     return sum(len(unreconciled_files(con, c)) for c in load_contracts())
 
 
+def erased_subject_proof(con: duckdb.DuckDBPyConnection, counts: SuppressionCounts | None = None) -> Proof:
+    """The erased-subject proof (``erased_subject_rows``); keeps the counts when ``counts``
+    records. A table that could not be searched counts as one offending row, named in
+    the note: nothing is proven about it, so it must not pass as 0."""
+    erased, unsearched = erased_subject_rows(con, counts)
+    if counts is not None:
+        counts.save(con)
+    notes = [counts.note()] if counts is not None else []
+    if unsearched:
+        notes.append(f"{len(unsearched)} table(s) could not be searched and count as offending: "
+                     + ", ".join(unsearched))
+    return Proof("no_erased_subject_rows", "0 rows of an erased subject anywhere (HMAC match on the suppression list)",
+                 erased + len(unsearched), note="; ".join(n for n in notes if n))
+
+
 def compute_proofs(con: duckdb.DuckDBPyConnection, now: datetime,
                    counts: SuppressionCounts | None = None) -> list[Proof]:
     """Every proof, counted now; with ``counts`` the erased-subject proof takes the kept
     counts of tables unchanged since they were counted (``pipelines.suppression_counts``)
     and keeps its own when ``counts`` records."""
-    erased = erased_subject_rows(con, counts)
-    if counts is not None:
-        counts.save(con)
+    erased = erased_subject_proof(con, counts)
     return [
         Proof("no_rows_decided_purge_remain", "0 rows in any table whose current decision is purge",
               rows_decided_purge_remaining(con)),
         Proof("no_rows_past_retention", "0 event or quarantine rows past retention (legal holds excepted)",
               rows_past_retention(con)),
-        Proof("no_erased_subject_rows", "0 rows of an erased subject anywhere (HMAC match on the suppression list)",
-              erased, note=counts.note() if counts is not None else ""),
+        erased,
         Proof("pseudonyms_well_formed", "every pseudonymised identifier is a 64-hex token or an IP network",
               malformed_pseudonyms(con)),
         Proof("rows_reconcile", "per landing file: read = loaded + quarantined + suppressed, minus purges",

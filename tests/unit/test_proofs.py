@@ -75,3 +75,48 @@ def test_a_suppressed_cookie_id_is_matched_even_in_a_pseudonymised_row():
     con.execute("INSERT INTO raw_web.events (cookie_id, _pseudonymised_at) VALUES (?, now())", [cookie])
     assert malformed_pseudonyms(con) == 0  # the shape proof cannot see it
     assert {f.place: f.count for f in suppression_matches(con)} == {"raw_web.events.cookie_id": 1}
+
+
+def test_a_table_that_could_not_be_searched_fails_the_erased_subject_proof():
+    """A scan that fails (out of memory, say) proves nothing about its table: the proof
+    counts the table against itself and names it, never passes it as 0 rows."""
+    from pipelines.enforce.proof import erased_subject_proof
+    from pipelines.pseudonym import hmac_token
+    from pipelines.sql_functions import install_sql_functions
+
+    key = b"k" * 32
+    con = _warehouse()
+    install_sql_functions(con, key)
+    con.execute("CREATE SCHEMA erasure")
+    con.execute("CREATE TABLE erasure.suppression_list (token VARCHAR, identifier_type VARCHAR, "
+                "subject_key VARCHAR, request_id VARCHAR, suppressed_at TIMESTAMP)")
+    con.execute("INSERT INTO erasure.suppression_list VALUES (?, 'email', 's', 'R1', now())",
+                [hmac_token("gone@example.org", key)])
+    con.execute("INSERT INTO raw_web.events (cookie_id) VALUES ('ck-1')")
+
+    searched = erased_subject_proof(con)
+    assert (searched.offending, searched.note) == (0, "")
+
+    class ScanFailsOn:
+        """Stands in for the kept counts: the scan of one table fails as DuckDB's would."""
+
+        def __init__(self, table):
+            self.table = table
+
+        def lookup(self, con, relation, columns, sql, width):
+            if ".".join(relation) == self.table:
+                raise duckdb.OutOfMemoryException("failed to allocate")
+            return None
+
+        def keep(self, relation, counts):
+            pass
+
+        def save(self, con):
+            pass
+
+        def note(self):
+            return ""
+
+    failed = erased_subject_proof(con, ScanFailsOn("raw_web.events"))
+    assert failed.offending == 1
+    assert failed.note == "1 table(s) could not be searched and count as offending: raw_web.events"
