@@ -90,8 +90,8 @@ def _read_csv_by_lines(text: str, columns: list[str], data: bytes | None = None)
     ``data``: the bytes ``text`` was decoded from (its lines are cut out of them)."""
     if not text or "\x00" in text or text.count("\r") != text.count("\r\n"):
         return None  # csv counts a lone CR as a line break, and rejects NUL
-    if data is None:
-        data = text.encode("utf-8")
+    if data is None:  # a BOM for the split to take off, so a U+FEFF that begins the text stays
+        data = codecs.BOM_UTF8 + text.encode("utf-8")
     if len(data) >= 2**32 - 1:  # one polars string holds at most 4 GiB
         lines = pl.Series("line", text.split("\n"), dtype=pl.Utf8)
     else:
