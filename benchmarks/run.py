@@ -297,6 +297,8 @@ def report(result: dict) -> str:
     for stage, ratio in result["ratios"].items():
         lines.append(f"  {stage:<40}{ratio:>10.2f}x")
     lines.append(f"  {'framework start-up (pipeline, s)':<40}{result['startup_seconds']:>10.2f}")
+    if len(result.get("runs", [])) > 1:
+        lines.append(f"  {'each run, pipeline / reference (s)':<40}  " + _runs(result["runs"]))
     same = result["same_final_counts"]
     lines += ["", "Final rows per raw table (pipeline / reference): " + ("EQUAL" if same else "DIFFERENT — not like for like")]
     for table, n in result["final_counts"]["pipeline"].items():
@@ -312,7 +314,13 @@ def report(result: dict) -> str:
         lines.append(f"  {'total':<40}{er['reference']['seconds']:>10.2f}")
         lines.append(f"  ratio pipeline / reference: {er['ratio']:.2f}x "
                      f"(without the pipeline's start-up: {er['ratio_without_startup']:.2f}x)")
+        if len(er.get("runs", [])) > 1:
+            lines.append("  each run, pipeline / reference (s): " + _runs(er["runs"]))
     return "\n".join(lines)
+
+
+def _runs(runs: list[dict]) -> str:
+    return ", ".join(f"{r['pipeline']:.1f} / {r['reference']:.1f}" for r in runs)
 
 
 def _sum(rows: list[dict], names: tuple[str, ...]) -> float:
@@ -378,6 +386,8 @@ def benchmark(scale: str, repeat: int, bench_dir: Path, memory_limit: str | None
             "pipeline": {"seconds": p_sec, "stages": _median_rows([ps for (_, ps), _, _ in runs])},
             "reference": {"seconds": r_sec, "stages": _median_rows([rs for _, (_, rs), _ in runs])},
             "ratio": p_sec / r_sec, "ratio_without_startup": (p_sec - p_start) / r_sec,
+            # each repeat's totals, in order (the medians above hide how far they spread)
+            "runs": [{"pipeline": pm.seconds, "reference": rm.seconds} for (pm, _), (rm, _), _ in runs],
         })
     return {
         "scale": scale, "repeat": repeat, "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -389,6 +399,8 @@ def benchmark(scale: str, repeat: int, bench_dir: Path, memory_limit: str | None
         "pipeline": {"seconds": p_total, "peak_rss": max(m.peak_rss for m, _ in pipeline_runs), "stages": p_stages},
         "reference": {"seconds": r_total, "peak_rss": max(m.peak_rss for m, _ in reference_runs), "stages": r_stages},
         "ratios": ratios, "startup_seconds": startup,
+        "runs": [{"pipeline": pm.seconds, "reference": rm.seconds}
+                 for (pm, _), (rm, _) in zip(pipeline_runs, reference_runs)],
         "final_counts": {"pipeline": counts, "reference": ref_result["final_counts"]},
         "pseudonymised": {"pipeline": pseudo, "reference": ref_result["pseudonymised_counts"]},
         "same_final_counts": counts == ref_result["final_counts"] and pseudo == ref_result["pseudonymised_counts"],
