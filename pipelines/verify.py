@@ -436,12 +436,12 @@ def suppression_matches(con, counts: SuppressionCounts | None = None) -> list[Fi
         # cookie id may itself be 64 hex digits, which the shape proof cannot tell from
         # a token.
         relation = f"{_quote(schema)}.{_quote(name)}"
-        column_names = {c.lower() for c, _ in columns.get((schema, name), [])}
+        # the emails are read from clear rows only where the table has the stamp
+        stamped = "_pseudonymised_at" in {c.lower() for c, _ in columns.get((schema, name), [])}
         selects = []
         for column, norm in targets:
             value = norm.format(f"CAST({_quote(column)} AS VARCHAR)")
-            clear = " AND _pseudonymised_at IS NULL" if (
-                column.lower() == "email" and "_pseudonymised_at" in column_names) else ""
+            clear = " AND _pseudonymised_at IS NULL" if column.lower() == "email" and stamped else ""
             selects.append(
                 f"(SELECT count(*) FROM {relation} WHERE {value} IN ("
                 f"SELECT v FROM (SELECT DISTINCT {value} AS v FROM {relation} WHERE true{clear}) "
@@ -449,9 +449,9 @@ def suppression_matches(con, counts: SuppressionCounts | None = None) -> list[Fi
             )
         sql = (f"WITH suppressed AS (SELECT DISTINCT lower(token) AS token FROM {suppression} "
                f"WHERE token IS NOT NULL) SELECT {', '.join(selects)}")
+        reads_stamp = stamped and any(column.lower() == "email" for column, _ in targets)
         read = [(column, dtype) for column, dtype in columns.get((schema, name), [])
-                if column.lower() in SUPPRESSION_COLUMNS
-                or (column.lower() == "_pseudonymised_at" and any(t.lower() == "email" for t, _ in targets))]
+                if column.lower() in SUPPRESSION_COLUMNS or (reads_stamp and column.lower() == "_pseudonymised_at")]
         try:
             found = counts.lookup(con, (schema, name), read, sql, width=len(targets)) if counts is not None else None
             if found is None:

@@ -74,11 +74,11 @@ def erased_subject_rows(con, counts: SuppressionCounts | None = None) -> tuple[i
     (with ``counts``: kept counts for unchanged tables), and pseudonymised rows that
     carry a suppressed token itself — and the tables that could not be searched (a scan
     that failed, e.g. out of memory), about which nothing is proven."""
-    from pipelines.verify import UNREADABLE, suppression_matches
+    from pipelines.verify import SUPPRESSION_MATCH, UNREADABLE, suppression_matches
 
     findings = suppression_matches(con, counts)
     unsearched = sorted(f.place for f in findings if f.check == UNREADABLE)
-    total = sum(f.count for f in findings if f.check == "suppression_match")
+    total = sum(f.count for f in findings if f.check == SUPPRESSION_MATCH)
     for contract in load_contracts():
         if contract.raw_schema == "raw_requests":
             continue  # completed requests and holds keep exactly the token, on purpose

@@ -92,10 +92,7 @@ def _read_csv_by_lines(text: str, columns: list[str], data: bytes | None = None)
         return None  # csv counts a lone CR as a line break, and rejects NUL
     if data is None:  # a BOM for the split to take off, so a U+FEFF that begins the text stays
         data = codecs.BOM_UTF8 + text.encode("utf-8")
-    if len(data) >= 2**32 - 1:  # one polars string holds at most 4 GiB
-        lines = pl.Series("line", text.split("\n"), dtype=pl.Utf8)
-    else:
-        lines = _split_at_newlines(data)
+    lines = _lines(data, text)
     if lines[-1] == "":
         lines = lines.head(-1)
     if "\r" in text:
@@ -303,11 +300,15 @@ def _numbered_lines(data: bytes) -> pl.DataFrame:
     file or an object per line (each costs about as much time again and a copy of the
     file in memory). Same answer as ``decode`` and ``str.split``: invalid UTF-8 is
     rejected by ``decode``, which says where."""
-    if len(data) >= 2**32 - 1:  # one polars string holds at most 4 GiB
-        lines = pl.Series("line", decode(data).split("\n"), dtype=pl.Utf8)
-    else:
-        lines = _split_at_newlines(data)
-    return lines.to_frame().with_row_index("number", offset=1).with_columns(pl.col("number").cast(pl.Int64))
+    return _lines(data).to_frame().with_row_index("number", offset=1).with_columns(pl.col("number").cast(pl.Int64))
+
+
+def _lines(data: bytes, text: str | None = None) -> pl.Series:
+    """``data`` split at "\n" as ``decode(data).split("\n")`` splits it (``text``: that
+    decoded text, when the caller has it)."""
+    if len(data) >= 2**32 - 1:  # kept as before for files of 4 GiB and more (not measured there)
+        return pl.Series("line", (decode(data) if text is None else text).split("\n"), dtype=pl.Utf8)
+    return _split_at_newlines(data)
 
 
 _NEWLINE_SCAN_BYTES = 1 << 24  # the newline search goes this far at a time (no file-sized mask)
