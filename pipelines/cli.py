@@ -47,6 +47,10 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tell(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
 def run_pipeline(paths: LethePaths, as_of: str, progress: bool = True, dry_run: bool = False,
                  job_name: str = "run_pipeline_job", target: str | None = None):
     """Materialise a job's assets in-process through Dagster; return the execution result."""
@@ -135,24 +139,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     # and put the dbt log beside the warehouse (it holds node names and counts, no rows).
     log_path = paths.home / "logs" / "last_run_dbt.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", encoding="utf-8") as dbt_log:
-        with contextlib.redirect_stdout(sys.stderr if args.verbose else dbt_log):
-            result = run_pipeline(paths, as_of, progress=not args.quiet, dry_run=args.dry_run,
-                                  job_name=getattr(args, "job", "run_pipeline_job"), target=target)
-    passed, failed = check_outcomes(result)
-    if target == "spark":
-        return _finish_spark_run(result, passed, failed, started)
-    with duckdb.connect(str(paths.warehouse), read_only=True) as con:
-        text = format_summary(
-            table_summaries(con, load_contracts(), result.run_id), quarantine_reasons(con), passed, failed,
-            decisions=decision_reasons(con, result.run_id),
-            consent=consent_quality(con),
-            vendor_skipped=skipped_totals(con),
-            checks_standing=standing_checks(result),
-        )
-    from pipelines.enforce.compact import clean_spill_directory
+    from pipelines.run_lock import hold_warehouse
 
-    clean_spill_directory()  # every connection is closed: nothing may still spill
+    # held from before the job until the spill directory is cleaned: the job's own hold
+    # (the warehouse resource) ends with the job, and another run must not start spilling
+    # into the directory cleaned below
+    with hold_warehouse(paths.warehouse, f"`lethe run` ({getattr(args, 'job', 'run_pipeline_job')})",
+                        on_wait=_tell):
+        with open(log_path, "w", encoding="utf-8") as dbt_log:
+            with contextlib.redirect_stdout(sys.stderr if args.verbose else dbt_log):
+                result = run_pipeline(paths, as_of, progress=not args.quiet, dry_run=args.dry_run,
+                                      job_name=getattr(args, "job", "run_pipeline_job"), target=target)
+        passed, failed = check_outcomes(result)
+        if target == "spark":
+            return _finish_spark_run(result, passed, failed, started)
+        with duckdb.connect(str(paths.warehouse), read_only=True) as con:
+            text = format_summary(
+                table_summaries(con, load_contracts(), result.run_id), quarantine_reasons(con), passed, failed,
+                decisions=decision_reasons(con, result.run_id),
+                consent=consent_quality(con),
+                vendor_skipped=skipped_totals(con),
+                checks_standing=standing_checks(result),
+            )
+        from pipelines.enforce.compact import clean_spill_directory
+
+        clean_spill_directory()  # every connection is closed: nothing may still spill
     print(text)
     print(f"\nRun {result.run_id} {'succeeded' if result.success else 'FAILED'} in {time.monotonic() - started:.1f}s")
     if result.success and not args.dry_run:
@@ -419,15 +430,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
         print(f"error: no warehouse at {paths.warehouse} (run `lethe run` first)", file=sys.stderr)
         return 2
     target = Path(args.out).expanduser().resolve() if args.out else paths.home / "analyst.duckdb"
-    try:
-        result = publish_analyst_db(paths.warehouse, target)
-    except PublishError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     from pipelines.enforce.assets import audit_mirror_path
     from pipelines.publish import record_publication
+    from pipelines.run_lock import hold_warehouse
 
-    record_publication(paths.warehouse, result, mirror_path=audit_mirror_path())
+    with hold_warehouse(paths.warehouse, "`lethe publish`", on_wait=_tell):  # it writes the audit row
+        try:
+            result = publish_analyst_db(paths.warehouse, target)
+        except PublishError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        record_publication(paths.warehouse, result, mirror_path=audit_mirror_path())
     for table, rows in result.tables.items():
         print(f"{table:<28} {rows:>12,} rows")
     as_of = result.as_of.strftime("%Y-%m-%dT%H:%M:%SZ") if result.as_of else "?"
@@ -450,13 +463,16 @@ def cmd_access(args: argparse.Namespace) -> int:
     except MissingKeyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from pipelines.run_lock import hold_warehouse
+
     try:
-        result = export_subject(
-            paths.warehouse, args.email, Path(args.out).expanduser(), key, request_id=args.request_id,
-            mirror_path=audit_mirror_path(),
-            protected_roots=[paths.home, paths.landing, paths.dagster_home,
-                             DBT_PROJECT_DIR / "target", DBT_PROJECT_DIR / "logs"],
-        )
+        with hold_warehouse(paths.warehouse, "`lethe access`", on_wait=_tell):  # it writes the audit row
+            result = export_subject(
+                paths.warehouse, args.email, Path(args.out).expanduser(), key, request_id=args.request_id,
+                mirror_path=audit_mirror_path(),
+                protected_roots=[paths.home, paths.landing, paths.dagster_home,
+                                 DBT_PROJECT_DIR / "target", DBT_PROJECT_DIR / "logs"],
+            )
     except (WarehouseBusyError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -603,10 +619,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import duckdb
 
+    from pipelines.run_lock import WarehouseBusy
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ValueError as exc:  # bad flags, contracts or policy: say what, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except WarehouseBusy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except duckdb.IOException as exc:

@@ -12,18 +12,35 @@ from pathlib import Path
 from typing import Iterator
 
 import duckdb
-from dagster import ConfigurableResource
+from dagster import ConfigurableResource, InitResourceContext
 
 from pipelines.settings import LethePaths
 
 
 class WarehouseResource(ConfigurableResource):
-    """The DuckDB file everything is loaded into (``LETHE_WAREHOUSE`` by default)."""
+    """The DuckDB file everything is loaded into (``LETHE_WAREHOUSE`` by default).
+
+    A run holds the warehouse's lock (``pipelines/run_lock.py``) from its start to its
+    end — Lethe's jobs use the in-process executor, which sets the resource up once per
+    run — so two runs, or a run and `lethe access`, never interleave; a run started while
+    another holds it waits for it to finish."""
 
     path: str = ""
 
     def resolved_path(self) -> Path:
         return LethePaths.resolve(warehouse=self.path or None).warehouse
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        from pipelines.run_lock import acquire
+
+        run_id = context.run_id or "?"
+        log = context.log.info if context.log is not None else None
+        acquire(self.resolved_path(), f"Dagster run {run_id}", on_wait=log)
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        from pipelines.run_lock import release
+
+        release(self.resolved_path())
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -1,0 +1,145 @@
+"""One writer of a warehouse at a time, for the whole of its work.
+
+DuckDB locks the warehouse file only while a connection is open, and a Lethe run opens
+and closes many (each step, each dbt command). Between them a second run, or `lethe
+access` / `lethe publish`, could take the file: steps of two runs interleaving, a spill
+directory cleaned under a query that is using it, and — the one that loses data — a
+write landing in the old file between compaction closing it and swapping the fresh copy
+in. So every run (Dagster's in-process executor: the warehouse resource holds it from
+the run's start to its end) and every CLI command that writes takes an exclusive lock
+on ``<warehouse>.lock`` first, waiting for the holder to finish.
+
+The lock is ``flock`` on that file: the kernel releases it when the holder exits, so a
+killed run never leaves a stale lock to clear by hand. The file names its holder (pid,
+what, since when — never data) for the message of whoever waits. Re-entrant within a
+process: ``lethe run`` holds it around the job, whose resource takes it again.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+WAIT_ENV = "LETHE_LOCK_WAIT_SECONDS"
+DEFAULT_WAIT_SECONDS = 3600.0  # a nightly run at S scale takes minutes; at L, hours
+POLL_SECONDS = 1.0
+
+_held: dict[Path, tuple[int, int]] = {}  # lock path -> (fd, depth) in this process
+_guard = threading.Lock()
+
+
+class WarehouseBusy(RuntimeError):
+    """Another process held the warehouse for longer than the wait allowed."""
+
+
+def lock_path(warehouse: Path) -> Path:
+    warehouse = Path(warehouse).resolve()
+    return warehouse.with_name(warehouse.name + ".lock")
+
+
+def wait_seconds() -> float:
+    value = os.environ.get(WAIT_ENV, "").strip()
+    if not value:
+        return DEFAULT_WAIT_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ValueError(f"{WAIT_ENV} must be a number of seconds, got {value!r}") from None
+    if seconds < 0:
+        raise ValueError(f"{WAIT_ENV} must not be negative, got {value!r}")
+    return seconds
+
+
+def holder_of(path: Path) -> str:
+    """Who holds (or last held) the lock, as its file says; '' when it says nothing."""
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(record, dict):
+        return ""
+    parts = [f"{record.get('what', 'a process')}", f"pid {record.get('pid', '?')}"]
+    if record.get("since"):
+        parts.append(f"since {record['since']}")
+    return ", ".join(str(p) for p in parts)
+
+
+@contextmanager
+def hold_warehouse(warehouse: Path, what: str, *, wait: float | None = None,
+                   on_wait: Callable[[str], None] | None = None) -> Iterator[Path]:
+    """Hold the warehouse's lock for the block (``acquire`` … ``release``)."""
+    path = acquire(warehouse, what, wait=wait, on_wait=on_wait)
+    try:
+        yield path
+    finally:
+        release(warehouse)
+
+
+def acquire(warehouse: Path, what: str, *, wait: float | None = None,
+            on_wait: Callable[[str], None] | None = None) -> Path:
+    """Take the warehouse's lock, waiting up to ``wait`` seconds (``LETHE_LOCK_WAIT_SECONDS``,
+    default an hour) for another holder to finish; raises ``WarehouseBusy`` naming the
+    holder if it does not. ``on_wait`` is told once, with the holder, when this has to
+    wait. ``what`` describes this holder to others (no data). Each ``acquire`` needs its
+    ``release``; a process that holds it already only counts one more."""
+    path = lock_path(warehouse)
+    with _guard:
+        if path in _held:
+            fd, depth = _held[path]
+            _held[path] = (fd, depth + 1)
+            return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        _acquire(fd, path, wait_seconds() if wait is None else wait, on_wait)
+        record = {"pid": os.getpid(), "what": what,
+                  "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(record).encode("utf-8"), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    with _guard:
+        _held[path] = (fd, 1)
+    return path
+
+
+def release(warehouse: Path) -> None:
+    """Undo one ``acquire``; the last one releases the lock."""
+    path = lock_path(warehouse)
+    with _guard:
+        fd, depth = _held[path]
+        if depth > 1:
+            _held[path] = (fd, depth - 1)
+            return
+        del _held[path]
+    # the holder's record stays in the file (it says who held it last); closing the
+    # descriptor releases the lock
+    os.close(fd)
+
+
+def _acquire(fd: int, path: Path, wait: float, on_wait) -> None:
+    deadline = time.monotonic() + wait
+    told = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        holder = holder_of(path) or "another process"
+        if time.monotonic() >= deadline:
+            raise WarehouseBusy(
+                f"the warehouse is in use by {holder} (lock {path}); waited {wait:.0f} s "
+                f"({WAIT_ENV}). Nothing was done: run this again when it has finished")
+        if not told and on_wait is not None:
+            on_wait(f"waiting for {holder} to finish with the warehouse (lock {path}; up to {wait:.0f} s)")
+            told = True
+        time.sleep(min(POLL_SECONDS, max(deadline - time.monotonic(), 0.0)))

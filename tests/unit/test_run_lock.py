@@ -1,0 +1,184 @@
+"""The warehouse lock: one writer (a run, `lethe access`, `lethe publish`) at a time."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from pipelines.run_lock import WAIT_ENV, WarehouseBusy, acquire, hold_warehouse, lock_path, release
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _holder(warehouse: Path, seconds: float) -> subprocess.Popen:
+    """Another process holding the lock for ``seconds``; it prints 'held' once it has it."""
+    code = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from pipelines.run_lock import hold_warehouse
+        with hold_warehouse(Path({str(warehouse)!r}), "a test holder", wait=0):
+            print("held", flush=True)
+            time.sleep({seconds})
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_holder_gives_up_after_its_wait_naming_the_first(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    proc = _holder(warehouse, 30)
+    try:
+        started = time.monotonic()
+        with pytest.raises(WarehouseBusy, match=rf"a test holder, pid {proc.pid}, since .*waited 1 s"):
+            with hold_warehouse(warehouse, "second", wait=1.0):
+                pytest.fail("took a lock another process holds")
+        assert 0.9 <= time.monotonic() - started < 10
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_waiting_holder_is_told_once_and_goes_on_when_the_first_finishes(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    proc = _holder(warehouse, 2)
+    told = []
+    started = time.monotonic()
+    try:
+        with hold_warehouse(warehouse, "second", wait=60, on_wait=told.append):
+            assert time.monotonic() - started > 1.5  # only once the first had finished
+            assert '"what": "second"' in lock_path(warehouse).read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert len(told) == 1 and "a test holder" in told[0]
+
+
+def test_a_killed_holder_leaves_no_lock_behind(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    proc = _holder(warehouse, 60)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with hold_warehouse(warehouse, "after the crash", wait=0):
+        pass
+
+
+def test_one_process_takes_it_again_and_keeps_it_until_the_last_release(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    acquire(warehouse, "outer", wait=0)
+    try:
+        with hold_warehouse(warehouse, "inner", wait=0):
+            pass
+        # the inner release did not free it: another process still cannot take it
+        probe = subprocess.run(
+            [sys.executable, "-c", "from pathlib import Path; from pipelines.run_lock import hold_warehouse\n"
+             f"with hold_warehouse(Path({str(warehouse)!r}), 'probe', wait=0): pass"],
+            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert probe.returncode != 0 and "WarehouseBusy" in probe.stderr and "outer" in probe.stderr
+    finally:
+        release(warehouse)
+    with hold_warehouse(warehouse, "free again", wait=0):
+        pass
+
+
+def test_the_wait_comes_from_the_environment_and_is_checked(tmp_path, monkeypatch):
+    monkeypatch.setenv(WAIT_ENV, "soon")
+    with pytest.raises(ValueError, match=WAIT_ENV):
+        with hold_warehouse(tmp_path / "w.duckdb", "x"):
+            pass
+    monkeypatch.setenv(WAIT_ENV, "-1")
+    with pytest.raises(ValueError, match="negative"):
+        with hold_warehouse(tmp_path / "w.duckdb", "x"):
+            pass
+
+
+@pytest.fixture
+def lethe_home(tmp_path, monkeypatch, pseudonym_key):
+    home = tmp_path / "home"
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    monkeypatch.setenv("LETHE_HOME", str(home))
+    monkeypatch.setenv("LETHE_LANDING", str(landing))
+    for var in ("LETHE_WAREHOUSE", "DAGSTER_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv(WAIT_ENV, "0")
+    return home
+
+
+def test_lethe_run_does_nothing_while_another_process_holds_the_warehouse(lethe_home, capsys):
+    """`lethe run` while another process holds the warehouse (wait 0): exit 2, the holder
+    named, no run started (no Dagster run, nothing written)."""
+    from pipelines.cli import main
+
+    warehouse = lethe_home / "warehouse.duckdb"
+    proc = _holder(warehouse, 60)
+    try:
+        assert main(["run", "--as-of", "2026-11-30T00:00:00Z", "--quiet"]) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "in use by a test holder" in capsys.readouterr().err
+    assert not warehouse.exists()
+    assert not (lethe_home / "dagster_home" / "history").exists()
+
+
+@pytest.mark.parametrize("command", [
+    ["publish"],
+    ["access", "--email", "someone@example.com", "--out", "{out}"],
+])
+def test_commands_that_write_the_audit_log_wait_for_the_warehouse_too(lethe_home, tmp_path, capsys, command):
+    import duckdb
+
+    from pipelines.cli import main
+
+    warehouse = lethe_home / "warehouse.duckdb"
+    warehouse.parent.mkdir(parents=True)
+    duckdb.connect(str(warehouse)).close()
+    before = warehouse.read_bytes()
+    proc = _holder(warehouse, 60)
+    try:
+        assert main([part.format(out=tmp_path / "export") for part in command]) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "in use by a test holder" in capsys.readouterr().err
+    assert warehouse.read_bytes() == before and not (tmp_path / "export").exists()
+
+
+def test_a_dagster_run_takes_the_lock_for_its_whole_length(tmp_path, monkeypatch):
+    """The warehouse resource holds the lock from the run's start to its end: a run that
+    cannot have it fails before any step writes."""
+    from dagster import asset, materialize
+
+    from pipelines.resources import WarehouseResource
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    seen = []
+
+    @asset
+    def first(warehouse: WarehouseResource):
+        seen.append(lock_path(warehouse.resolved_path()).read_text())
+
+    @asset(deps=[first])
+    def second(warehouse: WarehouseResource):
+        seen.append(lock_path(warehouse.resolved_path()).read_text())
+
+    resources = {"warehouse": WarehouseResource(path=str(warehouse))}
+    result = materialize([first, second], resources=resources)
+    assert result.success and len(seen) == 2 and seen[0] == seen[1] and result.run_id in seen[0]
+
+    monkeypatch.setenv(WAIT_ENV, "0")
+    proc = _holder(warehouse, 60)
+    try:
+        seen.clear()
+        blocked = materialize([first, second], resources=resources, raise_on_error=False)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not blocked.success and seen == []
