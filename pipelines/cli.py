@@ -322,51 +322,54 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"error: no warehouse at {paths.warehouse} (run `lethe run` first, or pass --warehouse)",
               file=sys.stderr)
         return 2
-    failures = 0
-    con = duckdb.connect(str(paths.warehouse), read_only=True)
-    try:
-        con.execute("SET enable_progress_bar = false")
-        install_sql_functions(con)
-        now = datetime.now(timezone.utc)
-        from pipelines.spark.ship import rows_moved_to_spark
+    from pipelines.run_lock import reading_warehouse
 
-        if rows_moved_to_spark(con):
-            # the rows live on Spark: count the proofs there (bookkeeping from this file)
-            problem = spark_problem()
-            if problem:
-                print(f"error: this warehouse's rows are on Spark and {problem}", file=sys.stderr)
-                return 2
-            from pipelines.spark.connection import spark_cursor
-            from pipelines.spark.proofs import compute_spark_proofs
-            from pipelines.spark.run import prepare_key
+    with reading_warehouse(paths.warehouse, "`lethe verify`", on_wait=_tell):
+        failures = 0
+        con = duckdb.connect(str(paths.warehouse), read_only=True)
+        try:
+            con.execute("SET enable_progress_bar = false")
+            install_sql_functions(con)
+            now = datetime.now(timezone.utc)
+            from pipelines.spark.ship import rows_moved_to_spark
 
-            prepare_key(paths.home)
-            with spark_cursor() as cursor:
-                proofs = compute_spark_proofs(cursor, con, now)
-            print(f"(rows on Spark at {spark_endpoint_text()}: proofs counted there; the subject search "
-                  "below covers this DuckDB file and the files under the Lethe home)")
-        else:
-            proofs = compute_proofs(con, now)
-        for proof in proofs:
-            status = "ok" if proof.offending == 0 else f"FAIL ({proof.offending:,} offending)"
-            failures += proof.offending != 0
-            print(f"{proof.name:<32} {status}")
-        problems = verify_audit_log(con, audit_mirror_path())
-        print(f"{'audit_log_chain':<32} {'ok' if not problems else f'FAIL ({len(problems)} problems)'}")
-        failures += bool(problems)
-        if args.email:
-            roots = [paths.home, paths.landing, paths.warehouse, DBT_PROJECT_DIR / "target", DBT_PROJECT_DIR / "logs"]
-            progress = StepProgress()
-            findings = verify_subject(con, args.email, roots, paths.home,
-                                      progress=progress.step, on_file=progress.files)
-            progress.done()
-            real = [f for f in findings if f.count > 0]
-            print(f"{'subject_search':<32} {'ok: found nowhere' if not real else 'FAIL'}")
-            if findings:
-                print(format_findings(findings))
-            failures += bool(real)
-    finally:
-        con.close()
+            if rows_moved_to_spark(con):
+                # the rows live on Spark: count the proofs there (bookkeeping from this file)
+                problem = spark_problem()
+                if problem:
+                    print(f"error: this warehouse's rows are on Spark and {problem}", file=sys.stderr)
+                    return 2
+                from pipelines.spark.connection import spark_cursor
+                from pipelines.spark.proofs import compute_spark_proofs
+                from pipelines.spark.run import prepare_key
+
+                prepare_key(paths.home)
+                with spark_cursor() as cursor:
+                    proofs = compute_spark_proofs(cursor, con, now)
+                print(f"(rows on Spark at {spark_endpoint_text()}: proofs counted there; the subject search "
+                      "below covers this DuckDB file and the files under the Lethe home)")
+            else:
+                proofs = compute_proofs(con, now)
+            for proof in proofs:
+                status = "ok" if proof.offending == 0 else f"FAIL ({proof.offending:,} offending)"
+                failures += proof.offending != 0
+                print(f"{proof.name:<32} {status}")
+            problems = verify_audit_log(con, audit_mirror_path())
+            print(f"{'audit_log_chain':<32} {'ok' if not problems else f'FAIL ({len(problems)} problems)'}")
+            failures += bool(problems)
+            if args.email:
+                roots = [paths.home, paths.landing, paths.warehouse, DBT_PROJECT_DIR / "target", DBT_PROJECT_DIR / "logs"]
+                progress = StepProgress()
+                findings = verify_subject(con, args.email, roots, paths.home,
+                                          progress=progress.step, on_file=progress.files)
+                progress.done()
+                real = [f for f in findings if f.count > 0]
+                print(f"{'subject_search':<32} {'ok: found nowhere' if not real else 'FAIL'}")
+                if findings:
+                    print(format_findings(findings))
+                failures += bool(real)
+        finally:
+            con.close()
     return 1 if failures else 0
 
 
@@ -382,9 +385,12 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         print(f"error: no warehouse at {paths.warehouse} (run `lethe run` first, or pass --warehouse)",
               file=sys.stderr)
         return 2
-    with duckdb.connect(str(paths.warehouse), read_only=True) as con:
-        problems = verify_audit_log(con, audit_mirror_path())
-        rows = con.execute("SELECT count(*) FROM audit.audit_log").fetchall()[0][0]
+    from pipelines.run_lock import reading_warehouse
+
+    with reading_warehouse(paths.warehouse, "`lethe audit verify`", on_wait=_tell):
+        with duckdb.connect(str(paths.warehouse), read_only=True) as con:
+            problems = verify_audit_log(con, audit_mirror_path())
+            rows = con.execute("SELECT count(*) FROM audit.audit_log").fetchall()[0][0]
     if problems:
         print(f"audit log FAILED verification ({len(problems)} problems):")
         for problem in problems:
@@ -401,8 +407,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     paths = LethePaths.resolve(warehouse=args.warehouse)
     paths.export()  # the audit mirror and the key resolve under $LETHE_HOME
     out = Path(args.out).expanduser() if args.out else paths.home / "reports"
+    from pipelines.run_lock import reading_warehouse
+
     try:
-        path = write_report(paths.warehouse, out)
+        with reading_warehouse(paths.warehouse, "`lethe report`", on_wait=_tell):
+            path = write_report(paths.warehouse, out)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -7,7 +7,12 @@ directory cleaned under a query that is using it, and — the one that loses dat
 write landing in the old file between compaction closing it and swapping the fresh copy
 in. So every run (Dagster's in-process executor: the warehouse resource holds it from
 the run's start to its end) and every CLI command that writes takes an exclusive lock
-on ``<warehouse>.lock`` first, waiting for the holder to finish.
+on ``<warehouse>.lock`` first, waiting for the holder to finish. Commands that only read
+(`lethe verify`, `lethe report`, `lethe audit verify`) take it shared: any number of
+them at once, none while a run holds it — their read-only connection, opened between
+two steps, would make the run's next step fail to open the file. A reader that cannot
+create the lock file (a backup on read-only media) reads without it: nothing can be
+writing there.
 
 The lock is ``flock`` on that file: the kernel releases it when the holder exits, so a
 killed run never leaves a stale lock to clear by hand. The file names its holder (pid,
@@ -58,12 +63,14 @@ def wait_seconds() -> float:
 
 
 def holder_of(path: Path) -> str:
-    """Who holds (or last held) the lock, as its file says; '' when it says nothing."""
+    """Who last took the lock, as its file says — '' when it says nothing, or names this
+    process or one that has exited. Readers share the lock, so the one named may have
+    finished while others still read: this is for messages only."""
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8") or "{}")
     except (OSError, ValueError):
         return ""
-    if not isinstance(record, dict):
+    if not isinstance(record, dict) or not _running_elsewhere(record.get("pid")):
         return ""
     parts = [f"{record.get('what', 'a process')}", f"pid {record.get('pid', '?')}"]
     if record.get("since"):
@@ -71,10 +78,22 @@ def holder_of(path: Path) -> str:
     return ", ".join(str(p) for p in parts)
 
 
+def _running_elsewhere(pid) -> bool:
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 @contextmanager
 def hold_warehouse(warehouse: Path, what: str, *, wait: float | None = None,
                    on_wait: Callable[[str], None] | None = None) -> Iterator[Path]:
-    """Hold the warehouse's lock for the block (``acquire`` … ``release``)."""
+    """Hold the warehouse's lock, exclusive, for the block (``acquire`` … ``release``)."""
     path = acquire(warehouse, what, wait=wait, on_wait=on_wait)
     try:
         yield path
@@ -82,13 +101,34 @@ def hold_warehouse(warehouse: Path, what: str, *, wait: float | None = None,
         release(warehouse)
 
 
+@contextmanager
+def reading_warehouse(warehouse: Path, what: str, *, wait: float | None = None,
+                      on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the warehouse's lock shared for the block: other readers may too, no writer.
+    Without a lock at all when there is no warehouse yet (the reader will say so) or the
+    lock file cannot be created (read-only media)."""
+    if not Path(warehouse).exists():
+        yield
+        return
+    try:
+        acquire(warehouse, what, wait=wait, on_wait=on_wait, shared=True)
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        release(warehouse)
+
+
 def acquire(warehouse: Path, what: str, *, wait: float | None = None,
-            on_wait: Callable[[str], None] | None = None) -> Path:
+            on_wait: Callable[[str], None] | None = None, shared: bool = False) -> Path:
     """Take the warehouse's lock, waiting up to ``wait`` seconds (``LETHE_LOCK_WAIT_SECONDS``,
     default an hour) for another holder to finish; raises ``WarehouseBusy`` naming the
     holder if it does not. ``on_wait`` is told once, with the holder, when this has to
     wait. ``what`` describes this holder to others (no data). Each ``acquire`` needs its
-    ``release``; a process that holds it already only counts one more."""
+    ``release``; a process that holds it already only counts one more. ``shared``: a
+    reader's lock (``reading_warehouse``)."""
     path = lock_path(warehouse)
     with _guard:
         if path in _held:
@@ -98,7 +138,7 @@ def acquire(warehouse: Path, what: str, *, wait: float | None = None,
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        _acquire(fd, path, wait_seconds() if wait is None else wait, on_wait)
+        _acquire(fd, path, wait_seconds() if wait is None else wait, on_wait, shared)
         record = {"pid": os.getpid(), "what": what,
                   "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
         os.ftruncate(fd, 0)
@@ -125,16 +165,17 @@ def release(warehouse: Path) -> None:
     os.close(fd)
 
 
-def _acquire(fd: int, path: Path, wait: float, on_wait) -> None:
+def _acquire(fd: int, path: Path, wait: float, on_wait, shared: bool) -> None:
     deadline = time.monotonic() + wait
     told = False
     while True:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             return
         except BlockingIOError:
             pass
-        holder = holder_of(path) or "another process"
+        named = holder_of(path)
+        holder = f"another process (last taken by {named})" if named else "another process"
         if time.monotonic() >= deadline:
             raise WarehouseBusy(
                 f"the warehouse is in use by {holder} (lock {path}); waited {wait:.0f} s "

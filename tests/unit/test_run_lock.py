@@ -10,18 +10,27 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.run_lock import WAIT_ENV, WarehouseBusy, acquire, hold_warehouse, lock_path, release
+from pipelines.run_lock import (
+    WAIT_ENV,
+    WarehouseBusy,
+    acquire,
+    hold_warehouse,
+    lock_path,
+    reading_warehouse,
+    release,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _holder(warehouse: Path, seconds: float) -> subprocess.Popen:
-    """Another process holding the lock for ``seconds``; it prints 'held' once it has it."""
+def _holder(warehouse: Path, seconds: float, how: str = "hold_warehouse") -> subprocess.Popen:
+    """Another process holding the lock for ``seconds`` (``how``: ``reading_warehouse`` for
+    a shared hold); it prints 'held' once it has it."""
     code = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from pipelines.run_lock import hold_warehouse
-        with hold_warehouse(Path({str(warehouse)!r}), "a test holder", wait=0):
+        from pipelines.run_lock import {how}
+        with {how}(Path({str(warehouse)!r}), "a test holder", wait=0):
             print("held", flush=True)
             time.sleep({seconds})
     """)
@@ -36,7 +45,7 @@ def test_a_second_holder_gives_up_after_its_wait_naming_the_first(tmp_path):
     proc = _holder(warehouse, 30)
     try:
         started = time.monotonic()
-        with pytest.raises(WarehouseBusy, match=rf"a test holder, pid {proc.pid}, since .*waited 1 s"):
+        with pytest.raises(WarehouseBusy, match=rf"last taken by a test holder, pid {proc.pid}, since .*waited 1 s"):
             with hold_warehouse(warehouse, "second", wait=1.0):
                 pytest.fail("took a lock another process holds")
         assert 0.9 <= time.monotonic() - started < 10
@@ -123,7 +132,7 @@ def test_lethe_run_does_nothing_while_another_process_holds_the_warehouse(lethe_
     finally:
         proc.kill()
         proc.wait()
-    assert "in use by a test holder" in capsys.readouterr().err
+    assert "last taken by a test holder" in capsys.readouterr().err
     assert not warehouse.exists()
     assert not (lethe_home / "dagster_home" / "history").exists()
 
@@ -147,7 +156,7 @@ def test_commands_that_write_the_audit_log_wait_for_the_warehouse_too(lethe_home
     finally:
         proc.kill()
         proc.wait()
-    assert "in use by a test holder" in capsys.readouterr().err
+    assert "last taken by a test holder" in capsys.readouterr().err
     assert warehouse.read_bytes() == before and not (tmp_path / "export").exists()
 
 
@@ -182,3 +191,66 @@ def test_a_dagster_run_takes_the_lock_for_its_whole_length(tmp_path, monkeypatch
         proc.kill()
         proc.wait()
     assert not blocked.success and seen == []
+
+
+def test_readers_share_it_and_writers_exclude_them(tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse.touch()
+    reader = _holder(warehouse, 60, how="reading_warehouse")
+    try:
+        with reading_warehouse(warehouse, "a second reader", wait=0):
+            pass
+        # the file names the last reader, of this process, which has finished: not named
+        with pytest.raises(WarehouseBusy, match="in use by another process") as refused:
+            with hold_warehouse(warehouse, "a writer", wait=0):
+                pass
+        assert "a second reader" not in str(refused.value)
+    finally:
+        reader.kill()
+        reader.wait()
+    writer = _holder(warehouse, 60)
+    try:
+        with pytest.raises(WarehouseBusy, match="a test holder"):
+            with reading_warehouse(warehouse, "a reader", wait=0):
+                pass
+    finally:
+        writer.kill()
+        writer.wait()
+
+
+def test_a_reader_reads_without_the_lock_where_it_cannot_create_it(tmp_path, monkeypatch):
+    """A backup on read-only media: nothing can be writing there."""
+    import pipelines.run_lock as run_lock
+
+    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse.touch()
+
+    def refuse(path, *args, **kwargs):
+        raise OSError(30, "Read-only file system", str(path))
+
+    monkeypatch.setattr(run_lock.os, "open", refuse)
+    with reading_warehouse(warehouse, "a reader", wait=0):
+        pass
+    with pytest.raises(OSError):  # a writer must not go on without it
+        with hold_warehouse(warehouse, "a writer", wait=0):
+            pass
+
+
+@pytest.mark.parametrize("command", [["verify"], ["report"], ["audit", "verify"]])
+def test_commands_that_read_wait_for_a_run(lethe_home, capsys, command):
+    """Their read-only connection, opened between two of a run's steps, would make the
+    run's next step fail to open the warehouse."""
+    import duckdb
+
+    from pipelines.cli import main
+
+    warehouse = lethe_home / "warehouse.duckdb"
+    warehouse.parent.mkdir(parents=True)
+    duckdb.connect(str(warehouse)).close()
+    proc = _holder(warehouse, 60)
+    try:
+        assert main(command) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "last taken by a test holder" in capsys.readouterr().err
