@@ -69,3 +69,51 @@ def use_demo_home(monkeypatch, demo: dict) -> None:
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("LETHE_HOME", str(demo["home"]))
     monkeypatch.setenv("LETHE_LANDING", str(demo["landing"]))
+
+
+def runs_in_order(dagster_home: Path) -> list[tuple]:
+    """Every run recorded in ``dagster_home``, oldest first, as (run_id, its
+    materialisations' metadata by asset key, its asset-check evaluations)."""
+    from dagster import DagsterEventType, DagsterInstance
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DAGSTER_HOME", str(dagster_home))
+    try:
+        with DagsterInstance.get() as instance:
+            ordered = sorted(instance.get_runs(),
+                             key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp)
+            out = []
+            for run in ordered:
+                materialised = {
+                    r.event_log_entry.dagster_event.asset_key: r.event_log_entry.dagster_event
+                    .event_specific_data.materialization.metadata
+                    for r in instance.get_records_for_run(
+                        run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION, limit=1000).records}
+                evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in instance.get_records_for_run(
+                    run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION, limit=2000).records]
+                out.append((run.run_id, materialised, evaluations))
+            return out
+    finally:
+        mp.undo()
+
+
+def generated_home(tmp_path_factory, name: str, *, contacts: int, seed: int, as_of: str):
+    """A fresh Lethe home with generated extracts in its landing zone, for a module's runs.
+    Returns (home, generated folder, landing, ground truth, MonkeyPatch to undo). The
+    generated folder is outside the home: its ground truth names people."""
+    home = tmp_path_factory.mktemp(name)
+    gen = tmp_path_factory.mktemp(f"generated-{name}")
+    landing = gen / "landing"
+    mp = pytest.MonkeyPatch()
+    for var in (*LETHE_VARS, "LETHE_VENDORS_CONFIG"):
+        mp.delenv(var, raising=False)
+    mp.setenv("LETHE_HOME", str(home))
+    mp.setenv("LETHE_LANDING", str(landing))
+    try:
+        assert main(["generate", "--out", str(landing), "--contacts", str(contacts), "--seed", str(seed),
+                     "--as-of", as_of[:10]]) == 0
+    except BaseException:
+        mp.undo()
+        raise
+    truth = json.loads((gen / "ground_truth.json").read_text())
+    return home, gen, landing, truth, mp

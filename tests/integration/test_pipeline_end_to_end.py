@@ -25,6 +25,7 @@ import pytest
 from pipelines.cli import main
 from pipelines.pseudonym import hmac_token
 from pipelines.lineage import ENFORCEMENT_KEY
+from tests.integration.conftest import generated_home
 
 pytestmark = pytest.mark.integration
 
@@ -60,19 +61,9 @@ def _state(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def lethe(tmp_path_factory, pseudonym_key):
-    home = tmp_path_factory.mktemp("lethe")
-    gen = tmp_path_factory.mktemp("generated")  # outside LETHE_HOME: its ground truth names people
-    landing = gen / "landing"
-    mp = pytest.MonkeyPatch()
-    for var in ("LETHE_HOME", "LETHE_LANDING", "LETHE_WAREHOUSE", "DAGSTER_HOME"):
-        mp.delenv(var, raising=False)
-    mp.setenv("LETHE_HOME", str(home))
-    mp.setenv("LETHE_LANDING", str(landing))
+    home, gen, landing, truth, mp = generated_home(tmp_path_factory, "lethe", contacts=400, seed=11, as_of=AS_OF)
     mp.setenv("LETHE_DUCKDB_FORCE_COMPRESSION", "uncompressed")
     try:
-        assert main(["generate", "--out", str(landing), "--contacts", "400", "--seed", "11",
-                     "--as-of", AS_OF[:10]]) == 0
-        truth = json.loads((gen / "ground_truth.json").read_text())
         shutil.copytree(VENDOR_FIXTURES, landing / "vendors", ignore=shutil.ignore_patterns("README.md", "*.yaml"))
         mp.setenv("LETHE_VENDORS_CONFIG", str(VENDOR_FIXTURES / "vendors.yaml"))
         originals = gen / "originals"
@@ -307,28 +298,18 @@ def test_models_and_tests_on_unchanged_inputs_are_reused_and_match_a_fresh_build
     enforcement carried over to the rows it left. Every check still has a
     result in C: the ones it left out report the pass that stands and the run it comes
     from. The tables C kept are what a fresh dbt build makes from the same rows."""
-    from dagster import AssetKey, DagsterEventType, DagsterInstance
+    from dagster import AssetKey
+
+    from tests.integration.conftest import runs_in_order
 
     ledger = AssetKey(["consent", "consent_ledger"])
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DAGSTER_HOME", str(lethe["home"] / "dagster_home"))
-    try:
-        with DagsterInstance.get() as instance:
-            runs = sorted(instance.get_runs(), key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp)
-            seen = []
-            for run in runs:
-                materialised = {
-                    r.event_log_entry.dagster_event.asset_key: r.event_log_entry.dagster_event
-                    .event_specific_data.materialization.metadata
-                    for r in instance.get_records_for_run(
-                        run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION, limit=1000).records}
-                evaluations = [r.event_log_entry.dagster_event.event_specific_data for r in instance.get_records_for_run(
-                    run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION, limit=2000).records]
-                checks = {(e.asset_key, e.check_name): e for e in evaluations}
-                kept = "rebuilt" in materialised[ledger] and materialised[ledger]["rebuilt"].value is False
-                seen.append((kept, checks, materialised))
-    finally:
-        mp.undo()
+    recorded = runs_in_order(lethe["home"] / "dagster_home")
+    runs = [run_id for run_id, _, _ in recorded]
+    seen = []
+    for _, materialised, evaluations in recorded:
+        checks = {(e.asset_key, e.check_name): e for e in evaluations}
+        kept = "rebuilt" in materialised[ledger] and materialised[ledger]["rebuilt"].value is False
+        seen.append((kept, checks, materialised))
     (a_kept, a_checks, _), (_, _, b_materialised), (c_kept, c_checks, _), _ = seen
     b_tables = b_materialised[ENFORCEMENT_KEY]["tables"].value  # B's enforcement, per table
 
@@ -357,22 +338,22 @@ def test_models_and_tests_on_unchanged_inputs_are_reused_and_match_a_fresh_build
     assert set(a_checks) <= set(c_checks)
     on_ledger = [e for (key, _), e in c_checks.items() if key == ledger]
     assert on_ledger and all(e.passed and not rerun(e) for e in on_ledger)
-    assert {e.metadata["result_of_run"].value for e in on_ledger} == {runs[1].run_id}
+    assert {e.metadata["result_of_run"].value for e in on_ledger} == {runs[1]}
     # every delivery of a contact gets its latest version's decision: B purged whole
     # contacts, and the tests on their staging view were carried over its enforcement
     assert b_tables["raw_crm.contacts"]["split_keys"] == 0 and b_tables["raw_crm.contacts"]["purged"] > 0
     on_contacts = on_staging(c_checks, "stg_crm__contacts")
     assert on_contacts and {(rerun(e), e.metadata["result_of_run"].value) for e in on_contacts} == {
-        (False, runs[1].run_id)}
+        (False, runs[1])}
     standing = [e for e in c_checks.values() if not rerun(e)]
     assert len(standing) > len(on_ledger)  # also staging tests on rows B left unchanged
-    assert all(e.passed and e.metadata["result_of_run"].value in (runs[0].run_id, runs[1].run_id) for e in standing)
+    assert all(e.passed and e.metadata["result_of_run"].value in (runs[0], runs[1]) for e in standing)
     # the tests on the raw tables B's enforcement carried were not run by C (a run that
     # runs one records it as passed, under its own run id)
     with duckdb.connect(str(lethe["after_c"]), read_only=True) as c:
         raw_tests = c.execute("SELECT how, run_id FROM transform.build_records "
                               "WHERE node_id LIKE 'test.lethe.source_%raw_web_events%'").fetchall()
-    assert raw_tests and set(raw_tests) == {("carried", runs[1].run_id)}
+    assert raw_tests and set(raw_tests) == {("carried", runs[1])}
 
     fresh = tmp_path / "fresh.duckdb"
     shutil.copy(lethe["after_c"], fresh)

@@ -11,13 +11,13 @@ kept whole keys keep theirs.
 """
 
 import json
-from pathlib import Path
 
 import duckdb
 import pytest
 
 from pipelines.cli import main
 from pipelines.lineage import ENFORCEMENT_KEY
+from tests.integration.conftest import generated_home, runs_in_order
 
 pytestmark = pytest.mark.integration
 
@@ -35,18 +35,8 @@ def _event(email, cookie_id: str, occurred_at: str) -> str:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, pseudonym_key):
-    home = tmp_path_factory.mktemp("lethe-split")
-    gen = tmp_path_factory.mktemp("generated-split")  # outside LETHE_HOME: its ground truth names people
-    landing = gen / "landing"
-    mp = pytest.MonkeyPatch()
-    for var in ("LETHE_HOME", "LETHE_LANDING", "LETHE_WAREHOUSE", "DAGSTER_HOME", "LETHE_VENDORS_CONFIG"):
-        mp.delenv(var, raising=False)
-    mp.setenv("LETHE_HOME", str(home))
-    mp.setenv("LETHE_LANDING", str(landing))
+    home, _, landing, truth, mp = generated_home(tmp_path_factory, "lethe-split", contacts=100, seed=5, as_of=AS_OF)
     try:
-        assert main(["generate", "--out", str(landing), "--contacts", "100", "--seed", "5",
-                     "--as-of", AS_OF[:10]]) == 0
-        truth = json.loads((gen / "ground_truth.json").read_text())
         held = next(e for e, labels in sorted(truth["scenarios"].items()) if labels == ["legal_hold_active"])
         events = landing / "web" / "events"
         (events / "events_split_kept.jsonl").write_text(
@@ -63,36 +53,12 @@ def runs(tmp_path_factory, pseudonym_key):
         mp.undo()
 
 
-def _runs_in_order(home: Path):
-    from dagster import DagsterEventType, DagsterInstance
-
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DAGSTER_HOME", str(home / "dagster_home"))
-    try:
-        with DagsterInstance.get() as instance:
-            ordered = sorted(instance.get_runs(),
-                             key=lambda r: instance.get_run_record_by_id(r.run_id).create_timestamp)
-            out = []
-            for run in ordered:
-                materialised = {
-                    r.event_log_entry.dagster_event.asset_key: r.event_log_entry.dagster_event
-                    .event_specific_data.materialization.metadata
-                    for r in instance.get_records_for_run(
-                        run.run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION, limit=1000).records}
-                checks = [r.event_log_entry.dagster_event.event_specific_data for r in instance.get_records_for_run(
-                    run.run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION, limit=2000).records]
-                out.append((run.run_id, materialised, checks))
-            return out
-    finally:
-        mp.undo()
-
-
 def test_a_split_key_makes_the_next_run_test_its_staging_view_again(runs):
     assert runs["exits"] == (0, 0)
     # the first run purged the re-delivery (past retention) and kept the held delivery:
     # the key was split
     assert runs["left"] == [("2026-11-25 10:00:00", False)]
-    (first_id, first, _), (_, _, second_checks) = _runs_in_order(runs["home"])
+    (first_id, first, _), (_, _, second_checks) = runs_in_order(runs["home"] / "dagster_home")
     tables = first[ENFORCEMENT_KEY]["tables"].value
     assert tables["raw_web.events"]["split_keys"] >= 1
     assert tables["raw_crm.contacts"]["split_keys"] == 0 and tables["raw_crm.contacts"]["purged"] > 0
