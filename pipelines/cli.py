@@ -472,6 +472,10 @@ def cmd_access(args: argparse.Namespace) -> int:
     except MissingKeyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not paths.warehouse.is_file():  # before the lock, which would leave a lock file beside nothing
+        print(f"error: no warehouse at {paths.warehouse} (run `lethe run` first, or pass --warehouse)",
+              file=sys.stderr)
+        return 2
     from pipelines.run_lock import hold_warehouse
 
     try:

@@ -13,6 +13,7 @@ from typing import Iterator
 
 import duckdb
 from dagster import ConfigurableResource, InitResourceContext
+from pydantic import PrivateAttr
 
 from pipelines.settings import LethePaths
 
@@ -30,17 +31,21 @@ class WarehouseResource(ConfigurableResource):
     def resolved_path(self) -> Path:
         return LethePaths.resolve(warehouse=self.path or None).warehouse
 
+    _lock: Path | None = PrivateAttr(default=None)  # the lock file this run holds
+
     def setup_for_execution(self, context: InitResourceContext) -> None:
         from pipelines.run_lock import acquire
 
         run_id = context.run_id or "?"
         log = context.log.info if context.log is not None else None
-        acquire(self.resolved_path(), f"Dagster run {run_id}", on_wait=log)
+        self._lock = acquire(self.resolved_path(), f"Dagster run {run_id}", on_wait=log)
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         from pipelines.run_lock import release
 
-        release(self.resolved_path())
+        if self._lock is not None:  # the one taken, even if the paths' settings changed since
+            release(self._lock)
+            self._lock = None
 
     @contextmanager
     def connect(self) -> Iterator[duckdb.DuckDBPyConnection]:

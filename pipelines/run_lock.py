@@ -10,13 +10,15 @@ the run's start to its end) and every CLI command that writes takes an exclusive
 on ``<warehouse>.lock`` first, waiting for the holder to finish. Commands that only read
 (`lethe verify`, `lethe report`, `lethe audit verify`) take it shared: any number of
 them at once, none while a run holds it — their read-only connection, opened between
-two steps, would make the run's next step fail to open the file. A reader that cannot
-create the lock file (a backup on read-only media) reads without it: nothing can be
-writing there.
+two steps, would make the run's next step fail to open the file. A reader that finds no
+lock file and cannot create one (a backup on read-only media) reads without it: nothing
+can be writing there.
 
 The lock is ``flock`` on that file: the kernel releases it when the holder exits, so a
-killed run never leaves a stale lock to clear by hand. The file names its holder (pid,
-what, since when — never data) for the message of whoever waits. Re-entrant within a
+killed run never leaves a stale lock to clear by hand. The file names its last writer
+(pid, what, since when — never data) for the message of whoever waits. It is a plain
+``flock``: a tool that opens the warehouse itself can take it too (``flock -s
+<warehouse>.lock <command>`` to read, without ``-s`` to write). Re-entrant within a
 process: ``lethe run`` holds it around the job, whose resource takes it again.
 """
 
@@ -36,7 +38,7 @@ WAIT_ENV = "LETHE_LOCK_WAIT_SECONDS"
 DEFAULT_WAIT_SECONDS = 3600.0  # a nightly run at S scale takes minutes; at L, hours
 POLL_SECONDS = 1.0
 
-_held: dict[Path, tuple[int, int]] = {}  # lock path -> (fd, depth) in this process
+_held: dict[Path, tuple[int, int, bool]] = {}  # lock path -> (fd, depth, shared) in this process
 _guard = threading.Lock()
 
 
@@ -94,11 +96,11 @@ def _running_elsewhere(pid) -> bool:
 def hold_warehouse(warehouse: Path, what: str, *, wait: float | None = None,
                    on_wait: Callable[[str], None] | None = None) -> Iterator[Path]:
     """Hold the warehouse's lock, exclusive, for the block (``acquire`` … ``release``)."""
-    path = acquire(warehouse, what, wait=wait, on_wait=on_wait)
+    lock = acquire(warehouse, what, wait=wait, on_wait=on_wait)
     try:
-        yield path
+        yield lock
     finally:
-        release(warehouse)
+        release(lock)
 
 
 @contextmanager
@@ -106,61 +108,90 @@ def reading_warehouse(warehouse: Path, what: str, *, wait: float | None = None,
                       on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold the warehouse's lock shared for the block: other readers may too, no writer.
     Without a lock at all when there is no warehouse yet (the reader will say so) or the
-    lock file cannot be created (read-only media)."""
+    lock file is missing and cannot be created there (read-only media)."""
     if not Path(warehouse).exists():
         yield
         return
     try:
-        acquire(warehouse, what, wait=wait, on_wait=on_wait, shared=True)
-    except OSError:
+        lock = acquire(warehouse, what, wait=wait, on_wait=on_wait, shared=True)
+    except _CannotCreate:
         yield
         return
     try:
         yield
     finally:
-        release(warehouse)
+        release(lock)
+
+
+class _CannotCreate(OSError):
+    """The lock file does not exist and cannot be created."""
 
 
 def acquire(warehouse: Path, what: str, *, wait: float | None = None,
             on_wait: Callable[[str], None] | None = None, shared: bool = False) -> Path:
-    """Take the warehouse's lock, waiting up to ``wait`` seconds (``LETHE_LOCK_WAIT_SECONDS``,
-    default an hour) for another holder to finish; raises ``WarehouseBusy`` naming the
-    holder if it does not. ``on_wait`` is told once, with the holder, when this has to
-    wait. ``what`` describes this holder to others (no data). Each ``acquire`` needs its
-    ``release``; a process that holds it already only counts one more. ``shared``: a
-    reader's lock (``reading_warehouse``)."""
+    """Take the warehouse's lock and return the lock file's path, which ``release`` takes.
+
+    Waits up to ``wait`` seconds (``LETHE_LOCK_WAIT_SECONDS``, default an hour) for
+    another holder to finish; raises ``WarehouseBusy`` naming the holder if it does not.
+    ``on_wait`` is told once, with the holder, when this has to wait. ``what`` describes a
+    writer to others (no data). ``shared``: a reader's lock (``reading_warehouse``), taken
+    on a read-only descriptor. Each ``acquire`` needs its ``release``; a process that
+    holds it already only counts one more — but a process holding it shared cannot take
+    it exclusive (that would need other readers gone: RuntimeError)."""
     path = lock_path(warehouse)
     with _guard:
         if path in _held:
-            fd, depth = _held[path]
-            _held[path] = (fd, depth + 1)
+            fd, depth, held_shared = _held[path]
+            if held_shared and not shared:
+                raise RuntimeError(f"this process holds {path} shared and asked for it exclusive")
+            _held[path] = (fd, depth + 1, held_shared)
             return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fd = _open_lock(path, shared)
     try:
         _acquire(fd, path, wait_seconds() if wait is None else wait, on_wait, shared)
-        record = {"pid": os.getpid(), "what": what,
-                  "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode("utf-8"), 0)
+        if not shared:
+            record = json.dumps({"pid": os.getpid(), "what": what,
+                                 "since": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")})
+            data = record.encode("utf-8")
+            os.pwrite(fd, data, 0)  # then cut: a reader never finds the file empty
+            os.ftruncate(fd, len(data))
     except BaseException:
         os.close(fd)
         raise
     with _guard:
-        _held[path] = (fd, 1)
+        _held[path] = (fd, 1, shared)
     return path
 
 
-def release(warehouse: Path) -> None:
-    """Undo one ``acquire``; the last one releases the lock."""
-    path = lock_path(warehouse)
+def _open_lock(path: Path, shared: bool) -> int:
+    """A descriptor on the lock file: read-only for a reader (another user's auditor
+    account can read it), read-write and created if need be for a writer."""
+    if shared:
+        try:
+            return _os_open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            try:
+                return _os_open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise _CannotCreate(exc.errno, exc.strerror, str(path)) from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return _os_open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+
+def _os_open(path: Path, flags: int, mode: int = 0o777) -> int:
+    return os.open(path, flags, mode)  # one place for tests to refuse
+
+
+def release(lock: Path) -> None:
+    """Undo one ``acquire`` (``lock``: the path it returned); the last one releases the
+    lock."""
     with _guard:
-        fd, depth = _held[path]
+        fd, depth, shared = _held[lock]
         if depth > 1:
-            _held[path] = (fd, depth - 1)
+            _held[lock] = (fd, depth - 1, shared)
             return
-        del _held[path]
-    # the holder's record stays in the file (it says who held it last); closing the
+        del _held[lock]
+    # the last writer's record stays in the file (it says who held it last); closing the
     # descriptor releases the lock
     os.close(fd)
 

@@ -80,7 +80,7 @@ def test_a_killed_holder_leaves_no_lock_behind(tmp_path):
 
 def test_one_process_takes_it_again_and_keeps_it_until_the_last_release(tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
-    acquire(warehouse, "outer", wait=0)
+    lock = acquire(warehouse, "outer", wait=0)
     try:
         with hold_warehouse(warehouse, "inner", wait=0):
             pass
@@ -91,9 +91,23 @@ def test_one_process_takes_it_again_and_keeps_it_until_the_last_release(tmp_path
             cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert probe.returncode != 0 and "WarehouseBusy" in probe.stderr and "outer" in probe.stderr
     finally:
-        release(warehouse)
+        release(lock)
     with hold_warehouse(warehouse, "free again", wait=0):
         pass
+
+
+def test_a_process_holding_it_shared_cannot_take_it_exclusive(tmp_path):
+    """Other readers may hold it too: taking it exclusive would need them gone."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse.touch()
+    with reading_warehouse(warehouse, "a reader", wait=0):
+        with pytest.raises(RuntimeError, match="shared"):
+            acquire(warehouse, "a writer", wait=0)
+        with reading_warehouse(warehouse, "a reader again", wait=0):
+            pass
+    with hold_warehouse(warehouse, "a writer", wait=0):
+        with reading_warehouse(warehouse, "a reader inside the writer", wait=0):
+            pass
 
 
 def test_the_wait_comes_from_the_environment_and_is_checked(tmp_path, monkeypatch):
@@ -173,6 +187,12 @@ def test_a_dagster_run_takes_the_lock_for_its_whole_length(tmp_path, monkeypatch
     @asset
     def first(warehouse: WarehouseResource):
         seen.append(lock_path(warehouse.resolved_path()).read_text())
+        # between steps as within them, no other process can have it
+        probe = subprocess.run(
+            [sys.executable, "-c", "from pathlib import Path; from pipelines.run_lock import hold_warehouse\n"
+             f"with hold_warehouse(Path({str(warehouse.resolved_path())!r}), 'probe', wait=0): pass"],
+            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert probe.returncode != 0 and "WarehouseBusy" in probe.stderr
 
     @asset(deps=[first])
     def second(warehouse: WarehouseResource):
@@ -225,10 +245,12 @@ def test_a_reader_reads_without_the_lock_where_it_cannot_create_it(tmp_path, mon
     warehouse = tmp_path / "warehouse.duckdb"
     warehouse.touch()
 
-    def refuse(path, *args, **kwargs):
-        raise OSError(30, "Read-only file system", str(path))
+    def refuse(path, flags, *args):  # as on a read-only file system with no lock file on it
+        if flags & os.O_CREAT:
+            raise OSError(30, "Read-only file system", str(path))
+        raise FileNotFoundError(2, "No such file or directory", str(path))
 
-    monkeypatch.setattr(run_lock.os, "open", refuse)
+    monkeypatch.setattr(run_lock, "_os_open", refuse)
     with reading_warehouse(warehouse, "a reader", wait=0):
         pass
     with pytest.raises(OSError):  # a writer must not go on without it
