@@ -47,6 +47,7 @@ counts — never the email.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -59,7 +60,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, ContextManager, Iterable
 
 import duckdb
 
@@ -428,6 +429,7 @@ def export_subject(
     *,
     mirror_path: Path | None = None,
     protected_roots: Iterable[Path] = (),
+    hold: Callable[[], ContextManager] | None = None,
 ) -> AccessResult:
     """Export everything the warehouse holds about ``email`` into ``out_dir``; log the request.
 
@@ -437,7 +439,8 @@ def export_subject(
     passes ``audit_mirror_path()``; None skips the mirror). An email found nowhere still
     gets a (row-less) export and an audit row: the request was answered. Raises
     WarehouseBusyError when a running pipeline holds the warehouse; then nothing is
-    written anywhere.
+    written anywhere. ``hold``: entered around the reading and writing, once the request
+    is checked (the CLI passes the warehouse lock, ``pipelines/run_lock.py``).
     """
     warehouse = Path(warehouse).expanduser().resolve()
     if email is None or not normalise_email(email):
@@ -459,36 +462,37 @@ def export_subject(
     subject_key = hmac_token(email, key)
     generated_at = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
-    con = _connect(warehouse, read_only=True)
-    try:
-        con.execute("SET enable_progress_bar = false")
-        install_sql_functions(con, key)
-        found = find_subject_rows(con, email, subject_key)
-    finally:
-        con.close()
+    with (hold or contextlib.nullcontext)():  # after the checks: a bad request never waits
+        con = _connect(warehouse, read_only=True)
+        try:
+            con.execute("SET enable_progress_bar = false")
+            install_sql_functions(con, key)
+            found = find_subject_rows(con, email, subject_key)
+        finally:
+            con.close()
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # 0700
-    try:
-        files = _write_export(staging, email, subject_key, request_id, generated_at, found)
-        counts = {e.name: e.rows for e, _, _ in found if e.rows}
-        details: dict[str, Any] = {
-            "relations": len(counts),
-            "files": len(files),
-            "direct_rows": sum(e.direct_rows for e, _, _ in found),
-            "linked_rows": sum(e.linked_rows for e, _, _ in found),
-        }
-        details.update({name: n for name, n in counts.items() if _DETAILS_KEY.fullmatch(name)})
-        seq = _record_request(warehouse, mirror_path, AuditEntry(
-            AUDIT_TABLE_NAME, ACCESS_ACTION, ACCESS_REASON, sum(counts.values()),
-            request_id=request_id, subject_key=subject_key, details=details,
-        ))
-        if target.exists():
-            target.rmdir()  # empty (checked above); rename cannot replace it everywhere
-        os.rename(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))  # 0700
+        try:
+            files = _write_export(staging, email, subject_key, request_id, generated_at, found)
+            counts = {e.name: e.rows for e, _, _ in found if e.rows}
+            details: dict[str, Any] = {
+                "relations": len(counts),
+                "files": len(files),
+                "direct_rows": sum(e.direct_rows for e, _, _ in found),
+                "linked_rows": sum(e.linked_rows for e, _, _ in found),
+            }
+            details.update({name: n for name, n in counts.items() if _DETAILS_KEY.fullmatch(name)})
+            seq = _record_request(warehouse, mirror_path, AuditEntry(
+                AUDIT_TABLE_NAME, ACCESS_ACTION, ACCESS_REASON, sum(counts.values()),
+                request_id=request_id, subject_key=subject_key, details=details,
+            ))
+            if target.exists():
+                target.rmdir()  # empty (checked above); rename cannot replace it everywhere
+            os.rename(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     os.chmod(target, 0o700)
     return AccessResult(
         request_id=request_id,

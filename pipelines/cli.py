@@ -472,20 +472,17 @@ def cmd_access(args: argparse.Namespace) -> int:
     except MissingKeyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if not paths.warehouse.is_file():  # before the lock, which would leave a lock file beside nothing
-        print(f"error: no warehouse at {paths.warehouse} (run `lethe run` first, or pass --warehouse)",
-              file=sys.stderr)
-        return 2
     from pipelines.run_lock import hold_warehouse
 
     try:
-        with hold_warehouse(paths.warehouse, "`lethe access`", on_wait=_tell):  # it writes the audit row
-            result = export_subject(
-                paths.warehouse, args.email, Path(args.out).expanduser(), key, request_id=args.request_id,
-                mirror_path=audit_mirror_path(),
-                protected_roots=[paths.home, paths.landing, paths.dagster_home,
-                                 DBT_PROJECT_DIR / "target", DBT_PROJECT_DIR / "logs"],
-            )
+        result = export_subject(
+            paths.warehouse, args.email, Path(args.out).expanduser(), key, request_id=args.request_id,
+            mirror_path=audit_mirror_path(),
+            protected_roots=[paths.home, paths.landing, paths.dagster_home,
+                             DBT_PROJECT_DIR / "target", DBT_PROJECT_DIR / "logs"],
+            # it writes the audit row: the warehouse lock, once the request is checked
+            hold=lambda: hold_warehouse(paths.warehouse, "`lethe access`", on_wait=_tell),
+        )
     except (WarehouseBusyError, FileNotFoundError, FileExistsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

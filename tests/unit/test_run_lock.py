@@ -276,3 +276,28 @@ def test_commands_that_read_wait_for_a_run(lethe_home, capsys, command):
         proc.kill()
         proc.wait()
     assert "last taken by a test holder" in capsys.readouterr().err
+
+
+def test_lethe_access_refuses_a_bad_request_at_once_even_while_a_run_holds_the_warehouse(lethe_home, tmp_path,
+                                                                                        capsys):
+    """The request is checked before the lock is waited for; nothing is left beside a
+    warehouse that does not exist either."""
+    import duckdb
+
+    from pipelines.cli import main
+
+    assert main(["access", "--email", "someone@example.com", "--out", str(tmp_path / "export")]) == 2
+    assert "no warehouse" in capsys.readouterr().err
+    assert not lock_path(lethe_home / "warehouse.duckdb").exists()
+
+    warehouse = lethe_home / "warehouse.duckdb"
+    warehouse.parent.mkdir(parents=True)
+    duckdb.connect(str(warehouse)).close()
+    proc = _holder(warehouse, 60)
+    try:
+        assert main(["access", "--email", "not-an-address", "--out", str(tmp_path / "export")]) == 2
+    finally:
+        proc.kill()
+        proc.wait()
+    err = capsys.readouterr().err
+    assert "not an email address" in err and "in use" not in err
