@@ -144,12 +144,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     # held from before the job until the spill directory is cleaned: the job's own hold
     # (the warehouse resource) ends with the job, and another run must not start spilling
     # into the directory cleaned below
-    with hold_warehouse(paths.warehouse, f"`lethe run` ({getattr(args, 'job', 'run_pipeline_job')})",
-                        on_wait=_tell):
+    job_name = getattr(args, "job", "run_pipeline_job")
+    with hold_warehouse(paths.warehouse, f"`lethe run` ({job_name})", on_wait=_tell):
         with open(log_path, "w", encoding="utf-8") as dbt_log:
             with contextlib.redirect_stdout(sys.stderr if args.verbose else dbt_log):
                 result = run_pipeline(paths, as_of, progress=not args.quiet, dry_run=args.dry_run,
-                                      job_name=getattr(args, "job", "run_pipeline_job"), target=target)
+                                      job_name=job_name, target=target)
         passed, failed = check_outcomes(result)
         if target == "spark":
             return _finish_spark_run(result, passed, failed, started)
@@ -324,7 +324,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return 2
     from pipelines.run_lock import reading_warehouse
 
-    with reading_warehouse(paths.warehouse, "`lethe verify`", on_wait=_tell):
+    with reading_warehouse(paths.warehouse, on_wait=_tell):
         failures = 0
         con = duckdb.connect(str(paths.warehouse), read_only=True)
         try:
@@ -387,7 +387,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> int:
         return 2
     from pipelines.run_lock import reading_warehouse
 
-    with reading_warehouse(paths.warehouse, "`lethe audit verify`", on_wait=_tell):
+    with reading_warehouse(paths.warehouse, on_wait=_tell):
         with duckdb.connect(str(paths.warehouse), read_only=True) as con:
             problems = verify_audit_log(con, audit_mirror_path())
             rows = con.execute("SELECT count(*) FROM audit.audit_log").fetchall()[0][0]
@@ -410,7 +410,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pipelines.run_lock import reading_warehouse
 
     try:
-        with reading_warehouse(paths.warehouse, "`lethe report`", on_wait=_tell):
+        with reading_warehouse(paths.warehouse, on_wait=_tell):
             path = write_report(paths.warehouse, out)
     except ReportError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -104,7 +104,7 @@ def hold_warehouse(warehouse: Path, what: str, *, wait: float | None = None,
 
 
 @contextmanager
-def reading_warehouse(warehouse: Path, what: str, *, wait: float | None = None,
+def reading_warehouse(warehouse: Path, *, wait: float | None = None,
                       on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
     """Hold the warehouse's lock shared for the block: other readers may too, no writer.
     Without a lock at all when there is no warehouse yet (the reader will say so) or the
@@ -113,7 +113,7 @@ def reading_warehouse(warehouse: Path, what: str, *, wait: float | None = None,
         yield
         return
     try:
-        lock = acquire(warehouse, what, wait=wait, on_wait=on_wait, shared=True)
+        lock = acquire(warehouse, "", wait=wait, on_wait=on_wait, shared=True)  # a reader leaves no record
     except _CannotCreate:
         yield
         return

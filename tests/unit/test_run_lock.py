@@ -30,7 +30,7 @@ def _holder(warehouse: Path, seconds: float, how: str = "hold_warehouse") -> sub
         import sys, time
         from pathlib import Path
         from pipelines.run_lock import {how}
-        with {how}(Path({str(warehouse)!r}), "a test holder", wait=0):
+        with {how}(Path({str(warehouse)!r}), {'' if how == 'reading_warehouse' else '"a test holder", '}wait=0):
             print("held", flush=True)
             time.sleep({seconds})
     """)
@@ -38,6 +38,16 @@ def _holder(warehouse: Path, seconds: float, how: str = "hold_warehouse") -> sub
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.stdout.readline().strip() == "held"
     return proc
+
+
+def _probe(warehouse: Path) -> str:
+    """Another process trying to take the lock at once; it must fail: its stderr."""
+    probe = subprocess.run(
+        [sys.executable, "-c", "from pathlib import Path; from pipelines.run_lock import hold_warehouse\n"
+         f"with hold_warehouse(Path({str(warehouse)!r}), 'probe', wait=0): pass"],
+        cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert probe.returncode != 0, "another process took a lock that is held"
+    return probe.stderr
 
 
 def test_a_second_holder_gives_up_after_its_wait_naming_the_first(tmp_path):
@@ -85,11 +95,8 @@ def test_one_process_takes_it_again_and_keeps_it_until_the_last_release(tmp_path
         with hold_warehouse(warehouse, "inner", wait=0):
             pass
         # the inner release did not free it: another process still cannot take it
-        probe = subprocess.run(
-            [sys.executable, "-c", "from pathlib import Path; from pipelines.run_lock import hold_warehouse\n"
-             f"with hold_warehouse(Path({str(warehouse)!r}), 'probe', wait=0): pass"],
-            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        assert probe.returncode != 0 and "WarehouseBusy" in probe.stderr and "outer" in probe.stderr
+        refused = _probe(warehouse)
+        assert "WarehouseBusy" in refused and "outer" in refused
     finally:
         release(lock)
     with hold_warehouse(warehouse, "free again", wait=0):
@@ -100,13 +107,13 @@ def test_a_process_holding_it_shared_cannot_take_it_exclusive(tmp_path):
     """Other readers may hold it too: taking it exclusive would need them gone."""
     warehouse = tmp_path / "warehouse.duckdb"
     warehouse.touch()
-    with reading_warehouse(warehouse, "a reader", wait=0):
+    with reading_warehouse(warehouse, wait=0):
         with pytest.raises(RuntimeError, match="shared"):
             acquire(warehouse, "a writer", wait=0)
-        with reading_warehouse(warehouse, "a reader again", wait=0):
+        with reading_warehouse(warehouse, wait=0):
             pass
     with hold_warehouse(warehouse, "a writer", wait=0):
-        with reading_warehouse(warehouse, "a reader inside the writer", wait=0):
+        with reading_warehouse(warehouse, wait=0):
             pass
 
 
@@ -188,11 +195,7 @@ def test_a_dagster_run_takes_the_lock_for_its_whole_length(tmp_path, monkeypatch
     def first(warehouse: WarehouseResource):
         seen.append(lock_path(warehouse.resolved_path()).read_text())
         # between steps as within them, no other process can have it
-        probe = subprocess.run(
-            [sys.executable, "-c", "from pathlib import Path; from pipelines.run_lock import hold_warehouse\n"
-             f"with hold_warehouse(Path({str(warehouse.resolved_path())!r}), 'probe', wait=0): pass"],
-            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-        assert probe.returncode != 0 and "WarehouseBusy" in probe.stderr
+        assert "WarehouseBusy" in _probe(warehouse.resolved_path())
 
     @asset(deps=[first])
     def second(warehouse: WarehouseResource):
@@ -216,22 +219,26 @@ def test_a_dagster_run_takes_the_lock_for_its_whole_length(tmp_path, monkeypatch
 def test_readers_share_it_and_writers_exclude_them(tmp_path):
     warehouse = tmp_path / "warehouse.duckdb"
     warehouse.touch()
+    with hold_warehouse(warehouse, "an earlier writer", wait=0):  # its record stays in the file
+        pass
     reader = _holder(warehouse, 60, how="reading_warehouse")
     try:
-        with reading_warehouse(warehouse, "a second reader", wait=0):
+        with reading_warehouse(warehouse, wait=0):
             pass
-        # the file names the last reader, of this process, which has finished: not named
+        # readers leave no record; the file still names the earlier writer, of this
+        # process, which has finished: not named as the holder
         with pytest.raises(WarehouseBusy, match="in use by another process") as refused:
             with hold_warehouse(warehouse, "a writer", wait=0):
                 pass
-        assert "a second reader" not in str(refused.value)
+        assert "an earlier writer" in lock_path(warehouse).read_text()
+        assert "an earlier writer" not in str(refused.value)
     finally:
         reader.kill()
         reader.wait()
     writer = _holder(warehouse, 60)
     try:
         with pytest.raises(WarehouseBusy, match="a test holder"):
-            with reading_warehouse(warehouse, "a reader", wait=0):
+            with reading_warehouse(warehouse, wait=0):
                 pass
     finally:
         writer.kill()
@@ -251,7 +258,7 @@ def test_a_reader_reads_without_the_lock_where_it_cannot_create_it(tmp_path, mon
         raise FileNotFoundError(2, "No such file or directory", str(path))
 
     monkeypatch.setattr(run_lock, "_os_open", refuse)
-    with reading_warehouse(warehouse, "a reader", wait=0):
+    with reading_warehouse(warehouse, wait=0):
         pass
     with pytest.raises(OSError):  # a writer must not go on without it
         with hold_warehouse(warehouse, "a writer", wait=0):
