@@ -40,6 +40,9 @@ MARKER = "COMPLETE.json"
 # L as 10 x 500k: peak RSS of the process tree 4.1 GiB (5 x 1M: 7.1 GiB; in one go: OOM).
 SHARDS = {"L": 10}
 SHARD_LAYOUT = 1  # bump when the way parts are named or merged changes: regenerates the cache
+# landing bytes per contact (L: 17,666,171,139 for 5M, S: 3.3 GiB for 1M), to estimate the
+# disk a data set not generated yet will take
+LANDING_BYTES_PER_CONTACT = 3_550
 
 
 def generator_fingerprint() -> str:
@@ -69,17 +72,35 @@ def cache_key(scale: str, seed: int = SEED) -> dict:
     return key
 
 
+def _cached_marker(bench_dir: Path, scale: str, seed: int) -> dict | None:
+    """The cache entry's marker when the entry is complete and made as ``cache_key`` says."""
+    marker = bench_dir / f"data-{scale}-{seed}" / MARKER
+    if not marker.exists():
+        return None
+    recorded = json.loads(marker.read_text())
+    wanted = cache_key(scale, seed)
+    return recorded if {k: recorded.get(k) for k in wanted} == wanted else None
+
+
+def landing_size(bench_dir: Path, scale: str, seed: int = SEED) -> tuple[int, bool]:
+    """(bytes of the scale's landing files, whether they are cached already): the cache's
+    own count, or for a data set not generated yet an estimate from its contacts."""
+    recorded = _cached_marker(bench_dir, scale, seed)
+    if recorded is not None:
+        return recorded["bytes"], True
+    return SCALES[scale] * LANDING_BYTES_PER_CONTACT, False
+
+
 def cached_dataset(bench_dir: Path, scale: str, seed: int = SEED) -> Dataset:
     contacts = SCALES[scale]
     folder = bench_dir / f"data-{scale}-{seed}"
     marker = folder / MARKER
     wanted = cache_key(scale, seed)
     shards = SHARDS.get(scale, 1)
-    if marker.exists():
-        recorded = json.loads(marker.read_text())
-        if {k: recorded.get(k) for k in wanted} == wanted:
-            return Dataset(scale, contacts, folder / "landing", folder / "ground_truth.json",
-                           recorded["rows"], recorded["bytes"], None)
+    recorded = _cached_marker(bench_dir, scale, seed)
+    if recorded is not None:
+        return Dataset(scale, contacts, folder / "landing", folder / "ground_truth.json",
+                       recorded["rows"], recorded["bytes"], None)
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     from pipelines.generate import generate

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import duckdb
 
-from benchmarks.data import AS_OF, SCALES, cached_dataset, working_copy
+from benchmarks.data import AS_OF, SCALES, cached_dataset, landing_size, working_copy
 from benchmarks.measure import Measured, run_measured
 
 AS_OF_TEXT = f"{AS_OF.isoformat()}T00:00:00Z"
@@ -50,6 +50,15 @@ COMPARE = {
     "enforcement": ("enforce",),
     "compaction": ("compaction",),
 }
+
+# Peak size of a repeat's work folder (landing copies, warehouses, DuckDB's spill files,
+# erasure copies) per byte of landing data, measured by sampling the disk every 30 s over
+# whole runs (docs/benchmarks.md, item 49): S with the erasure of 100,000 peaked at 5.0×
+# its 3.25 GiB (both sides keep their post-run state while each erasure works on copies
+# of it); L without erasure at 1.55× its 16.5 GiB, in the dbt build. DuckDB's spill can
+# grow and shrink between two samples, so the latter is rounded up to 2.
+WORK_PEAK_PER_LANDING_BYTE = {"erasure": 5.0, "no_erasure": 2.0}
+DISK_MARGIN = 1.10
 
 
 BENCH_KEY = Path()  # set by benchmark(): <bench dir>/bench.key
@@ -408,6 +417,38 @@ def benchmark(scale: str, repeat: int, bench_dir: Path, memory_limit: str | None
     }
 
 
+def _size_on_disk(folder: Path) -> int:
+    total = 0
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                continue
+    return total
+
+
+def disk_shortfall(bench_dir: Path, scale: str, erase: bool) -> str | None:
+    """Why the run would run out of disk, or None when there is room for it.
+
+    Needed: the data set if not cached yet, plus the work folder's measured peak for this
+    scale's landing size. A work folder left by an earlier ``--keep`` run is deleted at
+    the start, so its space counts as free. An estimate, not a promise: an L run that
+    runs out of disk does so after an hour or more, so it is refused before it starts."""
+    landing, cached = landing_size(bench_dir, scale)
+    needed = DISK_MARGIN * (WORK_PEAK_PER_LANDING_BYTE["erasure" if erase else "no_erasure"] * landing
+                            + (0 if cached else landing))
+    free = shutil.disk_usage(bench_dir).free + _size_on_disk(bench_dir / f"work-{scale}")
+    if free >= needed:
+        return None
+    gib = 2**30
+    return (f"scale {scale} needs about {needed / gib:.1f} GiB of free disk under {bench_dir} "
+            f"({'' if cached else 'the data set, then '}the work folder's peak: landing copies, "
+            f"warehouses, spill files{', erasure copies' if erase else ''}); "
+            f"{free / gib:.1f} GiB are free. Free some space, leave out the erasure benchmark "
+            f"(--no-erasure), or pass --no-disk-check to run anyway.")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -422,12 +463,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="subjects to erase (repeatable; default per scale: " +
                              ", ".join(f"{s} {'/'.join(map(str, k))}" for s, k in ERASE_K.items()) + ")")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (warehouses, landing copies)")
+    parser.add_argument("--no-disk-check", action="store_true",
+                        help="start even when the free disk looks too small for the scale")
     args = parser.parse_args(argv)
 
     from pipelines.settings import LethePaths
 
     bench_dir = LethePaths.resolve().home / "bench"
     bench_dir.mkdir(parents=True, exist_ok=True)
+    shortfall = None if args.no_disk_check else disk_shortfall(bench_dir, args.scale, not args.no_erasure)
+    if shortfall:
+        print(f"benchmark not started: {shortfall}", file=sys.stderr)
+        return 2
     memory_limit = args.memory_limit or ("12GB" if args.scale == "L" else None)
     result = benchmark(args.scale, args.repeat, bench_dir, memory_limit, erase=not args.no_erasure,
                        erase_k=args.erase_k)
