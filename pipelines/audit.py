@@ -48,6 +48,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
 
+import duckdb
+
 from pipelines.durable import fsync_path
 
 AUDIT_SCHEMA = "audit"
@@ -135,6 +137,45 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
 
 
+# What json.dumps writes for a str (ensure_ascii, the C implementation where there is one).
+_json_string = json.encoder.encode_basestring_ascii
+
+
+def _json_scalar(value: Any) -> str:
+    """``canonical_json(value)``, written directly for the types a stored row holds."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    kind = type(value)
+    if kind is str:
+        return _json_string(value)
+    if kind is int:
+        return int.__repr__(value)
+    return canonical_json(value)  # anything else (a float, a list…) exactly as json.dumps
+
+
+def _object_writer(keys: Iterable[str]):
+    """A function writing ``canonical_json`` of a dict with exactly these keys, without
+    sorting and encoding the keys again for every row: the hash chain and the mirror
+    write every row this way (200,000 rows for an erasure of 100,000 subjects), and
+    json.dumps was most of that time. Same text, byte for byte (tests compare)."""
+    ordered = sorted(keys)
+    prefixes = [("{" if i == 0 else ",") + _json_string(k) + ":" for i, k in enumerate(ordered)]
+    pairs = list(zip(prefixes, ordered))
+
+    def write(record: dict) -> str:
+        return "".join([prefix + _json_scalar(record[key]) for prefix, key in pairs]) + "}"
+
+    return write
+
+
+_write_hashed = _object_writer(HASHED_COLUMNS)
+_write_mirrored = _object_writer(COLUMNS)
+
+
 def _iso(ts: datetime | str) -> str:
     if isinstance(ts, str):
         return ts
@@ -150,7 +191,7 @@ def _hash_payload(row: dict) -> dict:
 
 def compute_row_hash(prev_hash: str, row: dict) -> str:
     """sha256(prev_hash + canonical JSON of every column but prev_hash and row_hash), hex."""
-    text = prev_hash + canonical_json(_hash_payload(row))
+    text = prev_hash + _write_hashed(_hash_payload(row))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
@@ -161,7 +202,51 @@ def _mirror_record(row: dict) -> dict:
 
 
 def _mirror_line(row: dict) -> bytes:
-    return (canonical_json(_mirror_record(row)) + "\n").encode("utf-8")
+    return (_write_mirrored(_mirror_record(row)) + "\n").encode("utf-8")
+
+
+# The canonical texts written by DuckDB, so an intact log is checked without taking every
+# row into Python. Exactly the bytes the Python functions write, but only for rows whose
+# strings are printable ASCII (where json.dumps escapes nothing but '"' and '\'); any
+# other row sends the whole log through the row-by-row check, which is the definition.
+_PLAIN_TEXT = "[ -~]*"
+
+
+def _sql_json_value(column: str) -> str:
+    kind = _TYPES[column]
+    if kind == "VARCHAR":
+        return (f"""CASE WHEN {column} IS NULL THEN 'null' """
+                rf"""ELSE '"' || replace(replace({column}, '\', '\\'), '"', '\"') || '"' END""")
+    if kind == "BIGINT":
+        return f"coalesce(CAST({column} AS VARCHAR), 'null')"
+    if kind == "BOOLEAN":
+        return f"CASE WHEN {column} IS NULL THEN 'null' WHEN {column} THEN 'true' ELSE 'false' END"
+    if kind == "TIMESTAMP":  # _iso: isoformat(timespec="microseconds")
+        return (f"""CASE WHEN {column} IS NULL THEN 'null' """
+                f"""ELSE '"' || strftime({column}, '%Y-%m-%dT%H:%M:%S.%f') || '"' END""")
+    raise ValueError(f"no SQL form for {kind}")
+
+
+def _sql_object(columns: Iterable[str]) -> str:
+    """SQL for ``canonical_json`` of a row's ``columns`` (see ``_object_writer``)."""
+    parts = []
+    for i, column in enumerate(sorted(columns)):
+        prefix = ("{" if i == 0 else ",") + _json_string(column) + ":"
+        parts.append(f"'{prefix}'")
+        parts.append(_sql_json_value(column))
+    parts.append("'}'")
+    return " || ".join(parts)
+
+
+_SQL_PLAIN_ROW = " AND ".join(
+    f"({c} IS NULL OR regexp_full_match({c}, '{_PLAIN_TEXT}'))" for c in COLUMNS if _TYPES[c] == "VARCHAR"
+)
+_SQL_HASH = f"sha256(prev_hash || {_sql_object(HASHED_COLUMNS)})"
+_SQL_MIRROR_LINE = _sql_object(COLUMNS)
+# Fields whose text _content_problems searches for personal data; a value with none of
+# '@', '.', ':' cannot hold what _personal_data_kind looks for (an email needs '@', an
+# IPv4 address '.', an IPv6 address two ':'), so only the others are looked at in Python.
+_SEARCHED_FIELDS = ("table_name", "action", "reason", "run_id", "policy_version", "request_id")
 
 
 # ---------------------------------------------------------------------------------------
@@ -429,14 +514,14 @@ def sync_mirror(con, mirror_path: Path) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         last_seq, torn = _mirror_tail(fd)
-        rows = _select_rows(con, "WHERE seq > ?", [last_seq])
+        lines = _mirror_lines_after(con, last_seq)
         out = b""
         if torn:
-            if rows and rows[0]["seq"] == last_seq + 1 and _mirror_line(rows[0]).startswith(torn):
+            if lines and lines[0][0] == last_seq + 1 and lines[0][1].startswith(torn):
                 os.ftruncate(fd, os.fstat(fd).st_size - len(torn))
             else:
                 out = b"\n"  # keep the stray bytes on a line of their own
-        out += b"".join(_mirror_line(row) for row in rows)
+        out += b"".join(line for _, line in lines)
         if out:
             os.write(fd, out)
             os.fsync(fd)
@@ -446,7 +531,20 @@ def sync_mirror(con, mirror_path: Path) -> int:
         fsync_path(mirror_path.parent)
     if created_dir:
         fsync_path(mirror_path.parent.parent)
-    return len(rows)
+    return len(lines)
+
+
+def _mirror_lines_after(con, last_seq: int) -> list[tuple[int, bytes]]:
+    """(seq, mirror line) of every row past ``last_seq``, in order. DuckDB writes the lines
+    of rows whose strings are printable ASCII (``_SQL_MIRROR_LINE``: the same bytes),
+    Python the others."""
+    found = con.execute(
+        f"SELECT seq, CASE WHEN {_SQL_PLAIN_ROW} THEN {_SQL_MIRROR_LINE} END "
+        f"FROM {AUDIT_TABLE} WHERE seq > ? ORDER BY seq", [last_seq]).fetchall()
+    others = [seq for seq, line in found if line is None]
+    written = {row["seq"]: _mirror_line(row)
+               for row in (_select_rows(con, "WHERE list_contains(?, seq)", [others]) if others else [])}
+    return [(seq, (line + "\n").encode("utf-8") if line is not None else written[seq]) for seq, line in found]
 
 
 # ---------------------------------------------------------------------------------------
@@ -548,20 +646,42 @@ def _read_mirror(path: Path, problems: list[str],
     return by_seq
 
 
-def verify_audit_log(con, mirror_path: Path | None) -> list[str]:
-    """Recompute the hash chain and compare with the mirror; return problems (empty = intact).
+def _intact_in_sql(con) -> dict[int, str] | None:
+    """seq -> mirror line (without its end) for every row, when DuckDB finds the whole
+    chain intact and every row clean; None when any row needs the row-by-row check (a
+    broken link, a changed row, a string that is not printable ASCII, content that may
+    be personal data) — which then reports exactly what it finds."""
+    try:
+        unclean = con.execute(f"""
+            SELECT count(*) FILTER (WHERE NOT clean) FROM (
+                SELECT {_SQL_PLAIN_ROW}
+                       AND seq = coalesce(lag(seq) OVER w, 0) + 1
+                       AND prev_hash = coalesce(lag(row_hash) OVER w, '{GENESIS_HASH}')
+                       AND (subject_key IS NULL OR regexp_full_match(subject_key, '[0-9a-f]{{64}}'))
+                       AND row_hash = {_SQL_HASH} AS clean
+                FROM {AUDIT_TABLE}
+                WINDOW w AS (ORDER BY seq, row_hash))
+        """).fetchone()[0]
+        if unclean:
+            return None
+        for field in _SEARCHED_FIELDS:
+            values = con.execute(
+                f"SELECT DISTINCT {field} FROM {AUDIT_TABLE} WHERE contains({field}, '@') "
+                f"OR contains({field}, '.') OR contains({field}, ':')").fetchall()
+            if any(_personal_data_kind(value) for (value,) in values):
+                return None
+        details = con.execute(f"SELECT DISTINCT details FROM {AUDIT_TABLE}").fetchall()
+        if not all(isinstance(text, str) and _details_acceptable(text) for (text,) in details):
+            return None
+        return dict(con.execute(f"SELECT seq, {_SQL_MIRROR_LINE} FROM {AUDIT_TABLE} ORDER BY seq").fetchall())
+    except duckdb.Error:
+        return None  # e.g. a table whose columns were altered: the row-by-row check says what
 
-    Reports changed rows (hash mismatch), deleted rows (seq gaps, broken prev_hash),
-    rows in the mirror that differ from or are missing in the table, table rows the
-    mirror lacks, mirror lines that are not valid JSON, and stored strings that look
-    like personal data. Messages name seq numbers, line numbers and fields, never values.
-    Read-only: creates nothing.
-    """
-    problems: list[str] = []
-    rows = _select_rows(con) if _table_exists(con) else []
-    intact: set[int] = set()  # seqs whose row_hash matches their content
 
-    # 1. The chain in the table.
+def _check_chain(rows: list[dict], problems: list[str]) -> set[int]:
+    """The row-by-row check of the table's chain: appends problems, returns the seqs whose
+    row_hash matches their content."""
+    intact: set[int] = set()
     expected_seq, prev_hash, prev_seq = 1, GENESIS_HASH, None
     for row in rows:
         seq = row["seq"]
@@ -582,6 +702,39 @@ def verify_audit_log(con, mirror_path: Path | None) -> list[str]:
             intact.add(seq)
         problems.extend(_content_problems(where, row))
         expected_seq, prev_hash, prev_seq = seq + 1, row["row_hash"], seq
+    return intact
+
+
+def verify_audit_log(con, mirror_path: Path | None) -> list[str]:
+    """Recompute the hash chain and compare with the mirror; return problems (empty = intact).
+
+    Reports changed rows (hash mismatch), deleted rows (seq gaps, broken prev_hash),
+    rows in the mirror that differ from or are missing in the table, table rows the
+    mirror lacks, mirror lines that are not valid JSON, and stored strings that look
+    like personal data. Messages name seq numbers, line numbers and fields, never values.
+    Read-only: creates nothing.
+
+    An intact log is checked in DuckDB (the chain's links, every row's hash, the
+    canonical mirror lines: 200,000 rows of an erasure of 100,000 subjects took ≈ 3.6 s
+    in Python); any doubt sends it through the row-by-row check, which reports.
+    """
+    problems: list[str] = []
+    exists = _table_exists(con)
+    lines = _intact_in_sql(con) if exists else {}
+    if lines is not None:
+        rows: dict[int, dict] = {}  # fetched only for mirror lines that are not canonical
+        seqs = list(lines)
+        canonical = {(line + "\n").encode("utf-8"): seq for seq, line in lines.items()}
+    else:
+        fetched = _select_rows(con) if exists else []
+        intact = _check_chain(fetched, problems)
+        rows = {row["seq"]: row for row in fetched}
+        seqs = [row["seq"] for row in fetched]
+        # the usual case: a line is byte for byte the canonical form of the table row with
+        # its seq, whose hash was just checked, so its own hash matches too — one lookup
+        # instead of parsing the line, a hash and one comparison per field
+        canonical = {_mirror_line(row): seq for seq, row in rows.items() if seq in intact}
+    del lines
 
     if mirror_path is None:
         return problems
@@ -589,21 +742,20 @@ def verify_audit_log(con, mirror_path: Path | None) -> list[str]:
     # 2. The mirror against the table.
     mirror_path = Path(mirror_path)
     if not mirror_path.exists():
-        if rows:
-            seqs = _ranges(r["seq"] for r in rows)
-            problems.append(f"mirror: file is missing but the table has seq {seqs}")
+        if seqs:
+            problems.append(f"mirror: file is missing but the table has seq {_ranges(seqs)}")
         return problems
-    table = {row["seq"]: row for row in rows}
-    # the usual case: a line is byte for byte the canonical form of the table row with its
-    # seq, whose hash was just checked, so its own hash matches too — one lookup instead
-    # of parsing the line, a hash and one comparison per field
-    canonical = {_mirror_line(row): seq for seq, row in table.items() if seq in intact}
     mirror = _read_mirror(mirror_path, problems, canonical)
+    in_table = set(seqs)
+    wanted = [seq for seq, (_, record, _) in mirror.items()
+              if record is not None and seq in in_table and seq not in rows]
+    if wanted:
+        rows.update((row["seq"], row) for row in _select_rows(con, "WHERE list_contains(?, seq)", [wanted]))
     for seq, (number, record, raw) in sorted(mirror.items()):
         if record is None:
             continue  # matched its table row in _read_mirror
         where = f"mirror line {number} (seq {seq})"
-        row = table.get(seq)
+        row = rows.get(seq) if seq in in_table else None
         if isinstance(record.get("prev_hash"), str) and record.get("row_hash") != compute_row_hash(
             record["prev_hash"], record
         ):
@@ -616,7 +768,7 @@ def verify_audit_log(con, mirror_path: Path | None) -> list[str]:
         differing = [c for c in COLUMNS if c in record and _field_json(row[c]) != _field_json(record[c])]
         if differing:
             problems.append(f"seq {seq}: table and mirror differ in {', '.join(differing)}")
-    lacking = [seq for seq in table if seq not in mirror]
+    lacking = [seq for seq in seqs if seq not in mirror]
     if lacking:
         top = max(mirror, default=0)
         holes = [s for s in lacking if s < top]

@@ -423,3 +423,100 @@ def test_ensure_audit_table_refuses_a_table_of_another_shape(paths) -> None:
     with pytest.raises(RuntimeError, match="expected"):
         ensure_audit_table(con)
     con.close()
+
+
+# --------------------------------------------------------------------------------------
+# DuckDB's fast check of an intact log must accept exactly what the row-by-row check does
+
+from pipelines import audit as audit_module  # noqa: E402
+
+# strings json.dumps escapes in every way it can, and plain ones
+TEXTS = ["plain", 'a "quote"', "back\\slash", '\\"both', "tab\there", "new\nline", "ctrl \x01 \x1f",
+         "del \x7f", "café", "emoji \U0001F600", "~ !#$%&'()*+,-./:;<=>?[]^_`{|}", " "]
+
+
+def test_the_canonical_writer_is_json_dumps_byte_for_byte() -> None:
+    values = TEXTS + [None, True, False, 0, -1, 2**63 - 1, -(2**63), 10**30, 1.5, -0.0, 1e300,
+                      [1, "a"], {"z": 1, "a": [None]}]
+    for value in values:
+        record = {"b": value, "a": value, "é": value, "A": 1}
+        assert audit_module._object_writer(record)(record) == audit_module.canonical_json(record)
+
+
+def _forge(con, rows: list[dict]) -> None:
+    """Write rows around append_entries, chained correctly (as a tamperer with the code could)."""
+    ensure_audit_table(con)
+    prev = GENESIS_HASH
+    for seq, values in enumerate(rows, start=1):
+        row = {"seq": seq, "logged_at": T0, "run_id": None, "policy_version": None, "table_name": "t",
+               "action": "purge", "reason": "r", "rows_affected": 1, "request_id": None,
+               "subject_key": None, "dry_run": False, "details": "{}"} | values
+        row["prev_hash"] = prev
+        row["row_hash"] = prev = compute_row_hash(prev, row)
+        con.execute(f"INSERT INTO {AUDIT_TABLE} VALUES ({', '.join('?' * len(COLUMNS))})",
+                    [row[c] for c in COLUMNS])
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_duckdb_writes_the_same_mirror_lines_and_hashes_as_python(paths, text) -> None:
+    warehouse, mirror = paths
+    con = duckdb.connect(str(warehouse))
+    _append(con, [_entry(1), _entry(2, reason=f"r {text}", action=f"{text}x", table_name=f"t{text}",
+                                    dry_run=True, subject_key=SUBJECT, rows_affected=2**62)],
+            now=T0 + timedelta(microseconds=120))
+    _append(con, [_entry(3)], now=T0)  # whole second: still six digits
+    assert sync_mirror(con, mirror) == 3
+    rows = _table_rows(con)
+    # whichever way a line was written (DuckDB for printable ASCII, Python otherwise), it
+    # is the canonical line the format defines
+    assert mirror.read_bytes() == b"".join(audit_module._mirror_line(row) for row in rows)
+    plain = all(32 <= ord(ch) <= 126 for ch in text)
+    fast = audit_module._intact_in_sql(con)
+    if plain:
+        assert fast == {row["seq"]: audit_module._mirror_line(row).decode()[:-1] for row in rows}
+        hashes = con.execute(f"SELECT {audit_module._SQL_HASH} FROM {AUDIT_TABLE} ORDER BY seq").fetchall()
+        assert [h for (h,) in hashes] == [row["row_hash"] for row in rows]
+    else:
+        assert fast is None  # the row-by-row check decides
+    assert verify_audit_log(con, mirror) == []
+    con.close()
+
+
+def test_the_fast_check_accepts_an_intact_log_and_nothing_else(logged) -> None:
+    con, mirror = logged
+    assert sorted(audit_module._intact_in_sql(con)) == [1, 2, 3, 4]
+    con.execute(f"UPDATE {AUDIT_TABLE} SET rows_affected = rows_affected + 1 WHERE seq = 3")
+    assert audit_module._intact_in_sql(con) is None
+    assert verify_audit_log(con, None) == ["seq 3: row_hash does not match the row's content (row changed)"]
+    con.execute(f"UPDATE {AUDIT_TABLE} SET rows_affected = rows_affected - 1 WHERE seq = 3")
+    con.execute(f"DELETE FROM {AUDIT_TABLE} WHERE seq = 2")
+    assert audit_module._intact_in_sql(con) is None
+    assert verify_audit_log(con, None) == [
+        "seq 2 missing from the table (rows deleted)",
+        "seq 3: prev_hash does not match the row_hash of seq 1 (a row before it was deleted or changed)",
+    ]
+
+
+@pytest.mark.parametrize("values, problem", [
+    ({"reason": "asked by jane.doe@example.org"}, "reason looks like it holds an email address"),
+    ({"request_id": "10.1.2.3"}, "request_id looks like it holds an IPv4 address"),
+    ({"run_id": "2001:db8::1"}, "run_id looks like it holds an IPv6 address"),
+    ({"table_name": "fe80::1"}, "table_name looks like it holds an IPv6 address"),
+    ({"subject_key": "not-a-token"}, "subject_key is not an HMAC token"),
+    ({"details": '{"who":"jane.doe@example.org"}'}, "details is not a JSON object of counts and ids"),
+    ({"details": "[1]"}, "details is not a JSON object of counts and ids"),
+])
+def test_personal_data_in_rows_written_around_append_entries_is_reported(tmp_path, values, problem) -> None:
+    """A row whose chain is intact can still hold what append_entries refuses: the fast
+    check leaves such a log to the row-by-row check, which names field and seq, never
+    the value."""
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    # '.', ':' and '-' in values that hold nothing personal
+    _forge(con, [{"policy_version": "v1.2", "request_id": "ER-1", "reason": "a: b"}, values, {}])
+    assert audit_module._intact_in_sql(con) is None
+    problems = verify_audit_log(con, None)
+    assert problems == [f"seq 2: {problem}"]
+    assert not any(str(v) in p for v in values.values() for p in problems)
+    con.execute(f"DELETE FROM {AUDIT_TABLE} WHERE seq > 1")
+    assert sorted(audit_module._intact_in_sql(con)) == [1]
+    con.close()
