@@ -10,6 +10,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from pipelines import audit as audit_module
 from pipelines.audit import (
     AUDIT_TABLE,
     COLUMNS,
@@ -428,8 +429,6 @@ def test_ensure_audit_table_refuses_a_table_of_another_shape(paths) -> None:
 # --------------------------------------------------------------------------------------
 # DuckDB's fast check of an intact log must accept exactly what the row-by-row check does
 
-from pipelines import audit as audit_module  # noqa: E402
-
 # strings json.dumps escapes in every way it can, and plain ones
 TEXTS = ["plain", 'a "quote"', "back\\slash", '\\"both', "tab\there", "new\nline", "ctrl \x01 \x1f",
          "del \x7f", "café", "emoji \U0001F600", "~ !#$%&'()*+,-./:;<=>?[]^_`{|}", " "]
@@ -468,12 +467,16 @@ def test_duckdb_writes_the_same_mirror_lines_and_hashes_as_python(paths, text) -
     assert sync_mirror(con, mirror) == 3
     rows = _table_rows(con)
     # whichever way a line was written (DuckDB for printable ASCII, Python otherwise), it
-    # is the canonical line the format defines
-    assert mirror.read_bytes() == b"".join(audit_module._mirror_line(row) for row in rows)
+    # is the canonical line the format defines: json.dumps, sorted keys, no spaces
+    defined = [(audit_module.canonical_json(audit_module._mirror_record(row)) + "\n").encode() for row in rows]
+    assert mirror.read_bytes() == b"".join(defined)
+    for row in rows:
+        payload = audit_module.canonical_json(audit_module._hash_payload(row))
+        assert row["row_hash"] == hashlib.sha256((row["prev_hash"] + payload).encode()).hexdigest()
     plain = all(32 <= ord(ch) <= 126 for ch in text)
     fast = audit_module._intact_in_sql(con)
     if plain:
-        assert fast == {row["seq"]: audit_module._mirror_line(row).decode()[:-1] for row in rows}
+        assert fast == {row["seq"]: line.decode()[:-1] for row, line in zip(rows, defined)}
         hashes = con.execute(f"SELECT {audit_module._SQL_HASH} FROM {AUDIT_TABLE} ORDER BY seq").fetchall()
         assert [h for (h,) in hashes] == [row["row_hash"] for row in rows]
     else:
