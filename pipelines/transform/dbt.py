@@ -30,6 +30,7 @@ from dagster import AssetCheckResult, AssetExecutionContext, AssetSpec
 from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
 from packaging import version
 
+from pipelines.enforce.proof import warm_up_great_expectations
 from pipelines.lineage import ENFORCEMENT_KEY, dbt_node_metadata
 from pipelines.publish import MARTS_FOLDER
 from pipelines.resources import EnforcementSettings, EngineResource, RunClockResource, WarehouseResource
@@ -237,6 +238,8 @@ def _stream_build(context: AssetExecutionContext, dbt: DbtCliResource, warehouse
                 f"{len(plan.tests)} test(s) on unchanged raw rows not run again "
                 f"(set {REUSE_ENV}=0 to make everything)")
     invocation = dbt.cli(args, context=context)
+    # the proofs after this step need Great Expectations: import it while dbt starts up
+    warm_up_great_expectations()
     events = invocation.stream()
     if inputs is not None and plan:
         reported = set()  # dbt may still run a left-out test (a subset run selects tests by name)
