@@ -205,7 +205,12 @@ def _mirror_record(row: dict) -> dict:
 
 
 def _mirror_line(row: dict) -> bytes:
-    return (_write_mirrored(_mirror_record(row)) + "\n").encode("utf-8")
+    return _line_bytes(_write_mirrored(_mirror_record(row)))
+
+
+def _line_bytes(text: str) -> bytes:
+    """A mirror line as stored: the canonical text, its end, UTF-8 (Python's or DuckDB's text)."""
+    return (text + "\n").encode("utf-8")
 
 
 # The canonical texts written by DuckDB, so an intact log is checked without taking every
@@ -542,7 +547,7 @@ def _mirror_lines_after(con, last_seq: int) -> list[tuple[int, bytes]]:
     others = [seq for seq, line in found if line is None]
     written = {row["seq"]: _mirror_line(row)
                for row in (_select_rows(con, "WHERE list_contains(?, seq)", [others]) if others else [])}
-    return [(seq, (line + "\n").encode("utf-8") if line is not None else written[seq]) for seq, line in found]
+    return [(seq, _line_bytes(line) if line is not None else written[seq]) for seq, line in found]
 
 
 # ---------------------------------------------------------------------------------------
@@ -722,7 +727,7 @@ def verify_audit_log(con, mirror_path: Path | None) -> list[str]:
     if lines is not None:
         rows: dict[int, dict] = {}  # fetched only for mirror lines that are not canonical
         seqs = list(lines)
-        canonical = {(line + "\n").encode("utf-8"): seq for seq, line in lines.items()}
+        canonical = {_line_bytes(line): seq for seq, line in lines.items()}
     else:
         fetched = _select_rows(con) if exists else []
         intact = _check_chain(fetched, problems)

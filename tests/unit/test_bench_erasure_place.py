@@ -36,7 +36,7 @@ def test_the_job_runs_in_the_pipeline_runs_place_and_leaves_its_state_as_it_was(
         return "measured", []
 
     monkeypatch.setattr(bench, "run_pipeline", job)
-    assert bench.pipeline_erasure(post, post / "landing", tmp_path / "aside", ["a@example.org"], None) \
+    assert bench.pipeline_erasure(post, tmp_path / "aside", ["a@example.org"], None) \
         == ("measured", [])
     assert (seen["home"], seen["landing"], seen["job"]) == (post, post / "landing", "erase_subjects_job")
     requests = {name: data for name, data in seen["state"].items() if name.startswith("landing/requests/")}
@@ -56,5 +56,5 @@ def test_a_failed_job_still_puts_the_post_run_state_back(tmp_path, monkeypatch):
 
     monkeypatch.setattr(bench, "run_pipeline", job)
     with pytest.raises(SystemExit):
-        bench.pipeline_erasure(post, post / "landing", tmp_path / "aside", ["a@example.org"], None)
+        bench.pipeline_erasure(post, tmp_path / "aside", ["a@example.org"], None)
     assert _snapshot(post) == before and not (tmp_path / "aside").exists()
