@@ -431,9 +431,10 @@ def dbt_executable() -> str:
 
 
 class LetheDbtCliResource(DbtCliResource):
-    """dagster-dbt's resource without two fixed costs it pays before every dbt command
-    (measured here: 4.1 s and 2.6 s, so ≈ 13 s per ``lethe run``, which has two dbt
-    commands — the build and the rebuild after enforcement):
+    """dagster-dbt's resource without three fixed costs it pays for every dbt command
+    (measured here: 4.1 s and 2.6 s for the first two, so ≈ 13 s per ``lethe run`` when it
+    had two dbt commands; the third ≈ 3–4 s a command, and a run now has three: the build,
+    the rebuild after enforcement and the marts step):
 
     - ``dbt --version`` in a subprocess, to learn the version of the dbt it will run.
       When that dbt is the one installed beside this Python (``dbt_executable()``), its
@@ -442,20 +443,41 @@ class LetheDbtCliResource(DbtCliResource):
       ``fetch_column_metadata``, which Lethe does not call (row counts would put a query
       per model into every run; column metadata is in the dbt YAML already). dagster-dbt
       runs without an adapter when creating one fails, so ``None`` is a supported state.
+    - a Python process per command, which imports dbt again each time: the command runs
+      in this process instead (``pipelines/transform/in_process.py``, which says what
+      that changes and how it is handled).
 
-    Both override private members of dagster-dbt 0.29 (pinned ``<0.30`` in pyproject);
-    ``tests/unit/test_dbt_resource.py`` fails if they stop being used.
+    They override or reuse private members of dagster-dbt 0.29 (pinned ``<0.30`` in
+    pyproject); ``tests/unit/test_dbt_resource.py`` and ``test_dbt_in_process.py`` fail if
+    they stop being used or drift from dagster-dbt's own command line.
     """
 
     @cached_property
     def _cli_version(self) -> version.Version:
-        own = Path(sys.executable).parent / "dbt"
-        if own.exists() and Path(self.dbt_executable).resolve() == own.resolve():
+        if self._runs_installed_dbt():
             return version.parse(importlib.metadata.version("dbt-core"))
         return super()._cli_version
 
     def _initialize_dbt_core_adapter(self, args):
         return None
+
+    def cli(self, args, *, raise_on_error=True, manifest=None, dagster_dbt_translator=None, context=None,
+            target_path=None):
+        """The dbt command in this process when it is the dbt installed beside this
+        Python (``pipelines/transform/in_process.py``: ≈ 3–4 s less per command), in a
+        subprocess otherwise or with ``LETHE_DBT_IN_PROCESS=0``."""
+        from pipelines.transform.in_process import in_process_enabled, run_in_process
+
+        if in_process_enabled() and self._runs_installed_dbt():
+            return run_in_process(self, args, raise_on_error=raise_on_error, manifest=manifest,
+                                  dagster_dbt_translator=dagster_dbt_translator, context=context,
+                                  target_path=target_path)
+        return super().cli(args, raise_on_error=raise_on_error, manifest=manifest,
+                           dagster_dbt_translator=dagster_dbt_translator, context=context, target_path=target_path)
+
+    def _runs_installed_dbt(self) -> bool:
+        own = Path(sys.executable).parent / "dbt"
+        return own.exists() and Path(self.dbt_executable).resolve() == own.resolve()
 
 
 def dbt_resource() -> DbtCliResource:

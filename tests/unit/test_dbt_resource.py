@@ -25,6 +25,8 @@ def test_version_comes_from_the_installed_package_without_a_subprocess(no_versio
 
 
 def test_a_dbt_command_starts_without_version_subprocess_or_adapter(no_version_subprocess, monkeypatch):
+    """In a subprocess (LETHE_DBT_IN_PROCESS=0; in this process, tests/unit/test_dbt_in_process.py)."""
+    monkeypatch.setenv("LETHE_DBT_IN_PROCESS", "0")
     started = {}
 
     def fake_run(**kwargs):
