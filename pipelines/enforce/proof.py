@@ -193,9 +193,11 @@ def warm_up_great_expectations() -> threading.Thread | None:
 
     The import takes ≈ 3 s of one core here (measured on the benchmark machine), and the
     proofs need it only at the end of enforcement — where it used to be paid, in full,
-    on the run's critical path. Started when a dbt command is launched (its own process
-    spends its first seconds parsing on one core, and this one only waits for its events),
-    the import is done by the time the proofs need it. Nothing depends on it succeeding:
+    on the run's critical path. Started when a dbt command is launched, the import is
+    done by the time the proofs need it. (dbt now runs in this process, in a thread of
+    its own — ``pipelines/transform/in_process.py`` — so the import shares the GIL with
+    dbt's Python work, though not with its DuckDB queries, which release it; an A/B of
+    the models step showed no gain from in-process dbt there, which this may explain.) Nothing depends on it succeeding:
     the proofs' own import waits for this one if it is still going (Python's module
     lock) and, if it failed, imports again and raises as it always did."""
     global _warm_up

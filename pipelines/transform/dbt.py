@@ -238,7 +238,7 @@ def _stream_build(context: AssetExecutionContext, dbt: DbtCliResource, warehouse
                 f"{len(plan.tests)} test(s) on unchanged raw rows not run again "
                 f"(set {REUSE_ENV}=0 to make everything)")
     invocation = dbt.cli(args, context=context)
-    # the proofs after this step need Great Expectations: import it while dbt starts up
+    # the proofs after this step need Great Expectations: import it while dbt runs
     warm_up_great_expectations()
     events = invocation.stream()
     if inputs is not None and plan:
