@@ -23,6 +23,19 @@ def pseudonym_key():
         os.environ["LETHE_PSEUDONYM_KEY"] = previous
 
 
+@pytest.fixture(autouse=True, scope="module")
+def restore_module_environment():
+    """The same for a test module: a module-scoped fixture that runs `lethe run` (which
+    exports LETHE_WAREHOUSE and the other paths) sets up before any test's
+    ``restore_environment`` saves the environment, so without this its paths stayed
+    for every later module on the same worker (a later test then found "its" missing
+    warehouse; which modules share a worker depends on xdist's scheduling)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.fixture(autouse=True)
 def restore_environment():
     """`lethe run` exports its resolved paths (LETHE_*, DAGSTER_HOME) for dbt and Dagster
