@@ -2,6 +2,7 @@
 command line and the same events as dagster-dbt's subprocess, the warehouse let go when
 a command ends, failures raised with dbt's message, and the switch back to a subprocess."""
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -71,12 +72,16 @@ def test_the_command_line_is_dagster_dbts_with_its_environment_as_flags(monkeypa
     _cli(["build", "--exclude", "path:models/marts"], target_path=target)
 
     class Recorded:
-        def __init__(self, args):
-            self.args = args
+        def __init__(self, args, parse_args=None):
+            self.args, self.parse_args = args, parse_args
 
     monkeypatch.setattr(in_process, "DbtThread", Recorded)
     monkeypatch.delenv(IN_PROCESS_ENV)
-    args = _cli(["build", "--exclude", "path:models/marts"], target_path=target).process.args
+    recorded = _cli(["build", "--exclude", "path:models/marts"], target_path=target).process
+    args = recorded.args
+    # the parse it may reuse: the same flags, without the command and its selection
+    assert recorded.parse_args[0] == "parse" and "--exclude" not in recorded.parse_args
+    assert recorded.parse_args[1:] == [a for a in args[args.index("--project-dir"):]]
 
     assert args[:len(started["args"])] == started["args"]
     flags, rest = {}, args[len(started["args"]):]
@@ -145,3 +150,81 @@ def test_another_dbt_executable_runs_in_a_subprocess(monkeypatch, tmp_path):
     resource = LetheDbtCliResource(project_dir=lethe_dbt_project(), dbt_executable=str(other))
     resource.cli(["ls"], manifest=lethe_dbt_project().manifest_path)
     assert started["args"][0] == str(other)
+
+
+def test_a_command_reuses_this_process_s_last_parse_while_nothing_it_read_changed(monkeypatch, tmp_path):
+    """The first command parses (its target folder holds the parse's manifest.json);
+    the next one with the same project, profile and environment is handed that manifest
+    and parses nothing; a changed LETHE_* variable (the profile reads the warehouse path
+    from one) makes the next command parse again. Results are the same either way."""
+    monkeypatch.setattr(in_process, "_parsed", None)
+    args = ["ls", "--select", "consent_state", "--output", "name"]
+
+    def printed(target):
+        invocation = _cli(args, target_path=target)
+        lines = [e["info"]["msg"] for e in _events(invocation) if e["info"]["name"] == "PrintEvent"]
+        assert invocation.process.returncode == 0
+        return lines, (target / "manifest.json").exists()
+
+    first, parsed_first = printed(tmp_path / "one")
+    again, parsed_again = printed(tmp_path / "two")
+    monkeypatch.setenv("LETHE_SOMETHING_THE_PROFILE_MIGHT_READ", "x")
+    changed, parsed_after_change = printed(tmp_path / "three")
+
+    assert (parsed_first, parsed_again, parsed_after_change) == (True, False, True)
+    assert first == again == changed and first[0] == "consent_state"
+
+
+def test_what_a_parse_reads_changes_with_the_project_s_files_but_not_with_the_output_folders(tmp_path):
+    project = tmp_path / "project"
+    (project / "models" / "deep").mkdir(parents=True)
+    (project / "dbt_project.yml").write_text("name: x\n")
+    model = project / "models" / "deep" / "a.sql"
+    model.write_text("select 1\n")
+
+    def read(target="t1"):
+        return in_process.what_a_parse_reads(
+            ["parse", "--project-dir", str(project), "--target-path", str(tmp_path / target),
+             "--log-path", str(tmp_path / target)])
+
+    before = read()
+    assert read("t2") == before  # each command writes to its own folder
+    model.write_text("select 2 -- longer\n")
+    edited = read()
+    (project / "models" / "deep" / "b.sql").write_text("select 3\n")
+    added = read()
+    model.unlink()
+    removed = read()
+    assert len({before, edited, added, removed}) == 4
+
+
+def test_a_parse_that_fails_leaves_the_command_to_parse_and_report_on_its_own(monkeypatch, warehouse):
+    monkeypatch.setattr(in_process, "_parsed", None)
+    assert in_process.parsed_manifest(["parse", "--no-such-flag"]) is None
+    assert in_process._parsed is None
+    thread = DbtThread(["dbt", "show", "--inline", "select x from numbers", "--project-dir",
+                        str(lethe_dbt_project().project_dir), "--profiles-dir", str(lethe_dbt_project().project_dir)],
+                       parse_args=["parse", "--no-such-flag"])
+    assert thread.wait(120) == 0
+
+
+def test_a_parse_s_warnings_reach_the_command_s_lines(monkeypatch, tmp_path):
+    """The command no longer parses, so what its parse would have warned about (here an
+    unused configuration path) is shown among its lines; the routine lines are not."""
+    project = tmp_path / "project"
+    (project / "models").mkdir(parents=True)
+    (project / "models" / "a.sql").write_text("select 1 as x\n")
+    (project / "dbt_project.yml").write_text(
+        "name: t\nprofile: t\nconfig-version: 2\nmodels:\n  t:\n    ghost_folder:\n      +materialized: table\n")
+    (project / "profiles.yml").write_text(
+        f"t:\n  target: dev\n  outputs:\n    dev:\n      type: duckdb\n      path: {tmp_path / 't.duckdb'}\n")
+    monkeypatch.setattr(in_process, "_parsed", None)
+    console = in_process.ConsoleLines()
+    manifest = in_process.parsed_manifest(
+        ["parse", "--project-dir", str(project), "--profiles-dir", str(project), "--log-format", "json",
+         "--target-path", str(tmp_path / "target"), "--log-path", str(tmp_path / "target")], console)
+    console.finish()
+    shown = [json.loads(line) for line in console]
+    assert "model.t.a" in manifest.nodes
+    assert shown and {e["info"]["level"] for e in shown} <= {"warn", "error"}
+    assert any("ghost_folder" in e["info"]["msg"] for e in shown)
