@@ -71,6 +71,8 @@ _parsed: tuple[tuple, object] | None = None
 # commands that add nothing to the manifest they are given (dbt's reuse leaves that to
 # the caller): `show` and `compile --inline` add their query as a node, `parse` makes it
 REUSES_A_PARSE = frozenset({"build", "run", "test", "seed", "snapshot", "ls", "list"})
+# a command's options that change what a parse makes
+PARSE_OPTIONS = ("--target", "-t", "--profile", "--vars")
 # the project's parts a parse reads, besides dbt_project.yml and profiles.yml
 _PARSED_FOLDERS = ("models", "macros", "tests", "seeds", "snapshots", "analyses")
 
@@ -284,8 +286,11 @@ def run_in_process(resource, args: Sequence[str], *, raise_on_error: bool, manif
         flags += ["--indirect-selection", params.indirect_selection]
     full_args = [resource.dbt_executable, *resource.global_config_flags, *cleaned_args, *profile_args,
                  *params.selection_args, *flags]
-    # the parse this command would do (its --vars too), to reuse this process's last one
-    parse_args = [*resource.global_config_flags, "parse", *profile_args, *_option(cleaned_args, "--vars"), *flags] \
+    # the parse this command would do (with its own target, profile and vars: a Spark run
+    # adds --target spark, and a manifest parsed for DuckDB names a database Spark refuses),
+    # to reuse this process's last one
+    parse_args = [*resource.global_config_flags, "parse", *profile_args,
+                  *(arg for name in PARSE_OPTIONS for arg in _option(cleaned_args, name)), *flags] \
         if cleaned_args[:1] and cleaned_args[0] in REUSES_A_PARSE else None
     _copy_partial_parse(project_dir, target_path)
     get_dagster_logger().info(f"Running dbt command in this process: `{' '.join(full_args)}`.")

@@ -228,3 +228,20 @@ def test_a_parse_s_warnings_reach_the_command_s_lines(monkeypatch, tmp_path):
     assert "model.t.a" in manifest.nodes
     assert shown and {e["info"]["level"] for e in shown} <= {"warn", "error"}
     assert any("ghost_folder" in e["info"]["msg"] for e in shown)
+
+
+def test_the_parse_a_command_reuses_is_made_with_its_own_target_and_vars(monkeypatch):
+    """A Spark run adds `--target spark` to its build: a manifest parsed for the DuckDB
+    target names a database, which dbt-spark refuses ("Cannot set database in spark!",
+    seen in make test-spark) — so the target, like the profile and vars, is part of the
+    parse and of what decides whether one can be reused."""
+    class Recorded:
+        def __init__(self, args, parse_args=None):
+            self.args, self.parse_args = args, parse_args
+
+    monkeypatch.setattr(in_process, "DbtThread", Recorded)
+    spark = _cli(["build", "--target", "spark", "--vars", "{x: 1}", "--select", "consent_state"]).process.parse_args
+    duck = _cli(["build", "--select", "consent_state"]).process.parse_args
+    assert spark[spark.index("--target") + 1] == "spark" and spark[spark.index("--vars") + 1] == "{x: 1}"
+    assert "--target" not in duck and "--select" not in spark
+    assert in_process.what_a_parse_reads(spark) != in_process.what_a_parse_reads(duck)
