@@ -184,6 +184,8 @@ def what_a_parse_reads(parse_args: Sequence[str]) -> tuple:
     files = []
     for name in ("dbt_project.yml", "profiles.yml", "packages.yml", "dependencies.yml", "selectors.yml"):
         files.append(_stat(project_dir / name))
+    if "--profiles-dir" in args:
+        files.append(_stat(Path(args[args.index("--profiles-dir") + 1]) / "profiles.yml"))
     for folder in _PARSED_FOLDERS:
         for root, dirs, names in os.walk(project_dir / folder):
             dirs.sort()
