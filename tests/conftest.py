@@ -6,6 +6,7 @@ paths under its own tmp dir, and a fixed pseudonymisation key is set for the ses
 """
 
 import os
+from contextlib import contextmanager
 
 import pytest
 
@@ -30,17 +31,23 @@ def restore_module_environment():
     ``restore_environment`` saves the environment, so without this its paths stayed
     for every later module on the same worker (a later test then found "its" missing
     warehouse; which modules share a worker depends on xdist's scheduling)."""
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+    with _environment_restored():
+        yield
 
 
 @pytest.fixture(autouse=True)
 def restore_environment():
     """`lethe run` exports its resolved paths (LETHE_*, DAGSTER_HOME) for dbt and Dagster
     child processes; give every test back the environment it started with."""
+    with _environment_restored():
+        yield
+
+
+@contextmanager
+def _environment_restored():
     saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)

@@ -34,6 +34,7 @@ from pipelines.enforce.proof import warm_up_great_expectations
 from pipelines.lineage import ENFORCEMENT_KEY, dbt_node_metadata
 from pipelines.publish import MARTS_FOLDER
 from pipelines.resources import EnforcementSettings, EngineResource, RunClockResource, WarehouseResource
+from pipelines.transform.in_process import PARSED_FOLDERS
 from pipelines.settings import DBT_PROJECT_DIR, WAREHOUSE_ENV, LethePaths
 from pipelines.transform.reuse import record_results
 
@@ -102,7 +103,7 @@ def manifest_is_stale(project: DbtProject) -> bool:
         return True
     built = manifest.stat().st_mtime
     root = Path(project.project_dir)
-    for folder in ("models", "macros", "tests", "seeds", "snapshots"):
+    for folder in PARSED_FOLDERS:
         if not (root / folder).is_dir():
             continue
         for path in [root / folder, *(root / folder).rglob("*")]:

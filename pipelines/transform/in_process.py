@@ -73,8 +73,9 @@ _parsed: tuple[tuple, object] | None = None
 REUSES_A_PARSE = frozenset({"build", "run", "test", "seed", "snapshot", "ls", "list"})
 # a command's options that change what a parse makes
 PARSE_OPTIONS = ("--target", "-t", "--profile", "--vars")
-# the project's parts a parse reads, besides dbt_project.yml and profiles.yml
-_PARSED_FOLDERS = ("models", "macros", "tests", "seeds", "snapshots", "analyses")
+# the project's parts a parse reads, besides dbt_project.yml and profiles.yml (also what
+# makes the project's manifest.json stale: pipelines/transform/dbt.py)
+PARSED_FOLDERS = ("models", "macros", "tests", "seeds", "snapshots", "analyses")
 
 
 def in_process_enabled() -> bool:
@@ -186,7 +187,7 @@ def what_a_parse_reads(parse_args: Sequence[str]) -> tuple:
         files.append(_stat(project_dir / name))
     if "--profiles-dir" in args:
         files.append(_stat(Path(args[args.index("--profiles-dir") + 1]) / "profiles.yml"))
-    for folder in _PARSED_FOLDERS:
+    for folder in PARSED_FOLDERS:
         for root, dirs, names in os.walk(project_dir / folder):
             dirs.sort()
             files.extend(_stat(Path(root) / name) for name in sorted(names))
