@@ -155,12 +155,27 @@ def acquire(warehouse: Path, what: str, *, wait: float | None = None,
             data = record.encode("utf-8")
             os.pwrite(fd, data, 0)  # then cut: a reader never finds the file empty
             os.ftruncate(fd, len(data))
+        _finish_interrupted_swap(Path(warehouse), shared)
     except BaseException:
         os.close(fd)
         raise
     with _guard:
         _held[path] = (fd, 1, shared)
     return path
+
+
+def _finish_interrupted_swap(warehouse: Path, shared: bool) -> None:
+    """A holder killed inside compaction's swap may have left the fresh file beside the
+    old one's WAL; the first to hold the lock after it finishes the swap, before anyone
+    opens the file (``pipelines/enforce/compact.py``). A reader that may not write there
+    leaves it, and DuckDB's own refusal to open the file says what is wrong."""
+    from pipelines.enforce.compact import finish_interrupted_swap
+
+    try:
+        finish_interrupted_swap(warehouse)
+    except OSError:
+        if not shared:
+            raise
 
 
 def _open_lock(path: Path, shared: bool) -> int:

@@ -31,7 +31,9 @@ from dagster_dbt import DbtCliResource
 
 from pipelines.audit import AUDIT_TABLE, AuditEntry, append_entries, ensure_audit_table, sync_mirror
 from pipelines.enforce.apply import enforce_decisions
-from pipelines.enforce.compact import CompactionOutcome, compact_warehouse
+from pipelines.enforce.compact import (
+    CompactionOutcome, CopiedWarehouse, compact_warehouse, copy_live_data, defer_checkpoints, swap_in,
+)
 from pipelines.enforce.erasure import (
     REQUEST_TABLES, complete_erasures, due_erasures, prepare_erasures, purged_rows_by_subject,
 )
@@ -150,8 +152,11 @@ def retention_enforcement(
         context.log.warning(f"{len(missing)} model(s) missing (an earlier rebuild did not finish): "
                             "rebuilding them before enforcing")
         _rebuild_models(dbt, warehouse, run_id=context.run_id)
+    copied: CopiedWarehouse | None = None
     with warehouse.connect() as con:
         install_sql_functions(con)
+        if not dry_run:
+            defer_checkpoints(con)  # the compaction below copies from this connection
         # the rows enforcement starts from, before it writes (tests that held on them
         # hold on what it leaves: pipelines/transform/reuse.py)
         fingerprint_started = time.perf_counter()
@@ -176,20 +181,23 @@ def retention_enforcement(
             )
             landing_meta = clean_landing(con, landing, now=now, run_id=context.run_id, policy_version=version)
             sync_mirror(con, audit_mirror_path())
-    seconds["erasure_and_landing"] = time.perf_counter() - started - sum(seconds.values())
+        seconds["erasure_and_landing"] = time.perf_counter() - started - sum(seconds.values())
 
-    changed_rows = sum(o.purged + o.newly_pseudonymised for o in outcomes)
-    if not dry_run and (changed_rows or completed):
-        # the raw tables changed under the models: every model is made again from them so
-        # none keeps a purged row. They are dropped first — the marts (the marts step after
-        # this one builds them; until it does, the previous marts, which may name subjects
-        # erased just now, are gone) and the models the rebuild makes — so the compaction
-        # between the two copies the source of truth and bookkeeping only (≈ a quarter of
-        # the rows at benchmark scale S), and the rebuild writes into the fresh file
-        with warehouse.connect() as con:
+        changed_rows = sum(o.purged + o.newly_pseudonymised for o in outcomes)
+        if not dry_run and (changed_rows or completed):
+            # the raw tables changed under the models: every model is made again from them so
+            # none keeps a purged row. They are dropped first — the marts (the marts step after
+            # this one builds them; until it does, the previous marts, which may name subjects
+            # erased just now, are gone) and the models the rebuild makes — so the compaction
+            # between the two copies the source of truth and bookkeeping only (≈ a quarter of
+            # the rows at benchmark scale S), and the rebuild writes into the fresh file. The
+            # copy is made from this connection, whose commits were not checkpointed into the
+            # file it replaces (pipelines/enforce/compact.py)
             drop_marts(con.execute)
             drop_rebuilt_models(con.execute)
-        compact_and_audit(warehouse, run_id=context.run_id, now=now)
+            copied = copy_live_data(con, warehouse.resolved_path())
+    if copied is not None:
+        compact_and_audit(warehouse, run_id=context.run_id, now=now, copied=copied)
         seconds["compaction"] = time.perf_counter() - started - sum(seconds.values())
         _rebuild_models(dbt, warehouse, run_id=context.run_id, carry_from=before,
                         whole_key_tables=_left_whole_keys(outcomes, erasures_completed=completed))
@@ -290,11 +298,13 @@ def drop_rebuilt_models(execute, quote=quote_ident) -> None:
     _drop_models(execute, rebuilt_models(), quote)
 
 
-def compact_and_audit(warehouse: WarehouseResource, *, run_id: str, now) -> CompactionOutcome:
-    """Copy the live data into a fresh file, swap it in (``compact_warehouse``) and leave
-    the audit row saying so — the row ``compacted_warehouse`` looks for."""
+def compact_and_audit(warehouse: WarehouseResource, *, run_id: str, now,
+                      copied: CopiedWarehouse | None = None) -> CompactionOutcome:
+    """Copy the live data into a fresh file, swap it in (``compact_warehouse``; with
+    ``copied``, swap in that copy, made by the caller's connection) and leave the audit
+    row saying so — the row ``compacted_warehouse`` looks for."""
     path = warehouse.resolved_path()
-    outcome = compact_warehouse(path)
+    outcome = swap_in(copied, path) if copied is not None else compact_warehouse(path)
     with warehouse.connect() as con:
         ensure_audit_table(con)
         version = _policy_version(con)

@@ -730,9 +730,11 @@ CRASH_SCRIPT = """
 import sys, duckdb
 from datetime import datetime, timezone
 from pipelines.enforce.apply import enforce_decisions
+from pipelines.enforce.compact import defer_checkpoints
 from pipelines.sql_functions import install_sql_functions
 con = duckdb.connect(sys.argv[1])
 install_sql_functions(con)
+defer_checkpoints(con)  # as enforcement does: the committed tables are in the WAL only
 enforce_decisions(con, run_id="crash-test", policy_version="test", now=datetime(2026, 11, 30, tzinfo=timezone.utc))
 """
 
