@@ -62,6 +62,27 @@ class LethePaths:
         for path in (self.home, self.landing, self.warehouse.parent, self.dagster_home):
             path.mkdir(parents=True, exist_ok=True)
         instance_config = self.dagster_home / "dagster.yaml"
-        if not instance_config.exists():
-            # an explicit (local, SQLite) instance, and no usage statistics sent anywhere
-            instance_config.write_text("telemetry:\n  enabled: false\n", encoding="utf-8")
+        if not instance_config.exists() or instance_config.read_text(encoding="utf-8") == EARLIER_INSTANCE_YAML:
+            # an explicit (local, SQLite) instance, and no usage statistics sent anywhere;
+            # an instance configured by its operator is left as it is
+            instance_config.write_text(INSTANCE_YAML, encoding="utf-8")
+
+
+INSTANCE_YAML = """\
+# Written by Lethe (LethePaths.ensure_dirs in pipelines/settings.py). A local SQLite
+# instance, with no usage statistics sent anywhere; its event log keeps its database
+# connections open between writes (pipelines/dagster_storage.py).
+telemetry:
+  enabled: false
+storage:
+  custom:
+    module: pipelines.dagster_storage
+    class: LetheSqliteStorage
+    config:
+      base_dir:
+        env: DAGSTER_HOME
+"""
+
+# what earlier versions wrote: replaced by INSTANCE_YAML; any other content is the
+# operator's and is left as it is
+EARLIER_INSTANCE_YAML = "telemetry:\n  enabled: false\n"
