@@ -304,7 +304,7 @@ def compact_and_audit(warehouse: WarehouseResource, *, run_id: str, now,
     ``copied``, swap in that copy, made by the caller's connection) and leave the audit
     row saying so — the row ``compacted_warehouse`` looks for."""
     path = warehouse.resolved_path()
-    outcome = swap_in(copied, path) if copied is not None else compact_warehouse(path)
+    outcome = swap_in(copied) if copied is not None else compact_warehouse(path)
     with warehouse.connect() as con:
         ensure_audit_table(con)
         version = _policy_version(con)

@@ -122,9 +122,13 @@ def _wal(path: Path) -> Path:
 class CopiedWarehouse:
     """A complete, closed copy of the live data beside the warehouse, to be swapped in."""
 
-    path: Path
+    warehouse: Path
     bytes_before: int
     started: float
+
+    @property
+    def path(self) -> Path:
+        return _fresh(self.warehouse)
 
 
 def copy_live_data(con: duckdb.DuckDBPyConnection, path: Path) -> CopiedWarehouse:
@@ -142,14 +146,14 @@ def copy_live_data(con: duckdb.DuckDBPyConnection, path: Path) -> CopiedWarehous
     con.execute(f'COPY FROM DATABASE "{old}" TO lethe_fresh')
     con.execute("DETACH lethe_fresh")  # checkpoints and closes the fresh file
     con.execute("PRAGMA disable_checkpoint_on_shutdown")
-    return CopiedWarehouse(fresh, before, started)
+    return CopiedWarehouse(path, before, started)
 
 
-def swap_in(copied: CopiedWarehouse, warehouse: Path) -> CompactionOutcome:
+def swap_in(copied: CopiedWarehouse) -> CompactionOutcome:
     """Replace the warehouse and its WAL with the fresh copy: the old inode, with its
     stale blocks, is unlinked by the rename. Each step durable before the next, so that
     ``finish_interrupted_swap`` can tell from the files where a crash stopped it."""
-    path = Path(warehouse)
+    path = copied.warehouse
     fsync_path(copied.path)
     marker = _swap_marker(path)
     wal = _wal(path)
@@ -212,5 +216,5 @@ def compact_warehouse(path: Path) -> CompactionOutcome:
         copied = copy_live_data(con, path)
     finally:
         con.close()
-    return swap_in(copied, path)
+    return swap_in(copied)
 

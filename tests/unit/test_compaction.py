@@ -87,7 +87,7 @@ def test_deferred_commits_are_copied_from_memory_and_never_checkpointed_into_the
     finally:
         con.close()
     assert wal.exists()  # closed without its shutdown checkpoint: the commit is still in the WAL
-    swap_in(copied, path)
+    swap_in(copied)
 
     assert _contents(path) == sorted(KEPT.format(i) for i in range(2000))
     assert ERASED.format(1999).encode() not in _bytes_on_disk(path)
@@ -119,7 +119,7 @@ CRASHING = textwrap.dedent("""
         steps += 1
         real_fsync(p)
     compact.fsync_path = fsync_or_die
-    compact.swap_in(copied, path)
+    compact.swap_in(copied)
     os._exit(0)
 """)
 
