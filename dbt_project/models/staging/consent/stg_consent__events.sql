@@ -1,17 +1,12 @@
 -- One row per consent log entry; an entry delivered again in a later file keeps its first delivery.
 
-with source as (
-
-    select * from {{ source('raw_consent', 'events') }}
-
-),
-
-deduplicated as (
+with deduplicated as (
 
     {{ lethe_first_per_partition(
-        relation='source',
+        relation=source('raw_consent', 'events'),
         partition_by='consent_event_id',
         order_by=['_ingested_at', '_source_file', '_line_number'],
+        repeats_rare=true,
     ) }}
 
 ),

@@ -1,15 +1,9 @@
 -- One row per CRM contact: the latest version of the record across all deliveries.
 
-with source as (
-
-    select * from {{ source('raw_crm', 'contacts') }}
-
-),
-
-deduplicated as (
+with deduplicated as (
 
     {{ lethe_first_per_partition(
-        relation='source',
+        relation=source('raw_crm', 'contacts'),
         partition_by='contact_id',
         order_by=[
             'coalesce(last_activity_at, created_at) desc nulls last',
@@ -17,6 +11,7 @@ deduplicated as (
             '_source_file desc',
             '_line_number desc',
         ],
+        repeats_rare=true,
     ) }}
 
 ),

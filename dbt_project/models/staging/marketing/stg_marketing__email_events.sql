@@ -1,17 +1,12 @@
 -- One row per email event; an event delivered again in a later file keeps its first delivery.
 
-with source as (
-
-    select * from {{ source('raw_marketing', 'email_events') }}
-
-),
-
-deduplicated as (
+with deduplicated as (
 
     {{ lethe_first_per_partition(
-        relation='source',
+        relation=source('raw_marketing', 'email_events'),
         partition_by='event_id',
         order_by=['_ingested_at', '_source_file', '_line_number'],
+        repeats_rare=true,
     ) }}
 
 ),

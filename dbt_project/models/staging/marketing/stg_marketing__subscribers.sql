@@ -1,15 +1,9 @@
 -- One row per marketing subscriber: the latest version of the member record.
 
-with source as (
-
-    select * from {{ source('raw_marketing', 'subscribers') }}
-
-),
-
-deduplicated as (
+with deduplicated as (
 
     {{ lethe_first_per_partition(
-        relation='source',
+        relation=source('raw_marketing', 'subscribers'),
         partition_by='subscriber_id',
         order_by=[
             'last_changed_at desc nulls last',
@@ -17,6 +11,7 @@ deduplicated as (
             '_source_file desc',
             '_line_number desc',
         ],
+        repeats_rare=true,
     ) }}
 
 ),

@@ -1,16 +1,10 @@
 -- One row per erasure request. A verified delivery beats an unverified one, so a later
 -- re-export that lost verified_at cannot un-verify a request; otherwise the latest wins.
 
-with source as (
-
-    select * from {{ source('raw_requests', 'erasure_requests') }}
-
-),
-
-deduplicated as (
+with deduplicated as (
 
     {{ lethe_first_per_partition(
-        relation='source',
+        relation=source('raw_requests', 'erasure_requests'),
         partition_by='request_id',
         order_by=[
             '(verified_at is not null) desc',
@@ -18,6 +12,7 @@ deduplicated as (
             '_source_file desc',
             '_line_number desc',
         ],
+        repeats_rare=true,
     ) }}
 
 ),

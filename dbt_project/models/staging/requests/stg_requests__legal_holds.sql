@@ -1,18 +1,13 @@
 -- One row per legal hold: the latest delivery wins (a hold can be extended or lifted
 -- by re-delivering it with a new expires_at).
 
-with source as (
-
-    select * from {{ source('raw_requests', 'legal_holds') }}
-
-),
-
-deduplicated as (
+with deduplicated as (
 
     {{ lethe_first_per_partition(
-        relation='source',
+        relation=source('raw_requests', 'legal_holds'),
         partition_by='hold_id',
         order_by=['_ingested_at desc', '_source_file desc', '_line_number desc'],
+        repeats_rare=true,
     ) }}
 
 ),
