@@ -7,10 +7,23 @@ paths under its own tmp dir, and a fixed pseudonymisation key is set for the ses
 
 import os
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
 TEST_KEY = "lethe-test-key-do-not-use-in-production"
+MACROS = Path(__file__).resolve().parents[1] / "dbt_project" / "macros"
+
+
+def cross_engine_macros():
+    """dbt_project/macros/cross_engine.sql as a Jinja module: its default__ / spark__
+    macros callable directly, rendered as dbt would (the dispatchers need dbt's adapter
+    and are not called)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(MACROS)))
+    env.globals["env_var"] = lambda name, default=None: os.environ.get(name, default)  # as dbt's
+    return env.get_template("cross_engine.sql").make_module()
 
 
 @pytest.fixture(autouse=True, scope="session")

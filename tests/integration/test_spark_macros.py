@@ -38,16 +38,15 @@ import subprocess  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import duckdb  # noqa: E402
-import jinja2  # noqa: E402
 
 from pipelines.pseudonym import generalise_ip, hmac_token  # noqa: E402
 from pipelines.spark.keys import PADS_ENV, write_key_pads  # noqa: E402
 from pipelines.sql_functions import install_sql_functions  # noqa: E402
+from tests.conftest import cross_engine_macros  # noqa: E402
 
 HOST = "127.0.0.1"
 PORT = int(os.environ.get("LETHE_SPARK_THRIFT_PORT", "10000"))
 SPARK_PYTHON = os.environ.get("LETHE_SPARK_PYTHON", "python3")
-MACROS = Path(__file__).resolve().parents[2] / "dbt_project" / "macros"
 KEYS = {"short": b"lethe-test-key-do-not-use-in-production", "long": b"k" * 100}
 
 
@@ -66,15 +65,7 @@ if not _port_answers():
 
 # ------------------------------------------------------------------ rendering
 
-def _macros():
-    """The macro file as a Jinja module: its default__ / spark__ macros callable directly
-    (the dispatchers need dbt's adapter and are not called)."""
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(MACROS)))
-    env.globals["env_var"] = lambda name, default=None: os.environ.get(name, default)  # as dbt's
-    return env.get_template("cross_engine.sql").make_module()
-
-
-M = _macros()
+M = cross_engine_macros()
 
 
 def render(engine: str, name: str, *args, **kwargs) -> str:

@@ -10,22 +10,17 @@ two-column keys. The window form is the reference.
 
 from __future__ import annotations
 
-import os
 import random
-from pathlib import Path
 
 import duckdb
-import jinja2
 import pytest
 
-MACROS = Path(__file__).resolve().parents[2] / "dbt_project" / "macros"
+from tests.conftest import cross_engine_macros
 
 
 @pytest.fixture(scope="module")
 def macros():
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(MACROS)))
-    env.globals["env_var"] = lambda name, default=None: os.environ.get(name, default)  # as dbt's
-    return env.get_template("cross_engine.sql").make_module()
+    return cross_engine_macros()
 
 
 def _rows(seed: int, n: int) -> list[tuple]:
