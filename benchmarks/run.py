@@ -355,7 +355,10 @@ def _sum(rows: list[dict], names: tuple[str, ...]) -> float:
 
 
 def benchmark(scale: str, repeat: int, bench_dir: Path, memory_limit: str | None, erase: bool = True,
-              erase_k: list[int] | None = None) -> dict:
+              erase_k: list[int] | None = None, keep: bool = False) -> dict:
+    """Every measurement of ``repeat`` rounds, medians and ratios (the JSON's content).
+    With ``keep``, the last round's work folder stays, the pipeline's post-run state
+    included (warehouse, Dagster's home, landing copy), to look into afterwards."""
     global BENCH_KEY
     dataset = cached_dataset(bench_dir, scale)
     BENCH_KEY = _key(bench_dir)
@@ -370,7 +373,8 @@ def benchmark(scale: str, repeat: int, bench_dir: Path, memory_limit: str | None
         measured, stages = run_pipeline(work / "pipeline", pipe_landing, memory_limit)
         pipeline_runs.append((measured, stages))
         counts, pseudo = final_counts(work / "pipeline" / "warehouse.duckdb")
-        if not erasures:  # nothing needs the post-run state: free its disk before the next copy (L is ~50 GB)
+        if not erasures and not (keep and i == repeat - 1):
+            # nothing needs the post-run state: free its disk before the next copy (L is ~50 GB)
             shutil.rmtree(work / "pipeline", ignore_errors=True)
 
         (work / "reference").mkdir()
@@ -479,7 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--erase-k", type=int, action="append", metavar="K",
                         help="subjects to erase (repeatable; default per scale: " +
                              ", ".join(f"{s} {'/'.join(map(str, k))}" for s, k in ERASE_K.items()) + ")")
-    parser.add_argument("--keep", action="store_true", help="keep the work folder (warehouses, landing copies)")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the last repeat's work folder (both warehouses, the pipeline's Dagster home, "
+                             "landing copies): personal data, delete it when done")
     parser.add_argument("--no-disk-check", action="store_true",
                         help="start even when the free disk looks too small for the scale")
     args = parser.parse_args(argv)
@@ -488,13 +494,16 @@ def main(argv: list[str] | None = None) -> int:
 
     bench_dir = LethePaths.resolve().home / "bench"
     bench_dir.mkdir(parents=True, exist_ok=True)
-    shortfall = None if args.no_disk_check else disk_shortfall(bench_dir, args.scale, not args.no_erasure)
+    # --keep holds the pipeline's post-run state beside the reference's, as the erasure
+    # benchmark does: counted with the erasure peak (which also holds its copies)
+    shortfall = None if args.no_disk_check else disk_shortfall(bench_dir, args.scale,
+                                                               not args.no_erasure or args.keep)
     if shortfall:
         print(f"benchmark not started: {shortfall}", file=sys.stderr)
         return 2
     memory_limit = args.memory_limit or ("12GB" if args.scale == "L" else None)
     result = benchmark(args.scale, args.repeat, bench_dir, memory_limit, erase=not args.no_erasure,
-                       erase_k=args.erase_k)
+                       erase_k=args.erase_k, keep=args.keep)
     text = report(result)
     print(text)
     out = Path(args.json_out) if args.json_out else bench_dir / f"results-{args.scale}.json"
