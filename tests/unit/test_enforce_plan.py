@@ -151,3 +151,36 @@ def test_keys_are_counted_before_the_purge_deletes_them():
                               targets=[replace(TARGET, key_column="event_id")])
     assert (out.purged, out.split_keys, out.left_whole_keys) == (1, 1, False)
     assert con.execute("SELECT _record_id FROM raw_x.events ORDER BY 1").fetchall() == [("r2",), ("r3",)]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_split_keys_agree_with_a_count_key_by_key(seed):
+    """The count joins only the repeated keys' rows to the decisions: on random tables
+    (few keys, many repeats, NULL keys, rows without a decision, records with two
+    decisions) it equals a count made key by key — a row goes when any decision on it
+    says purge, as the DELETE does — and the DELETE leaves exactly that."""
+    import random
+    from dataclasses import replace
+
+    from pipelines.enforce.apply import _split_keys
+
+    rng = random.Random(seed)
+    keys = [None, "e1", "e2", "e3", "e 4", "E1", "e'5"][: rng.randint(2, 7)]
+    rows = [(f"r{i}", rng.choice(keys), "a@x") for i in range(rng.randint(1, 40))]
+    decisions = []
+    for record, _, _ in rows:
+        for _ in range(rng.choice([0, 1, 1, 1, 2])):  # none, one, or (forbidden by dbt) two
+            decisions.append((record, rng.choice(["purge", "keep", "pseudonymise"]), "x"))
+    con = duckdb.connect()
+    _keyed_events(con, rows, decisions)
+
+    purged_records = {record for record, action, _ in decisions if action == "purge"}
+    fates: dict = {}
+    for record, key, _ in rows:
+        fates.setdefault(key, set()).add(record in purged_records)
+    expected = sum(1 for seen in fates.values() if seen == {True, False})
+    assert _split_keys(con, replace(TARGET, key_column="event_id")) == expected
+    con.execute("DELETE FROM raw_x.events AS t USING retention.retention_decisions AS d "
+                "WHERE d.record_id = t._record_id AND d.action = 'purge'")
+    left = {r for (r,) in con.execute("SELECT _record_id FROM raw_x.events").fetchall()}
+    assert left == {record for record, _, _ in rows} - purged_records
