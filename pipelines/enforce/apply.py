@@ -107,9 +107,9 @@ def _split_keys(con, target: Target) -> int:
         f"WITH repeated AS (SELECT {key} AS k FROM {target.table} GROUP BY ALL HAVING count(*) > 1), "
         f"repeated_rows AS (SELECT t.rowid AS row_id, t.{key} AS k, t.{target.id_column} AS record_id "
         f"FROM {target.table} AS t SEMI JOIN repeated AS r ON t.{key} IS NOT DISTINCT FROM r.k), "
-        f"fates AS (SELECT any_value(rr.k) AS k, coalesce(bool_or(d.action = 'purge'), false) AS purged "
+        f"fates AS (SELECT rr.k, coalesce(bool_or(d.action = 'purge'), false) AS purged "
         f"FROM repeated_rows AS rr LEFT JOIN {DECISIONS_TABLE} AS d "
-        f"ON d.source_table = '{target.table}' AND d.record_id = rr.record_id GROUP BY rr.row_id) "
+        f"ON d.source_table = '{target.table}' AND d.record_id = rr.record_id GROUP BY rr.row_id, rr.k) "
         f"SELECT count(*) FROM (SELECT k FROM fates GROUP BY ALL HAVING bool_or(purged) AND NOT bool_and(purged))"
     ).fetchall()[0][0]
 
