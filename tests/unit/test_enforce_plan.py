@@ -173,6 +173,9 @@ def test_split_keys_agree_with_a_count_key_by_key(seed):
             decisions.append((record, rng.choice(["purge", "keep", "pseudonymise"]), "x"))
     con = duckdb.connect()
     _keyed_events(con, rows, decisions)
+    # another table's decisions on the same record ids never count here
+    con.executemany("INSERT INTO retention.retention_decisions VALUES ('raw_y.events', ?, ?, 'x')",
+                    [(record, rng.choice(["purge", "keep"])) for record, _, _ in rows])
 
     purged_records = {record for record, action, _ in decisions if action == "purge"}
     fates: dict = {}
@@ -180,7 +183,12 @@ def test_split_keys_agree_with_a_count_key_by_key(seed):
         fates.setdefault(key, set()).add(record in purged_records)
     expected = sum(1 for seen in fates.values() if seen == {True, False})
     assert _split_keys(con, replace(TARGET, key_column="event_id")) == expected
-    con.execute("DELETE FROM raw_x.events AS t USING retention.retention_decisions AS d "
-                "WHERE d.record_id = t._record_id AND d.action = 'purge'")
+    from pipelines.enforce.apply import enforce_decisions
+    from pipelines.ingest.tables import INGEST_LOG_DDL
+
+    con.execute("CREATE SCHEMA ingest")
+    con.execute(INGEST_LOG_DDL)
+    enforce_decisions(con, run_id="r", policy_version="v", now=datetime(2026, 11, 30),
+                      targets=[replace(TARGET, key_column="event_id")])  # the real purge
     left = {r for (r,) in con.execute("SELECT _record_id FROM raw_x.events").fetchall()}
     assert left == {record for record, _, _ in rows} - purged_records
