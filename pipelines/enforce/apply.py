@@ -108,8 +108,8 @@ def _split_keys(con, target: Target) -> int:
     return con.execute(
         f"WITH repeated AS (SELECT {key} AS k FROM {target.table} GROUP BY ALL HAVING count(*) > 1) "
         f"SELECT count(*) FROM ("
-        f"SELECT t.{key} FROM (SELECT * FROM {target.table} AS t SEMI JOIN repeated AS r "
-        f"ON t.{key} IS NOT DISTINCT FROM r.k) AS t "
+        f"SELECT t.{key} FROM (SELECT t.{key}, t.{target.id_column} FROM {target.table} AS t "
+        f"SEMI JOIN repeated AS r ON t.{key} IS NOT DISTINCT FROM r.k) AS t "
         f"LEFT JOIN {DECISIONS_TABLE} AS d ON d.source_table = '{target.table}' "
         f"AND d.record_id = t.{target.id_column} AND d.action = 'purge' "
         f"GROUP BY ALL HAVING bool_or(d.record_id IS NOT NULL) AND bool_or(d.record_id IS NULL))"

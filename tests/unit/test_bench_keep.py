@@ -53,7 +53,7 @@ def test_keep_keeps_the_last_rounds_post_run_state_without_the_erasure_benchmark
 
 
 def test_without_keep_the_post_run_state_is_freed_before_the_reference_runs(harness, monkeypatch):
-    bench_dir, rounds = harness
+    bench_dir, _ = harness
     seen = {}
     reference = bench.run_reference
 
@@ -74,4 +74,3 @@ def test_keep_asks_for_the_disk_the_kept_state_needs(tmp_path, monkeypatch):
     assert bench.main(["--scale", "tiny", "--no-erasure", "--keep"]) == 2
     assert bench.main(["--scale", "tiny", "--no-erasure"]) == 2
     assert asked == [True, False]
-
